@@ -1,0 +1,184 @@
+//! The config file as written by operators: every key optional, every default stated.
+//!
+//! [`super::Config::from_file`] turns this into the validated runtime config; the
+//! defaults that differ per role live there.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use super::value::{Addr, ByteSize, HumanDuration, PeerAddr};
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// Human-readable node name, shown in logs and `/status`. Default: the binary's name.
+    pub name: Option<String>,
+    /// TCP and UDP (QUIC) port on all interfaces. Default: 4001 for bootstrap and relay,
+    /// 0 (any free port) for peers.
+    pub port: Option<u16>,
+    /// Directory for the identity key and node state. Default: `$STATE_DIRECTORY`, else
+    /// `$XDG_DATA_HOME/jantar/<role>`, else `~/.local/share/jantar/<role>`.
+    pub data_dir: Option<PathBuf>,
+    /// Identity key file. Default: `<data_dir>/identity.key`, created on first start.
+    pub key_file: Option<PathBuf>,
+    /// Where fetched files go (peer). Default: `<data_dir>/downloads`.
+    pub download_dir: Option<PathBuf>,
+    /// Accepted for compatibility; Jantar does not update itself. Default: false.
+    pub auto_update: Option<bool>,
+    /// Same as `network.enable_dht`. Default: true.
+    pub enable_dht: Option<bool>,
+    /// Marks a bootstrap node config; only `jantar-bootstrap` accepts `true`.
+    pub bootstrap_mode: Option<bool>,
+    /// Disk quota for replicated files (peer). Default: 1GiB.
+    pub max_storage_size: Option<ByteSize>,
+    /// Smallest file a peer replicates (peer). Default: 0.
+    pub min_file_size: Option<ByteSize>,
+    /// How long shutdown may take after SIGTERM/SIGINT before exiting anyway. Default: 10s.
+    pub shutdown_grace_period: Option<HumanDuration>,
+    #[serde(default)]
+    pub admin: AdminFile,
+    #[serde(default)]
+    pub log: LogFile,
+    #[serde(default)]
+    pub network: NetworkFile,
+    #[serde(default)]
+    pub relay: RelayFile,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminFile {
+    /// Admin HTTP listen address (`/metrics`, `/livez`, `/readyz`, `/status`, `/dht/stats`).
+    /// Default: `127.0.0.1:9090`. Use `off` to disable.
+    pub listen: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogFile {
+    /// `error`, `warn`, `info`, `debug`, `trace` or a tracing filter. Default: `info`.
+    pub level: Option<String>,
+    /// `text` or `json`. Default: `text`.
+    pub format: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkFile {
+    /// Kademlia DHT. Default: true (bootstrap and relay require it).
+    pub enable_dht: Option<bool>,
+    /// mDNS discovery on the local network (peer). Default: true for peers.
+    pub enable_mdns: Option<bool>,
+    /// UPnP port mapping on the home router (peer). Default: true for peers.
+    pub enable_upnp: Option<bool>,
+    /// Listen addresses. Default: TCP and QUIC on `port`, IPv4 and IPv6, all interfaces.
+    pub listen_addresses: Option<Vec<Addr>>,
+    /// Addresses under which this node is reachable from the internet (public IP or
+    /// DNS name). Confirmed at once, so a relay serves immediately. Default: none.
+    pub external_addresses: Option<Vec<Addr>>,
+    /// Bootstrap nodes, each `<address>/p2p/<peer id>`. Default: none.
+    pub bootstrap_nodes: Option<Vec<PeerAddr>>,
+    /// Relay nodes, each `<address>/p2p/<peer id>` (or `/p2p-circuit/p2p/<peer id>` to
+    /// look the address up in the DHT). Default: none; relays are also found in the DHT.
+    pub relay_nodes: Option<Vec<PeerAddr>>,
+    /// When a peer holds relay reservations: `auto` (while AutoNAT says private),
+    /// `always`, or `never`. Default: `auto`.
+    pub relay_reservations: Option<String>,
+    /// How many relays a private peer holds reservations on. Default: 2.
+    pub max_relays: Option<usize>,
+    #[serde(default)]
+    pub connection_limits: ConnectionLimitsFile,
+    #[serde(default)]
+    pub dht: DhtFile,
+    #[serde(default)]
+    pub autonat: AutonatFile,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectionLimitsFile {
+    /// Distinct peers connected at once. Default: 50 (peer), 1000 (bootstrap, relay).
+    pub max_peers: Option<u32>,
+    /// Connections being set up at once, per direction. Default: 10 (peer), 128 (others).
+    pub max_pending_connections: Option<u32>,
+    /// How long an idle connection is kept open. Default: 20s.
+    pub connection_grace_period: Option<HumanDuration>,
+    /// Connections to one peer. Default: 4.
+    pub max_connections_per_peer: Option<u32>,
+    /// Inbound connections from one IPv4 address or IPv6 /64. Default: 8 (peer), 16 (others).
+    pub max_connections_per_ip: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DhtFile {
+    /// How often the routing table is refreshed. Default: 5m.
+    pub refresh_interval: Option<HumanDuration>,
+    /// Time limit of one DHT query. Default: 30s.
+    pub query_timeout: Option<HumanDuration>,
+    /// Largest DHT message accepted. Default: 16KiB.
+    pub max_packet_size: Option<ByteSize>,
+    /// Records kept for others (relay, peer). Default: 1024.
+    pub max_records: Option<usize>,
+    /// Provider keys kept for others (relay, peer). Default: 1024.
+    pub max_provider_keys: Option<usize>,
+    /// How often peers look for other peers and relays in the DHT. Default: 30s.
+    pub discovery_interval: Option<HumanDuration>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AutonatFile {
+    /// Only dial back global IP addresses when serving AutoNAT. Default: true.
+    pub only_global_ips: Option<bool>,
+    /// AutoNAT dial-backs served per `throttle_period`, in total. Default: 30.
+    pub max_clients: Option<usize>,
+    /// AutoNAT dial-backs served per `throttle_period` for one peer. Default: 3.
+    pub max_clients_per_peer: Option<usize>,
+    /// Window for the two limits above. Default: 1m.
+    pub throttle_period: Option<HumanDuration>,
+    /// Delay before the first reachability probe (peer). Default: 15s.
+    pub boot_delay: Option<HumanDuration>,
+    /// Probe interval while the status is unknown or changing. Default: 90s.
+    pub retry_interval: Option<HumanDuration>,
+    /// Probe interval once the status is settled. Default: 15m.
+    pub refresh_interval: Option<HumanDuration>,
+    /// Agreeing probes needed to settle the status. Default: 3.
+    pub confidence_max: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RelayFile {
+    /// Reservations held at once, in total. Default: 128.
+    pub max_reservations: Option<usize>,
+    /// Reservations held at once by one peer. Default: 4.
+    pub max_reservations_per_peer: Option<usize>,
+    /// Lifetime of a reservation before the peer must renew it. Default: 1h.
+    pub reservation_duration: Option<HumanDuration>,
+    /// Circuits relayed at once, in total. Default: 16.
+    pub max_circuits: Option<usize>,
+    /// Circuits relayed at once for one peer. Default: 4.
+    pub max_circuits_per_peer: Option<usize>,
+    /// Lifetime of one circuit. Default: 2m.
+    pub max_circuit_duration: Option<HumanDuration>,
+    /// Bytes relayed in each direction of one circuit. Default: 128KiB.
+    pub max_circuit_bytes: Option<ByteSize>,
+    /// Reservation requests per peer. Default: 30 per 2m.
+    pub reservation_rate_per_peer: Option<RateFile>,
+    /// Reservation requests per source IPv4 address or IPv6 /64. Default: 60 per 1m.
+    pub reservation_rate_per_ip: Option<RateFile>,
+    /// Circuit requests per source peer. Default: 30 per 2m.
+    pub circuit_rate_per_peer: Option<RateFile>,
+    /// Circuit requests per source IPv4 address or IPv6 /64. Default: 60 per 1m.
+    pub circuit_rate_per_ip: Option<RateFile>,
+}
+
+/// A token bucket: `limit` requests, refilled one per `interval`.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateFile {
+    pub limit: u32,
+    pub interval: HumanDuration,
+}

@@ -1,0 +1,277 @@
+use std::collections::HashMap;
+
+use super::*;
+
+const BOOT1: &str = "12D3KooWLUtCEj7vL4aAYTgNFn4VfX5azPyrkBoLHJC5uHZ76xCe";
+const BOOT2: &str = "12D3KooWGzaoJRnbmBpsZkkzu6dbgtoeRZVYNNaWR9k3fPGJAa5o";
+const BOOT3: &str = "12D3KooWQTe2j9nwBGR7QzqfDhzAMoJZMLs1jsWaXbVKc4Gvjo4k";
+const RELAY1: &str = "12D3KooWHkVoVgWUGUiBr5ExVjVeVTKmYwuHBUTfzqLQmwpAk6tb";
+
+fn env() -> HashMap<&'static str, &'static str> {
+    HashMap::from([("HOME", "/home/u")])
+}
+
+fn parse(role: Role, text: &str) -> Result<Loaded, ConfigError> {
+    Config::parse(
+        role,
+        text,
+        Some(Path::new("/etc/jantar/test.cfg")),
+        &Overrides::default(),
+        &env(),
+    )
+}
+
+/// The design document's `jantar.cfg`, with its placeholder peer ids replaced.
+fn seed_jantar_cfg() -> String {
+    format!(
+        r#"# Enhanced jantar.cfg
+network:
+  # Enable DHT for internet-scale discovery
+  enable_dht: true
+
+  # Bootstrap nodes (global)
+  bootstrap_nodes:
+    - "/ip4/165.232.45.78/tcp/4001/p2p/{BOOT1}"
+    - "/ip4/134.209.23.45/tcp/4001/p2p/{BOOT2}"
+    - "/ip6/2001:db8::1/tcp/4001/p2p/{BOOT3}"
+
+  # Relay nodes for NAT traversal
+  relay_nodes:
+    - "/p2p-circuit/p2p/{RELAY1}"
+    - "/p2p-circuit/p2p/{BOOT3}"
+
+  # Network behavior
+  connection_limits:
+    max_peers: 50
+    max_pending_connections: 10
+    connection_grace_period: 20s
+"#
+    )
+}
+
+const SEED_BOOTSTRAP_NODE_CFG: &str = r#"# bootstrap-node.cfg
+name: "Bootstrap-US-East"
+port: 4001
+auto_update: false
+enable_dht: true
+bootstrap_mode: true  # New flag
+"#;
+
+const SEED_BOOTSTRAP_CFG: &str = r#"# bootstrap.cfg
+name: "Bootstrap-Region-1"
+port: 4001
+download_dir: "/tmp/jantar"  # Minimal storage
+auto_update: false
+enable_dht: true
+max_storage_size: 104857600  # 100MB limit
+
+# Don't participate in file storage
+min_file_size: 999999999  # Effectively disable
+"#;
+
+#[test]
+fn seed_jantar_cfg_loads_for_peer() {
+    let loaded = parse(Role::Peer, &seed_jantar_cfg()).unwrap();
+    let c = loaded.config;
+    assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+    assert_eq!(c.network.bootstrap_nodes.len(), 3);
+    assert_eq!(c.network.bootstrap_nodes[2].peer_id.to_string(), BOOT3);
+    assert_eq!(
+        c.network.bootstrap_nodes[2].addr.to_string(),
+        "/ip6/2001:db8::1/tcp/4001"
+    );
+    assert_eq!(c.network.relay_nodes[0].peer_id.to_string(), RELAY1);
+    assert!(c.network.relay_nodes[0].addr.is_empty());
+    assert_eq!(c.network.limits.max_peers, 50);
+    assert_eq!(c.network.limits.max_pending_connections, 10);
+    assert_eq!(c.network.limits.idle_timeout, Duration::from_secs(20));
+    assert!(c.network.dht.enabled);
+    assert!(c.network.enable_mdns);
+    assert_eq!(c.port, 0);
+    assert_eq!(c.data_dir, PathBuf::from("/home/u/.local/share/jantar/peer"));
+    assert_eq!(c.key_file, c.data_dir.join("identity.key"));
+}
+
+#[test]
+fn seed_bootstrap_configs_load_for_bootstrap() {
+    let c = parse(Role::Bootstrap, SEED_BOOTSTRAP_NODE_CFG).unwrap();
+    assert_eq!(c.config.name, "Bootstrap-US-East");
+    assert_eq!(c.config.port, 4001);
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+
+    let c = parse(Role::Bootstrap, SEED_BOOTSTRAP_CFG).unwrap();
+    assert_eq!(c.config.max_storage_size, 104_857_600);
+    assert_eq!(c.config.min_file_size, 999_999_999);
+    // Storage keys mean nothing on a bootstrap node: loaded, with a warning each.
+    let w: Vec<String> = c.warnings.iter().map(|w| w.0.clone()).collect();
+    assert_eq!(w.len(), 3, "{w:?}");
+    assert!(w[0].contains("line 4, key `download_dir`: has no effect on jantar-bootstrap"), "{w:?}");
+}
+
+#[test]
+fn embedded_defaults_load() {
+    for role in [Role::Bootstrap, Role::Relay, Role::Peer] {
+        let l = Config::load(role, None, &Overrides::default(), &env()).unwrap();
+        assert!(l.warnings.is_empty(), "{role}: {:?}", l.warnings);
+        assert_eq!(l.config.admin_listen, Some("127.0.0.1:9090".parse().unwrap()));
+        assert!(l.config.network.dht.enabled);
+        assert!(l.config.network.bootstrap_nodes.is_empty());
+    }
+    let peer = Config::load(Role::Peer, None, &Overrides::default(), &env()).unwrap();
+    assert!(peer.config.network.enable_mdns);
+    let relay = Config::load(Role::Relay, None, &Overrides::default(), &env()).unwrap();
+    assert_eq!(relay.config.port, 4001);
+    assert!(!relay.config.network.enable_mdns);
+    assert_eq!(relay.config.relay.max_circuit_bytes, 128 * 1024);
+}
+
+#[test]
+fn sizes_and_durations() {
+    let c = parse(
+        Role::Peer,
+        "max_storage_size: 100MiB\nmin_file_size: 1 KB\nshutdown_grace_period: 1m 30s\n",
+    )
+    .unwrap()
+    .config;
+    assert_eq!(c.max_storage_size, 100 * 1024 * 1024);
+    assert_eq!(c.min_file_size, 1000);
+    assert_eq!(c.shutdown_grace_period, Duration::from_secs(90));
+    let c = parse(
+        Role::Relay,
+        "relay:\n  max_circuit_bytes: 1MiB\n  reservation_rate_per_ip: {limit: 5, interval: 10s}\n",
+    )
+    .unwrap()
+    .config;
+    assert_eq!(c.relay.max_circuit_bytes, 1 << 20);
+    assert_eq!(c.relay.reservation_rate_per_ip.limit.get(), 5);
+}
+
+fn err(role: Role, text: &str) -> ConfigError {
+    parse(role, text).expect_err("config should be refused")
+}
+
+#[test]
+fn misspelled_key_suggests_the_right_one() {
+    let e = err(
+        Role::Peer,
+        "name: a\nnetwork:\n  enable_dht: true\n  bootstrap_node: []\n",
+    );
+    assert_eq!(e.key(), Some("network.bootstrap_node"));
+    assert_eq!(e.line(), Some(4));
+    let msg = e.to_string();
+    assert!(msg.starts_with("/etc/jantar/test.cfg line 4"), "{msg}");
+    assert!(msg.contains("did you mean `bootstrap_nodes`?"), "{msg}");
+
+    let e = err(Role::Peer, "prot: 4001\n");
+    assert!(e.to_string().contains("did you mean `port`?"), "{e}");
+}
+
+#[test]
+fn wrong_type_names_key_and_line() {
+    let e = err(Role::Peer, "name: a\nport: lots\n");
+    assert_eq!(e.key(), Some("port"));
+    assert_eq!(e.line(), Some(2));
+    let e = err(
+        Role::Peer,
+        "network:\n  connection_limits:\n    connection_grace_period: soon\n",
+    );
+    assert_eq!(e.key(), Some("network.connection_limits.connection_grace_period"));
+    assert!(e.to_string().contains("invalid duration"), "{e}");
+}
+
+#[test]
+fn seed_placeholder_address_is_refused() {
+    let e = err(
+        Role::Peer,
+        "network:\n  bootstrap_nodes:\n    - \"/ip4/165.232.45.78/tcp/4001/p2p/12D3KooWBootstrap1...\"\n",
+    );
+    assert_eq!(e.key(), Some("network.bootstrap_nodes[0]"));
+    assert_eq!(e.line(), Some(3));
+    assert!(e.to_string().contains("not a valid multiaddr"), "{e}");
+}
+
+#[test]
+fn bootstrap_address_without_peer_id_is_refused() {
+    let e = err(
+        Role::Peer,
+        "network:\n  bootstrap_nodes:\n    - /ip4/1.2.3.4/tcp/4001\n",
+    );
+    assert_eq!(e.key(), Some("network.bootstrap_nodes[0]"));
+    assert!(e.to_string().contains("/p2p/<peer id>"), "{e}");
+    let e = err(Role::Peer, &format!("network:\n  bootstrap_nodes: [\"/p2p/{BOOT1}\"]\n"));
+    assert!(e.to_string().contains("has no transport address"), "{e}");
+}
+
+#[test]
+fn contradictions_are_refused() {
+    let e = err(Role::Peer, "enable_dht: true\nnetwork:\n  enable_dht: false\n");
+    assert_eq!(e.key(), Some("network.enable_dht"));
+    assert_eq!(e.line(), Some(3));
+    let e = err(Role::Peer, "bootstrap_mode: true\n");
+    assert!(e.to_string().contains("run this config with jantar-bootstrap"), "{e}");
+    let e = err(Role::Bootstrap, "enable_dht: false\n");
+    assert_eq!(e.key(), Some("enable_dht"));
+    let e = err(
+        Role::Relay,
+        "relay:\n  max_reservations: 2\n  max_reservations_per_peer: 4\n",
+    );
+    assert_eq!(e.key(), Some("relay.max_reservations_per_peer"));
+    assert_eq!(e.line(), Some(3));
+    let e = err(
+        Role::Peer,
+        "network:\n  enable_dht: false\n  relay_reservations: always\n",
+    );
+    assert_eq!(e.key(), Some("network.relay_reservations"));
+}
+
+#[test]
+fn role_irrelevant_keys_warn() {
+    let l = parse(Role::Relay, "download_dir: /x\nnetwork:\n  enable_mdns: true\n").unwrap();
+    assert_eq!(l.warnings.len(), 2, "{:?}", l.warnings);
+    assert!(l.warnings[1].0.contains("network.enable_mdns"));
+    assert!(!l.config.network.enable_mdns);
+    let l = parse(Role::Peer, "relay:\n  max_circuits: 3\n").unwrap();
+    assert!(l.warnings[0].0.contains("relay limits have no effect"));
+}
+
+#[test]
+fn overrides_and_environment() {
+    let o = Overrides {
+        port: Some(5000),
+        data_dir: Some("/srv/j".into()),
+        admin_listen: Some("off".into()),
+        log_level: Some("debug".into()),
+        log_format: Some("json".into()),
+    };
+    let c = Config::parse(Role::Relay, "port: 4001\n", None, &o, &env()).unwrap().config;
+    assert_eq!(c.port, 5000);
+    assert_eq!(c.data_dir, PathBuf::from("/srv/j"));
+    assert_eq!(c.admin_listen, None);
+    assert_eq!(c.log.format, LogFormat::Json);
+    assert!(c.network.listen_addresses[0].to_string().ends_with("/tcp/5000"));
+
+    let sd = HashMap::from([("STATE_DIRECTORY", "/var/lib/jantar-relay"), ("HOME", "/h")]);
+    let c = Config::parse(Role::Relay, "", None, &Overrides::default(), &sd).unwrap().config;
+    assert_eq!(c.data_dir, PathBuf::from("/var/lib/jantar-relay"));
+    let none: HashMap<&str, &str> = HashMap::new();
+    let e = Config::parse(Role::Relay, "", None, &Overrides::default(), &none).unwrap_err();
+    assert_eq!(e.key(), Some("data_dir"));
+}
+
+#[test]
+fn bad_admin_and_log_values() {
+    let e = err(Role::Peer, "admin:\n  listen: localhost\n");
+    assert_eq!(e.key(), Some("admin.listen"));
+    assert_eq!(e.line(), Some(2));
+    let e = err(Role::Peer, "log:\n  format: xml\n");
+    assert_eq!(e.key(), Some("log.format"));
+    let e = err(Role::Peer, "network:\n  listen_addresses: [\"/ip4/1.2.3.4/tcp/1/p2p-circuit\"]\n");
+    assert_eq!(e.key(), Some("network.listen_addresses"));
+}
+
+#[test]
+fn invalid_yaml_names_line() {
+    let e = err(Role::Peer, "name: a\nnetwork: [\n");
+    assert!(e.line().is_some(), "{e}");
+    assert!(e.to_string().starts_with("/etc/jantar/test.cfg line"), "{e}");
+}
