@@ -3,5 +3,14 @@
 //! Everything the three executables (`jantar-bootstrap`, `jantar-relay`, `jantar-peer`)
 //! do lives here; the binaries only parse their command line and call [`cli::main`].
 
+pub mod admin;
+pub mod behaviour;
+pub mod cli;
 pub mod config;
 pub mod identity;
+pub mod limits;
+pub mod logging;
+pub mod metrics;
+pub mod node;
+pub mod status;
+pub mod transport;

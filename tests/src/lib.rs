@@ -1,1 +1,3 @@
+//! Test support for Jantar: integration helpers and the NAT lab.
 
+pub mod lab;

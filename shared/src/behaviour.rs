@@ -1,0 +1,191 @@
+//! The libp2p behaviour of a Jantar node, built from a validated [`Config`].
+//!
+//! One struct serves all three roles; the parts a role does not run are disabled
+//! `Toggle`s, so one event loop handles every role:
+//!
+//! | part           | bootstrap          | relay              | peer                      |
+//! |----------------|--------------------|--------------------|---------------------------|
+//! | kad            | server, stores nothing | server, stores | client until public, then server |
+//! | autonat        | server             | server (+ client)  | client (+ server)         |
+//! | relay          | -                  | circuit relay v2   | -                         |
+//! | relay_client   | -                  | -                  | reservations while private |
+//! | dcutr, mdns, upnp | -               | -                  | yes (mdns/upnp per config) |
+
+use std::{io, time::Duration};
+
+use libp2p::{
+    PeerId, StreamProtocol, autonat, connection_limits, dcutr, identify,
+    identity::Keypair,
+    kad::{self, store::MemoryStore},
+    mdns, ping, relay,
+    swarm::{NetworkBehaviour, behaviour::toggle::Toggle},
+    upnp,
+};
+
+use crate::{
+    config::{Config, Role},
+    limits::{PeerLimits, relay_rate_per_ip, relay_rate_per_peer},
+};
+
+/// Jantar's own Kademlia protocol: a DHT of Jantar nodes, separate from other networks.
+pub const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/jantar/kad/1.0.0");
+/// Identify's protocol version string for Jantar nodes.
+pub const PROTOCOL_VERSION: &str = "/jantar/1.0.0";
+
+#[derive(NetworkBehaviour)]
+pub struct Behaviour {
+    pub connection_limits: connection_limits::Behaviour,
+    pub peer_limits: PeerLimits,
+    pub identify: identify::Behaviour,
+    pub ping: ping::Behaviour,
+    pub kad: Toggle<kad::Behaviour<MemoryStore>>,
+    pub autonat: autonat::Behaviour,
+    pub relay: Toggle<relay::Behaviour>,
+    pub relay_client: Toggle<relay::client::Behaviour>,
+    pub dcutr: Toggle<dcutr::Behaviour>,
+    pub mdns: Toggle<mdns::tokio::Behaviour>,
+    pub upnp: Toggle<upnp::tokio::Behaviour>,
+}
+
+impl Behaviour {
+    /// Builds the behaviour for `config.role`. `relay_client` comes from the swarm
+    /// builder's relay transport and is only kept for peers.
+    pub fn new(
+        config: &Config,
+        key: &Keypair,
+        relay_client: relay::client::Behaviour,
+    ) -> io::Result<Self> {
+        let peer_id = key.public().to_peer_id();
+        let role = config.role;
+        let net = &config.network;
+        let l = &net.limits;
+
+        let connection_limits = connection_limits::Behaviour::new(
+            connection_limits::ConnectionLimits::default()
+                .with_max_pending_incoming(Some(l.max_pending_connections))
+                .with_max_pending_outgoing(Some(l.max_pending_connections))
+                .with_max_established_per_peer(Some(l.max_connections_per_peer)),
+        );
+        let mut peer_limits = PeerLimits::new(l.max_peers, l.max_connections_per_ip);
+        for n in net.bootstrap_nodes.iter().chain(&net.relay_nodes) {
+            peer_limits.exempt(n.peer_id);
+        }
+
+        let identify = identify::Behaviour::new(
+            identify::Config::new(PROTOCOL_VERSION.to_string(), key.public())
+                .with_agent_version(format!("{}/{}", role.binary(), env!("CARGO_PKG_VERSION")))
+                .with_push_listen_addr_updates(true)
+                .with_cache_size(256),
+        );
+
+        let kad = net.dht.enabled.then(|| kademlia(config, peer_id));
+
+        let a = &net.autonat;
+        let autonat = autonat::Behaviour::new(
+            peer_id,
+            autonat::Config {
+                boot_delay: a.boot_delay,
+                retry_interval: a.retry_interval,
+                refresh_interval: a.refresh_interval,
+                confidence_max: a.confidence_max,
+                only_global_ips: a.only_global_ips,
+                throttle_clients_global_max: a.max_clients,
+                throttle_clients_peer_max: a.max_clients_per_peer,
+                throttle_clients_period: a.throttle_period,
+                // Probing is cheap for servers too: it is how a bootstrap or relay without
+                // configured external addresses learns its public one.
+                ..Default::default()
+            },
+        );
+
+        let relay = (role == Role::Relay).then(|| {
+            let r = &config.relay;
+            relay::Behaviour::new(
+                peer_id,
+                relay::Config {
+                    max_reservations: r.max_reservations,
+                    max_reservations_per_peer: r.max_reservations_per_peer,
+                    reservation_duration: r.reservation_duration,
+                    reservation_rate_limiters: vec![
+                        relay_rate_per_peer(
+                            r.reservation_rate_per_peer.limit,
+                            r.reservation_rate_per_peer.interval,
+                        ),
+                        relay_rate_per_ip(
+                            r.reservation_rate_per_ip.limit,
+                            r.reservation_rate_per_ip.interval,
+                        ),
+                    ],
+                    max_circuits: r.max_circuits,
+                    max_circuits_per_peer: r.max_circuits_per_peer,
+                    max_circuit_duration: r.max_circuit_duration,
+                    max_circuit_bytes: r.max_circuit_bytes,
+                    circuit_src_rate_limiters: vec![
+                        relay_rate_per_peer(
+                            r.circuit_rate_per_peer.limit,
+                            r.circuit_rate_per_peer.interval,
+                        ),
+                        relay_rate_per_ip(
+                            r.circuit_rate_per_ip.limit,
+                            r.circuit_rate_per_ip.interval,
+                        ),
+                    ],
+                },
+            )
+        });
+
+        let is_peer = role == Role::Peer;
+        let mdns = if net.enable_mdns {
+            Some(mdns::tokio::Behaviour::new(mdns::Config::default(), peer_id)?)
+        } else {
+            None
+        };
+
+        Ok(Behaviour {
+            connection_limits,
+            peer_limits,
+            identify,
+            ping: ping::Behaviour::new(ping::Config::new().with_interval(Duration::from_secs(30))),
+            kad: kad.into(),
+            autonat,
+            relay: relay.into(),
+            relay_client: is_peer.then_some(relay_client).into(),
+            dcutr: is_peer.then(|| dcutr::Behaviour::new(peer_id)).into(),
+            mdns: mdns.into(),
+            upnp: net.enable_upnp.then(upnp::tokio::Behaviour::default).into(),
+        })
+    }
+}
+
+fn kademlia(config: &Config, peer_id: PeerId) -> kad::Behaviour<MemoryStore> {
+    let d = &config.network.dht;
+    let mut kc = kad::Config::new(KAD_PROTOCOL);
+    kc.set_query_timeout(d.query_timeout)
+        .set_max_packet_size(d.max_packet_size)
+        .set_periodic_bootstrap_interval(Some(d.refresh_interval));
+    let store_config = kad::store::MemoryStoreConfig {
+        max_records: d.max_records,
+        max_provided_keys: d.max_provider_keys,
+        max_value_bytes: d.max_packet_size,
+        max_providers_per_key: kad::K_VALUE.get(),
+    };
+    if config.role == Role::Bootstrap {
+        // Stateless: inbound PUT_VALUE and ADD_PROVIDER are handed to the event loop,
+        // which drops them; nothing is stored or republished.
+        kc.set_record_filtering(kad::StoreInserts::FilterBoth)
+            .set_replication_interval(None)
+            .set_publication_interval(None)
+            .set_provider_publication_interval(None);
+    }
+    let mut kad = kad::Behaviour::with_config(
+        peer_id,
+        MemoryStore::with_config(peer_id, store_config),
+        kc,
+    );
+    kad.set_mode(Some(match config.role {
+        Role::Bootstrap | Role::Relay => kad::Mode::Server,
+        // Peers serve the DHT only once AutoNAT confirms they are publicly reachable.
+        Role::Peer => kad::Mode::Client,
+    }));
+    kad
+}

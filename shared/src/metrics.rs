@@ -1,0 +1,95 @@
+//! Every Jantar metric, recorded through the `metrics` facade and rendered by one
+//! Prometheus exporter, so `/metrics` is a single consistent exposition.
+
+use std::sync::OnceLock;
+
+use metrics::{Unit, describe_counter, describe_gauge};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+pub const PEERS: &str = "jantar_peers";
+pub const CONNECTIONS: &str = "jantar_connections";
+pub const CONNECTIONS_OPENED: &str = "jantar_connections_opened_total";
+pub const CONNECTIONS_CLOSED: &str = "jantar_connections_closed_total";
+pub const CONNECTIONS_DENIED: &str = "jantar_connections_denied_total";
+pub const DHT_ROUTING_TABLE_PEERS: &str = "jantar_dht_routing_table_peers";
+pub const DHT_BUCKETS: &str = "jantar_dht_buckets";
+pub const DHT_QUERIES_SERVED: &str = "jantar_dht_queries_served_total";
+pub const DHT_QUERIES_STARTED: &str = "jantar_dht_queries_started_total";
+pub const DHT_QUERIES_FINISHED: &str = "jantar_dht_queries_finished_total";
+pub const DHT_INSERTS_REFUSED: &str = "jantar_dht_inserts_refused_total";
+pub const RELAY_RESERVATIONS: &str = "jantar_relay_reservations";
+pub const RELAY_RESERVATION_REQUESTS: &str = "jantar_relay_reservation_requests_total";
+pub const RELAY_CIRCUITS: &str = "jantar_relay_circuits";
+pub const RELAY_CIRCUIT_REQUESTS: &str = "jantar_relay_circuit_requests_total";
+pub const RELAY_CLIENT_RESERVATIONS: &str = "jantar_relay_client_reservations";
+pub const NAT_STATUS: &str = "jantar_nat_status";
+pub const AUTONAT_PROBES_SERVED: &str = "jantar_autonat_probes_served_total";
+pub const HOLEPUNCH: &str = "jantar_holepunch_total";
+pub const DISCOVERED_PEERS: &str = "jantar_discovered_peers_total";
+pub const BUILD_INFO: &str = "jantar_build_info";
+
+/// Installs the process-wide recorder once and returns the handle `/metrics` renders.
+pub fn install() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new().build_recorder();
+            let handle = recorder.handle();
+            // Another recorder may already be installed (tests embedding several nodes);
+            // then this handle still renders ours, which is empty, and that is fine.
+            let _ = metrics::set_global_recorder(recorder);
+            describe();
+            handle
+        })
+        .clone()
+}
+
+fn describe() {
+    describe_gauge!(PEERS, Unit::Count, "Distinct peers currently connected.");
+    describe_gauge!(
+        CONNECTIONS,
+        Unit::Count,
+        "Open connections by kind (direct, relayed) and direction."
+    );
+    describe_counter!(CONNECTIONS_OPENED, "Connections established, by kind and direction.");
+    describe_counter!(CONNECTIONS_CLOSED, "Connections closed, by kind.");
+    describe_counter!(
+        CONNECTIONS_DENIED,
+        "Connections refused or failed before establishment, by reason."
+    );
+    describe_gauge!(DHT_ROUTING_TABLE_PEERS, Unit::Count, "Peers in the Kademlia routing table.");
+    describe_gauge!(DHT_BUCKETS, Unit::Count, "Non-empty Kademlia buckets.");
+    describe_counter!(DHT_QUERIES_SERVED, "Inbound Kademlia requests served, by kind.");
+    describe_counter!(DHT_QUERIES_STARTED, "Kademlia queries this node started, by kind.");
+    describe_counter!(
+        DHT_QUERIES_FINISHED,
+        "Kademlia queries this node finished, by kind and result."
+    );
+    describe_counter!(
+        DHT_INSERTS_REFUSED,
+        "Records or provider records from others that this node did not store, by kind."
+    );
+    describe_gauge!(RELAY_RESERVATIONS, Unit::Count, "Active reservations on this relay.");
+    describe_counter!(
+        RELAY_RESERVATION_REQUESTS,
+        "Reservation requests on this relay, by result (accepted, renewed, denied) and reason."
+    );
+    describe_gauge!(RELAY_CIRCUITS, Unit::Count, "Circuits this relay is carrying.");
+    describe_counter!(
+        RELAY_CIRCUIT_REQUESTS,
+        "Circuit requests on this relay, by result (accepted, denied) and reason."
+    );
+    describe_gauge!(
+        RELAY_CLIENT_RESERVATIONS,
+        Unit::Count,
+        "Reservations this peer holds on relays."
+    );
+    describe_gauge!(
+        NAT_STATUS,
+        "1 for the NAT status this node believes it is in (unknown, public, private)."
+    );
+    describe_counter!(AUTONAT_PROBES_SERVED, "AutoNAT dial-back requests served, by result.");
+    describe_counter!(HOLEPUNCH, "DCUtR hole-punch attempts, by result.");
+    describe_counter!(DISCOVERED_PEERS, "Peers discovered, by source (dht, mdns).");
+    describe_gauge!(BUILD_INFO, "Always 1; labels carry the version and role.");
+}

@@ -1,0 +1,115 @@
+//! What `/status` and `/dht/stats` report, as serde types shared by the node and tests.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// What the node believes about its own reachability.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NatStatus {
+    Unknown,
+    Public,
+    Private,
+}
+
+impl NatStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NatStatus::Unknown => "unknown",
+            NatStatus::Public => "public",
+            NatStatus::Private => "private",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConnectionKind {
+    Direct,
+    Relayed,
+}
+
+impl ConnectionKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConnectionKind::Direct => "direct",
+            ConnectionKind::Relayed => "relayed",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ConnectionStatus {
+    pub peer_id: String,
+    pub address: String,
+    /// `inbound` or `outbound`.
+    pub direction: String,
+    pub kind: ConnectionKind,
+    pub age_secs: u64,
+}
+
+/// A reservation this peer holds on a relay.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ReservationStatus {
+    pub relay: String,
+    /// `pending` until the relay accepts, then `active`.
+    pub state: String,
+    /// The circuit address others reach this peer at.
+    pub address: Option<String>,
+}
+
+/// What a relay is carrying.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct RelayServerStatus {
+    /// False until the relay has a confirmed external address to advertise.
+    pub serving: bool,
+    pub reservations: usize,
+    pub circuits: usize,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Status {
+    pub name: String,
+    pub role: String,
+    pub version: String,
+    pub peer_id: String,
+    pub ready: bool,
+    pub listen_addresses: Vec<String>,
+    pub external_addresses: Vec<String>,
+    pub nat_status: NatStatus,
+    /// `client` or `server`; absent when the DHT is disabled.
+    pub dht_mode: Option<String>,
+    pub connected_peers: usize,
+    pub connections: Vec<ConnectionStatus>,
+    /// Relays this peer holds (or is requesting) reservations on.
+    pub reservations: Vec<ReservationStatus>,
+    /// Relays this peer knows of, from config, the DHT or identify.
+    pub known_relays: Vec<String>,
+    /// Jantar peers discovered through the DHT or mDNS.
+    pub discovered_peers: Vec<String>,
+    pub relay: Option<RelayServerStatus>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct BucketStatus {
+    /// log2 of the XOR distance covered by the bucket.
+    pub distance: u32,
+    pub peers: usize,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DhtStats {
+    pub enabled: bool,
+    pub mode: Option<String>,
+    pub routing_table_size: usize,
+    pub buckets: Vec<BucketStatus>,
+    /// Inbound requests served, by kind (`find_node`, `get_providers`, ...).
+    pub queries_served: BTreeMap<String, u64>,
+    pub queries_served_total: u64,
+    /// Records stored for others (always 0 on bootstrap nodes).
+    pub records_stored: usize,
+    /// Keys this node itself announces as a provider.
+    pub provided_keys: usize,
+    pub bootstrapped: bool,
+}

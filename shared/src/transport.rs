@@ -1,0 +1,43 @@
+//! The swarm: TCP (Noise + Yamux) and QUIC v1 on IPv4 and IPv6, DNS resolution of
+//! `/dns4`, `/dns6` and `/dnsaddr` addresses, and the relay-client transport for
+//! `/p2p-circuit` addresses.
+
+use libp2p::{Swarm, SwarmBuilder, identity::Keypair, noise, tcp, yamux};
+
+use crate::{behaviour::Behaviour, config::Config};
+
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    #[error("cannot set up the {what} transport: {reason}")]
+    Setup { what: &'static str, reason: String },
+}
+
+/// Builds the swarm for `config` with identity `key`.
+pub fn build_swarm(config: &Config, key: Keypair) -> Result<Swarm<Behaviour>, TransportError> {
+    let err = |what| move |e: &dyn std::fmt::Display| TransportError::Setup {
+        what,
+        reason: e.to_string(),
+    };
+    let idle = config.network.limits.idle_timeout;
+    let swarm = SwarmBuilder::with_existing_identity(key)
+        .with_tokio()
+        .with_tcp(
+            tcp::Config::default().nodelay(true),
+            noise::Config::new,
+            yamux::Config::default,
+        )
+        .map_err(|e| err("TCP")(&e))?
+        .with_quic()
+        .with_dns()
+        .map_err(|e| err("DNS")(&e))?
+        .with_relay_client(noise::Config::new, yamux::Config::default)
+        .map_err(|e| err("relay client")(&e))?
+        .with_behaviour(|key, relay_client| {
+            Behaviour::new(config, key, relay_client)
+                .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
+        })
+        .map_err(|e| err("behaviour")(&e))?
+        .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
+        .build();
+    Ok(swarm)
+}

@@ -1,0 +1,279 @@
+//! Handles for routers, home networks and hosts in a [`Lab`](super::Lab).
+
+use std::{
+    fmt,
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+    sync::{Arc, atomic::Ordering},
+};
+
+use anyhow::{Context, Result};
+
+use super::{
+    LabShared, NatKind,
+    process::{LabProcess, ProcessSpec},
+    tool::{Ns, run_ok},
+};
+
+/// What a router does in the topology.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RouterRole {
+    /// The public datacenter router: no NAT, no firewall.
+    Datacenter,
+    /// The router of a home (or office) network, with the NAT of that kind.
+    Home(NatKind),
+    /// The carrier-grade NAT upstream of a [`NatKind::Cgnat`] home router.
+    Carrier,
+}
+
+impl fmt::Display for RouterRole {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Datacenter => f.write_str("datacenter"),
+            Self::Home(kind) => write!(f, "home/{kind}"),
+            Self::Carrier => f.write_str("carrier-cgnat"),
+        }
+    }
+}
+
+/// A router in the lab.
+#[derive(Clone)]
+pub struct LabRouter {
+    router: patchbay::Router,
+    role: RouterRole,
+}
+
+impl fmt::Debug for LabRouter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LabRouter")
+            .field("name", &self.name())
+            .field("role", &self.role)
+            .field("wan_ip", &self.wan_ip())
+            .finish()
+    }
+}
+
+impl LabRouter {
+    pub(crate) fn new(router: patchbay::Router, role: RouterRole) -> Self {
+        Self { router, role }
+    }
+
+    /// Router name as given to the lab.
+    pub fn name(&self) -> &str {
+        self.router.name()
+    }
+
+    /// What this router does in the topology.
+    pub fn role(&self) -> RouterRole {
+        self.role
+    }
+
+    /// Address on the upstream (WAN) side: the public address for routers on
+    /// the exchange, the carrier-side address for a router behind a CGNAT.
+    pub fn wan_ip(&self) -> Option<Ipv4Addr> {
+        self.router.uplink_ip()
+    }
+
+    /// Gateway address of the downstream (LAN) side.
+    pub fn lan_gateway(&self) -> Option<Ipv4Addr> {
+        self.router.downstream_gw()
+    }
+
+    /// Output of `nft list ruleset` inside this router's namespace.
+    pub async fn nft_ruleset(&self) -> Result<String> {
+        run_ok(Ns::Router(&self.router), "nft", &["list", "ruleset"]).await
+    }
+
+    /// The underlying patchbay router, for anything this wrapper lacks.
+    pub fn patchbay(&self) -> &patchbay::Router {
+        &self.router
+    }
+}
+
+/// The NAT gateway(s) in front of home hosts: one home router, plus a carrier
+/// router for [`NatKind::Cgnat`].
+#[derive(Clone, Debug)]
+pub struct HomeNetwork {
+    kind: NatKind,
+    gateway: LabRouter,
+    carrier: Option<LabRouter>,
+}
+
+impl HomeNetwork {
+    pub(crate) fn new(kind: NatKind, gateway: LabRouter, carrier: Option<LabRouter>) -> Self {
+        Self {
+            kind,
+            gateway,
+            carrier,
+        }
+    }
+
+    /// The NAT kind of this network.
+    pub fn kind(&self) -> NatKind {
+        self.kind
+    }
+
+    /// The home router the hosts are plugged into.
+    pub fn gateway(&self) -> &LabRouter {
+        &self.gateway
+    }
+
+    /// The carrier-grade NAT router upstream of the home router, if any.
+    pub fn carrier(&self) -> Option<&LabRouter> {
+        self.carrier.as_ref()
+    }
+
+    /// All routers of this network, home router first.
+    pub fn routers(&self) -> Vec<&LabRouter> {
+        std::iter::once(&self.gateway)
+            .chain(self.carrier.as_ref())
+            .collect()
+    }
+
+    /// The address the public side sees for hosts of this network: the WAN
+    /// address of the outermost NAT.
+    pub fn public_ip(&self) -> Option<Ipv4Addr> {
+        self.carrier
+            .as_ref()
+            .unwrap_or(&self.gateway)
+            .wan_ip()
+    }
+}
+
+/// Where a host sits.
+#[derive(Clone, Debug)]
+pub enum Placement {
+    /// Directly on the datacenter router, with a public-like address.
+    Datacenter,
+    /// Behind a home network's NAT.
+    Home(HomeNetwork),
+}
+
+/// A host (a patchbay device with one interface) in the lab.
+#[derive(Clone)]
+pub struct LabHost {
+    device: patchbay::Device,
+    placement: Placement,
+    uplink: LabRouter,
+    ip: Ipv4Addr,
+    pub(crate) shared: Arc<LabShared>,
+}
+
+impl fmt::Debug for LabHost {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LabHost")
+            .field("name", &self.name())
+            .field("ip", &self.ip)
+            .field("placement", &self.placement)
+            .finish()
+    }
+}
+
+impl LabHost {
+    pub(crate) fn new(
+        device: patchbay::Device,
+        placement: Placement,
+        uplink: LabRouter,
+        shared: Arc<LabShared>,
+    ) -> Result<Self> {
+        let ip = device
+            .ip()
+            .with_context(|| format!("host {} has no IPv4 address", device.name()))?;
+        Ok(Self {
+            device,
+            placement,
+            uplink,
+            ip,
+            shared,
+        })
+    }
+
+    /// Host name as given to the lab.
+    pub fn name(&self) -> &str {
+        self.device.name()
+    }
+
+    /// The host's own IPv4 address (private for home hosts).
+    pub fn ip(&self) -> Ipv4Addr {
+        self.ip
+    }
+
+    /// Where the host sits.
+    pub fn placement(&self) -> &Placement {
+        &self.placement
+    }
+
+    /// NAT kind in front of the host; `None` for datacenter hosts.
+    pub fn nat_kind(&self) -> Option<NatKind> {
+        match &self.placement {
+            Placement::Datacenter => None,
+            Placement::Home(net) => Some(net.kind()),
+        }
+    }
+
+    /// The home network the host belongs to, if any.
+    pub fn home_network(&self) -> Option<&HomeNetwork> {
+        match &self.placement {
+            Placement::Datacenter => None,
+            Placement::Home(net) => Some(net),
+        }
+    }
+
+    /// The router this host is plugged into.
+    pub fn uplink(&self) -> &LabRouter {
+        &self.uplink
+    }
+
+    /// The address other hosts see this host's traffic come from: its own
+    /// address in the datacenter, the outermost NAT's WAN address at home.
+    pub fn public_ip(&self) -> Ipv4Addr {
+        match &self.placement {
+            Placement::Datacenter => self.ip,
+            Placement::Home(net) => net.public_ip().unwrap_or(self.ip),
+        }
+    }
+
+    /// Name of the host's network interface.
+    pub fn iface_name(&self) -> String {
+        self.device
+            .default_iface()
+            .map(|i| i.name().to_string())
+            .unwrap_or_else(|| "eth0".to_string())
+    }
+
+    /// Directory for this host's process logs: `<lab log dir>/<host>/`.
+    pub fn log_dir(&self) -> PathBuf {
+        self.shared.log_dir.join(self.name())
+    }
+
+    /// Starts `spec` inside this host's network namespace, with stdout and
+    /// stderr going to the spec's log file (or a fresh file in
+    /// [`log_dir`](Self::log_dir)). The process is killed when the returned
+    /// handle is dropped.
+    pub fn spawn(&self, spec: ProcessSpec) -> Result<LabProcess> {
+        let log = match &spec.log {
+            Some(path) => path.clone(),
+            None => self.default_log_path(spec.program()),
+        };
+        let cmd = spec.to_command(&log)?;
+        let child = self
+            .device
+            .spawn_command_sync(cmd)
+            .with_context(|| format!("spawn `{}` on {}", spec.command_line(), self.name()))?;
+        Ok(LabProcess::new(self.name(), &spec, log, child))
+    }
+
+    fn default_log_path(&self, program: &Path) -> PathBuf {
+        let seq = self.shared.spawn_seq.fetch_add(1, Ordering::Relaxed);
+        let stem = program
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "process".to_string());
+        self.log_dir().join(format!("{stem}-{seq}.log"))
+    }
+
+    /// The underlying patchbay device, for anything this wrapper lacks.
+    pub fn patchbay(&self) -> &patchbay::Device {
+        &self.device
+    }
+}
