@@ -1,3 +1,4 @@
 //! Test support for Jantar: integration helpers and the NAT lab.
 
+pub mod harness;
 pub mod lab;

@@ -18,7 +18,10 @@ use libp2p::{
     identity::Keypair,
     kad,
     multiaddr::Protocol,
-    swarm::{ConnectionId, dial_opts::DialOpts},
+    swarm::{
+        ConnectionId,
+        dial_opts::{DialOpts, PeerCondition},
+    },
 };
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
@@ -324,7 +327,11 @@ impl Node {
             }
             Command::Connect { addr, reply } => {
                 let opts = match peer_of(&addr) {
-                    Some(peer) => DialOpts::peer_id(peer).addresses(vec![addr.clone()]).build(),
+                    // Asked for explicitly: dial even if already connected another way.
+                    Some(peer) => DialOpts::peer_id(peer)
+                        .condition(PeerCondition::Always)
+                        .addresses(vec![addr.clone()])
+                        .build(),
                     None => DialOpts::unknown_peer_id().address(addr.clone()).build(),
                 };
                 let id = opts.connection_id();

@@ -1,0 +1,308 @@
+//! Starts the real `jantar-*` binaries as processes with generated configs, waits on
+//! their readiness, and prints what a person needs when something goes wrong: each
+//! node's log tail and `/status`.
+
+use std::{
+    fmt::Write as _,
+    path::{Path, PathBuf},
+    process::{Child, Command, ExitStatus, Stdio},
+    sync::OnceLock,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, anyhow, bail};
+use serde_json::Value;
+
+/// Directory holding the built binaries. Built once per test process with
+/// `cargo build --bins` (a no-op when they are current); `JANTAR_BIN_DIR` skips that.
+pub fn bin_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        if let Some(d) = std::env::var_os("JANTAR_BIN_DIR") {
+            return PathBuf::from(d);
+        }
+        // target/<profile>/deps/<test binary> -> target/<profile>
+        let exe = std::env::current_exe().expect("test executable path");
+        let dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("test binary lives in target/<profile>/deps")
+            .to_path_buf();
+        let profile_release = dir.file_name().is_some_and(|n| n == "release");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.args(["build", "--quiet", "-p", "jantar-bootstrap", "-p", "jantar-relay", "-p", "jantar-peer"]);
+        if profile_release {
+            cmd.arg("--release");
+        }
+        let status = cmd.status().expect("run cargo build for the jantar binaries");
+        assert!(status.success(), "cargo build of the jantar binaries failed");
+        dir
+    })
+}
+
+/// Which executable a node runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    Bootstrap,
+    Relay,
+    Peer,
+}
+
+impl Role {
+    pub fn binary(self) -> &'static str {
+        match self {
+            Role::Bootstrap => "jantar-bootstrap",
+            Role::Relay => "jantar-relay",
+            Role::Peer => "jantar-peer",
+        }
+    }
+
+    pub fn path(self) -> PathBuf {
+        bin_dir().join(self.binary())
+    }
+}
+
+/// Runs a binary to completion (for `--check`, `id` and refusals).
+pub fn run_to_end(role: Role, args: &[&str]) -> Result<(ExitStatus, String, String)> {
+    let out = Command::new(role.path())
+        .args(args)
+        .env_remove("JANTAR_CONFIG")
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("run {}", role.binary()))?;
+    Ok((
+        out.status,
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ))
+}
+
+/// Creates the node's data dir, writes its identity key (via `id`) and returns its peer id.
+pub fn peer_id_of(role: Role, config: &Path) -> Result<String> {
+    let (status, stdout, stderr) = run_to_end(role, &["-c", config.to_str().unwrap(), "id"])?;
+    if !status.success() {
+        bail!("{} id failed ({status}): {stderr}", role.binary());
+    }
+    stdout
+        .lines()
+        .next()
+        .map(str::to_string)
+        .ok_or_else(|| anyhow!("{} id printed nothing", role.binary()))
+}
+
+/// A running node process.
+pub struct Node {
+    pub name: String,
+    pub role: Role,
+    pub peer_id: String,
+    pub dir: PathBuf,
+    pub log: PathBuf,
+    pub admin: String,
+    /// Addresses from the start-up line.
+    pub listen: Vec<String>,
+    child: Option<Child>,
+    http: reqwest::Client,
+}
+
+impl Node {
+    /// Writes `config` (YAML, without `data_dir`/`admin`/`log`, which are added) into
+    /// `root/name/`, starts the binary and waits for its start-up line.
+    pub async fn start(root: &Path, name: &str, role: Role, config: &str) -> Result<Node> {
+        let dir = root.join(name);
+        std::fs::create_dir_all(&dir)?;
+        let cfg = dir.join("node.cfg");
+        let full = format!(
+            "name: {name}\ndata_dir: {}\nadmin:\n  listen: \"127.0.0.1:0\"\nlog:\n  format: json\n  level: \"info,jantar_net=debug\"\n{config}",
+            dir.display()
+        );
+        std::fs::write(&cfg, full)?;
+        let peer_id = peer_id_of(role, &cfg)?;
+        let log = dir.join("node.log");
+        let out = std::fs::File::create(&log)?;
+        let child = Command::new(role.path())
+            .args(["-c", cfg.to_str().unwrap(), "run"])
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .spawn()
+            .with_context(|| format!("spawn {}", role.binary()))?;
+        let mut node = Node {
+            name: name.into(),
+            role,
+            peer_id,
+            dir,
+            log,
+            admin: String::new(),
+            listen: vec![],
+            child: Some(child),
+            http: reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?,
+        };
+        let line = node
+            .wait_for_log(Duration::from_secs(30), |v| v["message"] == "jantar started")
+            .await?;
+        node.admin = line["admin"].as_str().unwrap_or_default().to_string();
+        node.listen = line["listen"]
+            .as_str()
+            .unwrap_or_default()
+            .split_whitespace()
+            .map(str::to_string)
+            .collect();
+        Ok(node)
+    }
+
+    /// The first listen address with `/p2p/<peer id>` appended.
+    pub fn addr(&self) -> String {
+        format!("{}/p2p/{}", self.listen[0], self.peer_id)
+    }
+
+    /// The JSON log lines so far.
+    pub fn log_lines(&self) -> Vec<Value> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    pub fn log_tail(&self, n: usize) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
+    }
+
+    /// Waits for a JSON log line matching `pred`, failing early if the process exits.
+    pub async fn wait_for_log(&mut self, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Result<Value> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(v) = self.log_lines().into_iter().find(|v| pred(v)) {
+                return Ok(v);
+            }
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                bail!("{} exited ({status}) before the expected log line\n{}", self.name, self.log_tail(30));
+            }
+            if Instant::now() > deadline {
+                bail!("{}: expected log line not seen within {timeout:?}\n{}", self.name, self.log_tail(30));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> Result<(u16, String)> {
+        let r = self.http.get(format!("http://{}{path}", self.admin)).send().await?;
+        Ok((r.status().as_u16(), r.text().await?))
+    }
+
+    pub async fn get_json(&self, path: &str) -> Result<Value> {
+        let (code, body) = self.get(path).await?;
+        if code != 200 {
+            bail!("{} GET {path}: HTTP {code}: {body}", self.name);
+        }
+        Ok(serde_json::from_str(&body)?)
+    }
+
+    pub async fn post_json(&self, path: &str, query: &[(&str, &str)]) -> Result<(u16, Value)> {
+        let r = self
+            .http
+            .post(format!("http://{}{path}", self.admin))
+            .query(query)
+            .timeout(Duration::from_secs(40))
+            .send()
+            .await?;
+        let code = r.status().as_u16();
+        Ok((code, r.json().await?))
+    }
+
+    pub async fn status(&self) -> Result<Value> {
+        self.get_json("/status").await
+    }
+
+    pub async fn metrics(&self) -> Result<String> {
+        Ok(self.get("/metrics").await?.1)
+    }
+
+    pub async fn wait_ready(&mut self, timeout: Duration) -> Result<()> {
+        let name = self.name.clone();
+        self.wait_until(timeout, &format!("{name} ready"), async |n: &Node| {
+            Ok(n.get("/readyz").await.map(|(c, _)| c == 200).unwrap_or(false))
+        })
+        .await
+    }
+
+    /// Polls `check` every 200 ms until it is true or `timeout` passes; on timeout the
+    /// error carries this node's log tail and status.
+    pub async fn wait_until(
+        &mut self,
+        timeout: Duration,
+        what: &str,
+        check: impl AsyncFn(&Node) -> Result<bool>,
+    ) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if check(self).await? {
+                return Ok(());
+            }
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                bail!("{} exited ({status}) while waiting for {what}\n{}", self.name, self.diagnose().await);
+            }
+            if Instant::now() > deadline {
+                bail!("timed out after {timeout:?} waiting for {what}\n{}", self.diagnose().await);
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Log tail and `/status` of this node, for failure messages.
+    pub async fn diagnose(&self) -> String {
+        let status = match self.get("/status").await {
+            Ok((_, body)) => body,
+            Err(e) => format!("(no status: {e})"),
+        };
+        format!(
+            "--- {} ({}) log tail:\n{}\n--- {} /status:\n{}\n",
+            self.name,
+            self.role.binary(),
+            self.log_tail(40),
+            self.name,
+            status
+        )
+    }
+
+    /// Sends SIGTERM and waits up to `timeout` for the exit status.
+    pub async fn terminate(&mut self, timeout: Duration) -> Result<(ExitStatus, Duration)> {
+        let child = self.child.as_mut().ok_or_else(|| anyhow!("{} already stopped", self.name))?;
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        let start = Instant::now();
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM)?;
+        loop {
+            if let Some(status) = child.try_wait()? {
+                self.child = None;
+                return Ok((status, start.elapsed()));
+            }
+            if start.elapsed() > timeout {
+                let _ = child.kill();
+                bail!("{} did not exit within {timeout:?} of SIGTERM\n{}", self.name, self.log_tail(30));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Diagnostics of several nodes at once.
+pub async fn diagnose_all(nodes: &[&Node]) -> String {
+    let mut s = String::new();
+    for n in nodes {
+        let _ = write!(s, "{}", n.diagnose().await);
+    }
+    s
+}
