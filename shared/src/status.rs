@@ -66,6 +66,10 @@ pub struct RelayServerStatus {
     pub serving: bool,
     pub reservations: usize,
     pub circuits: usize,
+    /// Reservation requests refused since start (limits, rate limits).
+    pub reservations_denied: u64,
+    /// Circuit requests refused since start.
+    pub circuits_denied: u64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

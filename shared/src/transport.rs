@@ -2,7 +2,12 @@
 //! `/dns4`, `/dns6` and `/dnsaddr` addresses, and the relay-client transport for
 //! `/p2p-circuit` addresses.
 
-use libp2p::{Swarm, SwarmBuilder, identity::Keypair, noise, tcp, yamux};
+use libp2p::{
+    Swarm, SwarmBuilder, Transport,
+    core::{transport::MemoryTransport, upgrade::Version},
+    identity::Keypair,
+    noise, tcp, yamux,
+};
 
 use crate::{behaviour::Behaviour, config::Config};
 
@@ -37,6 +42,33 @@ pub fn build_swarm(config: &Config, key: Keypair) -> Result<Swarm<Behaviour>, Tr
                 .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
         })
         .map_err(|e| err("behaviour")(&e))?
+        .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
+        .build();
+    Ok(swarm)
+}
+
+/// Builds a swarm on the in-memory transport (`/memory/<n>` addresses) for tests that
+/// run several nodes in one process.
+pub fn build_memory_swarm(config: &Config, key: Keypair) -> Result<Swarm<Behaviour>, TransportError> {
+    let idle = config.network.limits.idle_timeout;
+    let swarm = SwarmBuilder::with_existing_identity(key)
+        .with_tokio()
+        .with_other_transport(|key| {
+            let noise = noise::Config::new(key)
+                .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)?;
+            Ok(MemoryTransport::default()
+                .upgrade(Version::V1)
+                .authenticate(noise)
+                .multiplex(yamux::Config::default()))
+        })
+        .map_err(|e| TransportError::Setup { what: "memory", reason: e.to_string() })?
+        .with_relay_client(noise::Config::new, yamux::Config::default)
+        .map_err(|e| TransportError::Setup { what: "relay client", reason: e.to_string() })?
+        .with_behaviour(|key, relay_client| {
+            Behaviour::new(config, key, relay_client)
+                .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
+        })
+        .map_err(|e| TransportError::Setup { what: "behaviour", reason: e.to_string() })?
         .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
         .build();
     Ok(swarm)

@@ -117,7 +117,6 @@ impl Node {
             dir.display()
         );
         std::fs::write(&cfg, full)?;
-        let peer_id = peer_id_of(role, &cfg)?;
         let log = dir.join("node.log");
         let out = std::fs::File::create(&log)?;
         let child = Command::new(role.path())
@@ -128,10 +127,16 @@ impl Node {
             .stderr(out)
             .spawn()
             .with_context(|| format!("spawn {}", role.binary()))?;
+        Node::attach(name, role, child, log, dir).await
+    }
+
+    /// Takes over a process started elsewhere (writing JSON logs to `log`) and waits for
+    /// its start-up line.
+    pub async fn attach(name: &str, role: Role, child: Child, log: PathBuf, dir: PathBuf) -> Result<Node> {
         let mut node = Node {
             name: name.into(),
             role,
-            peer_id,
+            peer_id: String::new(),
             dir,
             log,
             admin: String::new(),
@@ -142,6 +147,7 @@ impl Node {
         let line = node
             .wait_for_log(Duration::from_secs(30), |v| v["message"] == "jantar started")
             .await?;
+        node.peer_id = line["peer_id"].as_str().unwrap_or_default().to_string();
         node.admin = line["admin"].as_str().unwrap_or_default().to_string();
         node.listen = line["listen"]
             .as_str()

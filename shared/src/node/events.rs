@@ -286,6 +286,7 @@ impl Node {
             }
             relay::Event::ReservationReqDenied { src_peer_id, status } => {
                 let reason = status_reason(status);
+                self.relay_server.reservations_denied += 1;
                 metrics::counter!(m::RELAY_RESERVATION_REQUESTS, "result" => "denied", "reason" => reason).increment(1);
                 info!(peer = %src_peer_id, reason, "relay reservation denied");
             }
@@ -305,6 +306,7 @@ impl Node {
             }
             relay::Event::CircuitReqDenied { src_peer_id, dst_peer_id, status } => {
                 let reason = status_reason(status);
+                self.relay_server.circuits_denied += 1;
                 metrics::counter!(m::RELAY_CIRCUIT_REQUESTS, "result" => "denied", "reason" => reason).increment(1);
                 info!(src = %src_peer_id, dst = %dst_peer_id, reason, "circuit denied");
             }

@@ -169,6 +169,8 @@ struct RelayServerState {
     serving: bool,
     reservations: HashMap<PeerId, usize>,
     circuits: usize,
+    reservations_denied: u64,
+    circuits_denied: u64,
 }
 
 /// The event loop's state besides the swarm.
@@ -197,8 +199,16 @@ struct Node {
 
 /// Builds the swarm, binds every listener and spawns the event loop.
 pub async fn start(config: Arc<Config>, key: Keypair) -> Result<NodeHandle, NodeError> {
-    let peer_id = key.public().to_peer_id();
-    let mut swarm = build_swarm(&config, key)?;
+    let swarm = build_swarm(&config, key)?;
+    start_with_swarm(config, swarm).await
+}
+
+/// Like [`start`], with a swarm built by the caller (tests use the memory transport).
+pub async fn start_with_swarm(
+    config: Arc<Config>,
+    mut swarm: Swarm<Behaviour>,
+) -> Result<NodeHandle, NodeError> {
+    let peer_id = *swarm.local_peer_id();
     let mut pending_listeners = HashSet::new();
     for addr in &config.network.listen_addresses {
         let id = swarm.listen_on(addr.clone()).map_err(|e| NodeError::Listen {
@@ -432,6 +442,8 @@ impl Node {
                 serving: self.relay_server.serving,
                 reservations: self.relay_server.reservations.values().sum(),
                 circuits: self.relay_server.circuits,
+                reservations_denied: self.relay_server.reservations_denied,
+                circuits_denied: self.relay_server.circuits_denied,
             }),
         }
     }
