@@ -96,7 +96,11 @@ async fn metrics(State(s): State<AppState>) -> Response {
 async fn livez(State(s): State<AppState>) -> Response {
     match tokio::time::timeout(NODE_TIMEOUT, s.node.status()).await {
         Ok(Ok(_)) => (StatusCode::OK, "ok\n").into_response(),
-        _ => (StatusCode::SERVICE_UNAVAILABLE, "event loop not responding\n").into_response(),
+        _ => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "event loop not responding\n",
+        )
+            .into_response(),
     }
 }
 
@@ -109,7 +113,10 @@ async fn readyz(State(s): State<AppState>) -> Response {
 }
 
 fn unavailable() -> Response {
-    (StatusCode::SERVICE_UNAVAILABLE, Json(serde_json::json!({"error": "node not responding"})))
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        Json(serde_json::json!({"error": "node not responding"})),
+    )
         .into_response()
 }
 
@@ -146,9 +153,11 @@ async fn connect(State(s): State<AppState>, Query(q): Query<ConnectQuery>) -> Re
     };
     match tokio::time::timeout(Duration::from_secs(30), s.node.connect(addr)).await {
         Ok(Ok(Ok(conn))) => Json(conn).into_response(),
-        Ok(Ok(Err(e))) => {
-            (StatusCode::BAD_GATEWAY, Json(serde_json::json!({"error": e}))).into_response()
-        }
+        Ok(Ok(Err(e))) => (
+            StatusCode::BAD_GATEWAY,
+            Json(serde_json::json!({"error": e})),
+        )
+            .into_response(),
         Ok(Err(_)) => unavailable(),
         Err(_) => (
             StatusCode::GATEWAY_TIMEOUT,

@@ -136,7 +136,10 @@ impl Behaviour {
 
         let is_peer = role == Role::Peer;
         let mdns = if net.enable_mdns {
-            Some(mdns::tokio::Behaviour::new(mdns::Config::default(), peer_id)?)
+            Some(mdns::tokio::Behaviour::new(
+                mdns::Config::default(),
+                peer_id,
+            )?)
         } else {
             None
         };
@@ -177,11 +180,8 @@ fn kademlia(config: &Config, peer_id: PeerId) -> kad::Behaviour<MemoryStore> {
             .set_publication_interval(None)
             .set_provider_publication_interval(None);
     }
-    let mut kad = kad::Behaviour::with_config(
-        peer_id,
-        MemoryStore::with_config(peer_id, store_config),
-        kc,
-    );
+    let mut kad =
+        kad::Behaviour::with_config(peer_id, MemoryStore::with_config(peer_id, store_config), kc);
     kad.set_mode(Some(match config.role {
         Role::Bootstrap | Role::Relay => kad::Mode::Server,
         // Peers serve the DHT only once AutoNAT confirms they are publicly reachable.

@@ -78,12 +78,22 @@ pub struct Cli {
 
 /// Parses the command line for `role` and runs it.
 pub fn main(role: Role, about: &'static str) -> ExitCode {
-    let cmd = Cli::command().name(role.binary()).bin_name(role.binary()).about(about);
-    let cli = match cmd.try_get_matches().and_then(|m| Cli::from_arg_matches(&m)) {
+    let cmd = Cli::command()
+        .name(role.binary())
+        .bin_name(role.binary())
+        .about(about);
+    let cli = match cmd
+        .try_get_matches()
+        .and_then(|m| Cli::from_arg_matches(&m))
+    {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
-            return if e.use_stderr() { ExitCode::from(EXIT_USAGE) } else { ExitCode::SUCCESS };
+            return if e.use_stderr() {
+                ExitCode::from(EXIT_USAGE)
+            } else {
+                ExitCode::SUCCESS
+            };
         }
     };
     run_cli(role, cli)
@@ -91,7 +101,12 @@ pub fn main(role: Role, about: &'static str) -> ExitCode {
 
 fn run_cli(role: Role, cli: Cli) -> ExitCode {
     let bin = role.binary();
-    let loaded = match Config::load(role, cli.common.config.as_deref(), &cli.common.overrides(), &ProcessEnv) {
+    let loaded = match Config::load(
+        role,
+        cli.common.config.as_deref(),
+        &cli.common.overrides(),
+        &ProcessEnv,
+    ) {
         Ok(l) => l,
         Err(e) => {
             eprintln!("{bin}: config error: {e}");
@@ -113,7 +128,9 @@ fn run_cli(role: Role, cli: Cli) -> ExitCode {
         let source = config
             .source
             .as_ref()
-            .map_or("embedded default config".to_string(), |p| p.display().to_string());
+            .map_or("embedded default config".to_string(), |p| {
+                p.display().to_string()
+            });
         println!("{source}: OK");
         return ExitCode::SUCCESS;
     }
@@ -139,7 +156,10 @@ fn run_cli(role: Role, cli: Cli) -> ExitCode {
             for w in &warnings {
                 warn!("{w}");
             }
-            let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
                 Ok(r) => r,
                 Err(e) => {
                     eprintln!("{bin}: cannot start the async runtime: {e}");
@@ -209,9 +229,14 @@ pub async fn run(config: Arc<Config>, key: Keypair) -> Result<(), RunError> {
         warn!(admin = %a, "the admin endpoint is not on loopback: anyone who can reach it can read status and make this node dial");
     }
     let cancel = CancellationToken::new();
-    let mut admin_task = admin.map(|a| tokio::spawn(a.serve(handle.client(), metrics, cancel.clone())));
+    let mut admin_task =
+        admin.map(|a| tokio::spawn(a.serve(handle.client(), metrics, cancel.clone())));
 
-    let listen: Vec<String> = handle.listen_addrs().iter().map(|a| a.to_string()).collect();
+    let listen: Vec<String> = handle
+        .listen_addrs()
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
     info!(
         version = env!("CARGO_PKG_VERSION"),
         role = config.role.as_str(),
@@ -243,7 +268,10 @@ pub async fn run(config: Arc<Config>, key: Keypair) -> Result<(), RunError> {
     if clean {
         info!("stopped");
     } else {
-        warn!(?grace, "stopped with connections still open after the grace period");
+        warn!(
+            ?grace,
+            "stopped with connections still open after the grace period"
+        );
     }
     Ok(())
 }

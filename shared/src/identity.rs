@@ -108,7 +108,9 @@ fn create(path: &Path, key: &Keypair) -> Result<(), IdentityError> {
     fs::create_dir_all(dir).map_err(create_err)?;
     let tmp = dir.join(format!(
         ".{}.tmp-{}",
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("identity.key"),
+        path.file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("identity.key"),
         std::process::id()
     ));
     let result = (|| {
@@ -157,7 +159,10 @@ mod tests {
         let before = fs::read(&path).unwrap();
         fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
         let err = load_or_create(&path).unwrap_err();
-        assert!(matches!(err, IdentityError::Permissions { mode: 0o644, .. }), "{err}");
+        assert!(
+            matches!(err, IdentityError::Permissions { mode: 0o644, .. }),
+            "{err}"
+        );
         assert!(err.to_string().contains("chmod 600"));
         assert_eq!(fs::read(&path).unwrap(), before);
     }

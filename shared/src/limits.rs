@@ -134,9 +134,7 @@ pub fn relay_rate_per_peer(
     interval: Duration,
 ) -> Box<dyn libp2p::relay::RateLimiter> {
     let mut limiter = KeyedRateLimiter::<PeerId>::new(limit, interval);
-    Box::new(move |peer: PeerId, _addr: &Multiaddr, now: Instant| {
-        limiter.try_acquire(peer, now)
-    })
+    Box::new(move |peer: PeerId, _addr: &Multiaddr, now: Instant| limiter.try_acquire(peer, now))
 }
 
 /// Why [`PeerLimits`] refused a connection.
@@ -186,7 +184,11 @@ impl PeerLimits {
         if self.peers.contains_key(&peer) || self.exempt.contains(&peer) {
             return Ok(());
         }
-        let counted = self.peers.keys().filter(|p| !self.exempt.contains(p)).count();
+        let counted = self
+            .peers
+            .keys()
+            .filter(|p| !self.exempt.contains(p))
+            .count();
         if counted >= self.max_peers as usize {
             return Err(ConnectionDenied::new(LimitExceeded::Peers {
                 max: self.max_peers,
@@ -270,19 +272,22 @@ impl NetworkBehaviour for PeerLimits {
         libp2p::core::util::unreachable(event)
     }
 
-    fn poll(&mut self, _cx: &mut Context<'_>) -> Poll<ToSwarm<Self::ToSwarm, THandlerInEvent<Self>>> {
+    fn poll(
+        &mut self,
+        _cx: &mut Context<'_>,
+    ) -> Poll<ToSwarm<Self::ToSwarm, THandlerInEvent<Self>>> {
         Poll::Pending
     }
 }
 
 impl PeerLimits {
     fn release_ip(&mut self, id: ConnectionId) {
-        if let Some(key) = self.inbound_key.remove(&id) {
-            if let Some(n) = self.inbound_by_ip.get_mut(&key) {
-                *n = n.saturating_sub(1);
-                if *n == 0 {
-                    self.inbound_by_ip.remove(&key);
-                }
+        if let Some(key) = self.inbound_key.remove(&id)
+            && let Some(n) = self.inbound_by_ip.get_mut(&key)
+        {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.inbound_by_ip.remove(&key);
             }
         }
     }

@@ -51,16 +51,29 @@ fn describe() {
         Unit::Count,
         "Open connections by kind (direct, relayed) and direction."
     );
-    describe_counter!(CONNECTIONS_OPENED, "Connections established, by kind and direction.");
+    describe_counter!(
+        CONNECTIONS_OPENED,
+        "Connections established, by kind and direction."
+    );
     describe_counter!(CONNECTIONS_CLOSED, "Connections closed, by kind.");
     describe_counter!(
         CONNECTIONS_DENIED,
         "Connections refused or failed before establishment, by reason."
     );
-    describe_gauge!(DHT_ROUTING_TABLE_PEERS, Unit::Count, "Peers in the Kademlia routing table.");
+    describe_gauge!(
+        DHT_ROUTING_TABLE_PEERS,
+        Unit::Count,
+        "Peers in the Kademlia routing table."
+    );
     describe_gauge!(DHT_BUCKETS, Unit::Count, "Non-empty Kademlia buckets.");
-    describe_counter!(DHT_QUERIES_SERVED, "Inbound Kademlia requests served, by kind.");
-    describe_counter!(DHT_QUERIES_STARTED, "Kademlia queries this node started, by kind.");
+    describe_counter!(
+        DHT_QUERIES_SERVED,
+        "Inbound Kademlia requests served, by kind."
+    );
+    describe_counter!(
+        DHT_QUERIES_STARTED,
+        "Kademlia queries this node started, by kind."
+    );
     describe_counter!(
         DHT_QUERIES_FINISHED,
         "Kademlia queries this node finished, by kind and result."
@@ -69,12 +82,20 @@ fn describe() {
         DHT_INSERTS_REFUSED,
         "Records or provider records from others that this node did not store, by kind."
     );
-    describe_gauge!(RELAY_RESERVATIONS, Unit::Count, "Active reservations on this relay.");
+    describe_gauge!(
+        RELAY_RESERVATIONS,
+        Unit::Count,
+        "Active reservations on this relay."
+    );
     describe_counter!(
         RELAY_RESERVATION_REQUESTS,
         "Reservation requests on this relay, by result (accepted, renewed, denied) and reason."
     );
-    describe_gauge!(RELAY_CIRCUITS, Unit::Count, "Circuits this relay is carrying.");
+    describe_gauge!(
+        RELAY_CIRCUITS,
+        Unit::Count,
+        "Circuits this relay is carrying."
+    );
     describe_counter!(
         RELAY_CIRCUIT_REQUESTS,
         "Circuit requests on this relay, by result (accepted, denied) and reason."
@@ -88,7 +109,10 @@ fn describe() {
         NAT_STATUS,
         "1 for the NAT status this node believes it is in (unknown, public, private)."
     );
-    describe_counter!(AUTONAT_PROBES_SERVED, "AutoNAT dial-back requests served, by result.");
+    describe_counter!(
+        AUTONAT_PROBES_SERVED,
+        "AutoNAT dial-back requests served, by result."
+    );
     describe_counter!(HOLEPUNCH, "DCUtR hole-punch attempts, by result.");
     describe_counter!(DISCOVERED_PEERS, "Peers discovered, by source (dht, mdns).");
     describe_gauge!(BUILD_INFO, "Always 1; labels carry the version and role.");

@@ -19,9 +19,11 @@ pub enum TransportError {
 
 /// Builds the swarm for `config` with identity `key`.
 pub fn build_swarm(config: &Config, key: Keypair) -> Result<Swarm<Behaviour>, TransportError> {
-    let err = |what| move |e: &dyn std::fmt::Display| TransportError::Setup {
-        what,
-        reason: e.to_string(),
+    let err = |what| {
+        move |e: &dyn std::fmt::Display| TransportError::Setup {
+            what,
+            reason: e.to_string(),
+        }
     };
     let idle = config.network.limits.idle_timeout;
     let swarm = SwarmBuilder::with_existing_identity(key)
@@ -49,7 +51,10 @@ pub fn build_swarm(config: &Config, key: Keypair) -> Result<Swarm<Behaviour>, Tr
 
 /// Builds a swarm on the in-memory transport (`/memory/<n>` addresses) for tests that
 /// run several nodes in one process.
-pub fn build_memory_swarm(config: &Config, key: Keypair) -> Result<Swarm<Behaviour>, TransportError> {
+pub fn build_memory_swarm(
+    config: &Config,
+    key: Keypair,
+) -> Result<Swarm<Behaviour>, TransportError> {
     let idle = config.network.limits.idle_timeout;
     let swarm = SwarmBuilder::with_existing_identity(key)
         .with_tokio()
@@ -61,14 +66,23 @@ pub fn build_memory_swarm(config: &Config, key: Keypair) -> Result<Swarm<Behavio
                 .authenticate(noise)
                 .multiplex(yamux::Config::default()))
         })
-        .map_err(|e| TransportError::Setup { what: "memory", reason: e.to_string() })?
+        .map_err(|e| TransportError::Setup {
+            what: "memory",
+            reason: e.to_string(),
+        })?
         .with_relay_client(noise::Config::new, yamux::Config::default)
-        .map_err(|e| TransportError::Setup { what: "relay client", reason: e.to_string() })?
+        .map_err(|e| TransportError::Setup {
+            what: "relay client",
+            reason: e.to_string(),
+        })?
         .with_behaviour(|key, relay_client| {
             Behaviour::new(config, key, relay_client)
                 .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
         })
-        .map_err(|e| TransportError::Setup { what: "behaviour", reason: e.to_string() })?
+        .map_err(|e| TransportError::Setup {
+            what: "behaviour",
+            reason: e.to_string(),
+        })?
         .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
         .build();
     Ok(swarm)

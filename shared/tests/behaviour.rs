@@ -12,7 +12,8 @@ use jantar_net::{
 use libp2p::identity::Keypair;
 
 const WAIT: Duration = Duration::from_secs(30);
-const FAST: &str = "  autonat: {only_global_ips: false, boot_delay: 1s}\n  dht: {discovery_interval: 500ms}\n";
+const FAST: &str =
+    "  autonat: {only_global_ips: false, boot_delay: 1s}\n  dht: {discovery_interval: 500ms}\n";
 
 fn config(role: Role, yaml: &str, dir: &std::path::Path) -> Arc<Config> {
     let env = HashMap::from([("HOME", dir.to_str().unwrap())]);
@@ -48,7 +49,10 @@ async fn wait_status<F: Fn(&Status) -> bool>(c: &NodeClient, what: &str, check: 
             return st;
         }
         if tokio::time::Instant::now() > deadline {
-            panic!("timed out waiting for {what}; status: {}", serde_json::to_string_pretty(&st).unwrap());
+            panic!(
+                "timed out waiting for {what}; status: {}",
+                serde_json::to_string_pretty(&st).unwrap()
+            );
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -67,7 +71,10 @@ async fn bootstrap_routes_but_stores_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let boot = start_memory(
         Role::Bootstrap,
-        &format!("network:\n  listen_addresses: [\"{}\"]\n{FAST}", memory_addr()),
+        &format!(
+            "network:\n  listen_addresses: [\"{}\"]\n{FAST}",
+            memory_addr()
+        ),
         dir.path(),
     )
     .await;
@@ -91,14 +98,23 @@ async fn bootstrap_routes_but_stores_nothing() {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         let stats = bc.dht_stats().await.unwrap();
-        if stats.queries_served.get("add_provider").copied().unwrap_or(0) >= 2 {
+        if stats
+            .queries_served
+            .get("add_provider")
+            .copied()
+            .unwrap_or(0)
+            >= 2
+        {
             assert_eq!(stats.records_stored, 0);
             assert_eq!(stats.provided_keys, 0);
             // The peers are DHT clients (not confirmed public), so they are not routed to.
             assert_eq!(stats.routing_table_size, 0, "{stats:?}");
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "no ADD_PROVIDER reached the bootstrap node: {stats:?}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no ADD_PROVIDER reached the bootstrap node: {stats:?}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let st = bc.status().await.unwrap();
@@ -114,7 +130,10 @@ async fn peers_find_each_other_and_connect_through_relay() {
     let dir = tempfile::tempdir().unwrap();
     let boot = start_memory(
         Role::Bootstrap,
-        &format!("network:\n  listen_addresses: [\"{}\"]\n{FAST}", memory_addr()),
+        &format!(
+            "network:\n  listen_addresses: [\"{}\"]\n{FAST}",
+            memory_addr()
+        ),
         dir.path(),
     )
     .await;
@@ -140,15 +159,23 @@ async fn peers_find_each_other_and_connect_through_relay() {
     // b finds the relay through the DHT (no relay_nodes configured) and reserves there.
     let b = start_memory(Role::Peer, &peer("always"), dir.path()).await;
     let b_id = b.peer_id().to_string();
-    let st = wait_status(&b.client(), "an active reservation found through the DHT", |s| {
-        s.reservations.iter().any(|r| r.state == "active")
-    })
+    let st = wait_status(
+        &b.client(),
+        "an active reservation found through the DHT",
+        |s| s.reservations.iter().any(|r| r.state == "active"),
+    )
     .await;
     assert_eq!(st.reservations[0].relay, relay.peer_id().to_string());
     let circuit = st.reservations[0].address.clone().unwrap();
-    wait_status(&a.client(), "discovery of b", |s| s.discovered_peers.contains(&b_id)).await;
+    wait_status(&a.client(), "discovery of b", |s| {
+        s.discovered_peers.contains(&b_id)
+    })
+    .await;
 
-    let conn = within(a.client().connect(circuit.parse().unwrap())).await.unwrap().unwrap();
+    let conn = within(a.client().connect(circuit.parse().unwrap()))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(conn.kind, jantar_net::status::ConnectionKind::Relayed);
     assert_eq!(conn.peer_id, b_id);
     let rs = wait_status(&relay.client(), "a circuit on the relay", |s| {
@@ -182,7 +209,9 @@ async fn max_peers_refuses_the_next_peer() {
     let boot_id = boot.peer_id().to_string();
     // The bootstrap node already has its one peer: b's connection is closed as soon as
     // its peer id is known (after the handshake), and stays closed.
-    let _ = within(b.client().connect(full(&boot).parse().unwrap())).await.unwrap();
+    let _ = within(b.client().connect(full(&boot).parse().unwrap()))
+        .await
+        .unwrap();
     wait_status(&b.client(), "refusal by the full bootstrap node", |s| {
         !s.connections.iter().any(|c| c.peer_id == boot_id)
     })
@@ -210,7 +239,10 @@ async fn relay_rate_limits_reservations_per_ip() {
         full(&relay)
     );
     let a = start_tcp(Role::Peer, &peer, dir.path()).await;
-    wait_status(&a.client(), "first reservation", |s| s.reservations.iter().any(|r| r.state == "active")).await;
+    wait_status(&a.client(), "first reservation", |s| {
+        s.reservations.iter().any(|r| r.state == "active")
+    })
+    .await;
     let b = start_tcp(Role::Peer, &peer, dir.path()).await;
     // The second peer comes from the same IP: refused by the per-IP rate limit.
     let rs = wait_status(&relay.client(), "a denied reservation", |s| {
@@ -219,7 +251,10 @@ async fn relay_rate_limits_reservations_per_ip() {
     .await;
     assert_eq!(rs.relay.unwrap().reservations, 1);
     let st = b.client().status().await.unwrap();
-    assert!(!st.reservations.iter().any(|r| r.state == "active"), "{st:?}");
+    assert!(
+        !st.reservations.iter().any(|r| r.state == "active"),
+        "{st:?}"
+    );
     for h in [a, b, relay] {
         h.shutdown();
         within(h.join()).await;

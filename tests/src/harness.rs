@@ -21,22 +21,38 @@ pub fn bin_dir() -> &'static Path {
         if let Some(d) = std::env::var_os("JANTAR_BIN_DIR") {
             return PathBuf::from(d);
         }
-        // target/<profile>/deps/<test binary> -> target/<profile>
-        let exe = std::env::current_exe().expect("test executable path");
-        let dir = exe
+        // target/<profile>/deps/<test binary> or target/<profile>/<binary> -> target/<profile>
+        let exe = std::env::current_exe().expect("executable path");
+        let mut dir = exe
             .parent()
-            .and_then(Path::parent)
-            .expect("test binary lives in target/<profile>/deps")
+            .expect("executable in a directory")
             .to_path_buf();
+        if dir.file_name().is_some_and(|n| n == "deps") {
+            dir.pop();
+        }
         let profile_release = dir.file_name().is_some_and(|n| n == "release");
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut cmd = Command::new(cargo);
-        cmd.args(["build", "--quiet", "-p", "jantar-bootstrap", "-p", "jantar-relay", "-p", "jantar-peer"]);
+        cmd.args([
+            "build",
+            "--quiet",
+            "-p",
+            "jantar-bootstrap",
+            "-p",
+            "jantar-relay",
+            "-p",
+            "jantar-peer",
+        ]);
         if profile_release {
             cmd.arg("--release");
         }
-        let status = cmd.status().expect("run cargo build for the jantar binaries");
-        assert!(status.success(), "cargo build of the jantar binaries failed");
+        let status = cmd
+            .status()
+            .expect("run cargo build for the jantar binaries");
+        assert!(
+            status.success(),
+            "cargo build of the jantar binaries failed"
+        );
         dir
     })
 }
@@ -132,7 +148,13 @@ impl Node {
 
     /// Takes over a process started elsewhere (writing JSON logs to `log`) and waits for
     /// its start-up line.
-    pub async fn attach(name: &str, role: Role, child: Child, log: PathBuf, dir: PathBuf) -> Result<Node> {
+    pub async fn attach(
+        name: &str,
+        role: Role,
+        child: Child,
+        log: PathBuf,
+        dir: PathBuf,
+    ) -> Result<Node> {
         let mut node = Node {
             name: name.into(),
             role,
@@ -142,10 +164,14 @@ impl Node {
             admin: String::new(),
             listen: vec![],
             child: Some(child),
-            http: reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?,
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()?,
         };
         let line = node
-            .wait_for_log(Duration::from_secs(30), |v| v["message"] == "jantar started")
+            .wait_for_log(Duration::from_secs(30), |v| {
+                v["message"] == "jantar started"
+            })
             .await?;
         node.peer_id = line["peer_id"].as_str().unwrap_or_default().to_string();
         node.admin = line["admin"].as_str().unwrap_or_default().to_string();
@@ -179,24 +205,44 @@ impl Node {
     }
 
     /// Waits for a JSON log line matching `pred`, failing early if the process exits.
-    pub async fn wait_for_log(&mut self, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Result<Value> {
+    pub async fn wait_for_log(
+        &mut self,
+        timeout: Duration,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Result<Value> {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(v) = self.log_lines().into_iter().find(|v| pred(v)) {
                 return Ok(v);
             }
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
-                bail!("{} exited ({status}) before the expected log line\n{}", self.name, self.log_tail(30));
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                bail!(
+                    "{} exited ({status}) before the expected log line\n{}",
+                    self.name,
+                    self.log_tail(30)
+                );
             }
             if Instant::now() > deadline {
-                bail!("{}: expected log line not seen within {timeout:?}\n{}", self.name, self.log_tail(30));
+                bail!(
+                    "{}: expected log line not seen within {timeout:?}\n{}",
+                    self.name,
+                    self.log_tail(30)
+                );
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 
     pub async fn get(&self, path: &str) -> Result<(u16, String)> {
-        let r = self.http.get(format!("http://{}{path}", self.admin)).send().await?;
+        let r = self
+            .http
+            .get(format!("http://{}{path}", self.admin))
+            .send()
+            .await?;
         Ok((r.status().as_u16(), r.text().await?))
     }
 
@@ -231,7 +277,10 @@ impl Node {
     pub async fn wait_ready(&mut self, timeout: Duration) -> Result<()> {
         let name = self.name.clone();
         self.wait_until(timeout, &format!("{name} ready"), async |n: &Node| {
-            Ok(n.get("/readyz").await.map(|(c, _)| c == 200).unwrap_or(false))
+            Ok(n.get("/readyz")
+                .await
+                .map(|(c, _)| c == 200)
+                .unwrap_or(false))
         })
         .await
     }
@@ -249,11 +298,22 @@ impl Node {
             if check(self).await? {
                 return Ok(());
             }
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
-                bail!("{} exited ({status}) while waiting for {what}\n{}", self.name, self.diagnose().await);
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                bail!(
+                    "{} exited ({status}) while waiting for {what}\n{}",
+                    self.name,
+                    self.diagnose().await
+                );
             }
             if Instant::now() > deadline {
-                bail!("timed out after {timeout:?} waiting for {what}\n{}", self.diagnose().await);
+                bail!(
+                    "timed out after {timeout:?} waiting for {what}\n{}",
+                    self.diagnose().await
+                );
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
@@ -277,7 +337,10 @@ impl Node {
 
     /// Sends SIGTERM and waits up to `timeout` for the exit status.
     pub async fn terminate(&mut self, timeout: Duration) -> Result<(ExitStatus, Duration)> {
-        let child = self.child.as_mut().ok_or_else(|| anyhow!("{} already stopped", self.name))?;
+        let child = self
+            .child
+            .as_mut()
+            .ok_or_else(|| anyhow!("{} already stopped", self.name))?;
         let pid = nix::unistd::Pid::from_raw(child.id() as i32);
         let start = Instant::now();
         nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM)?;
@@ -288,7 +351,11 @@ impl Node {
             }
             if start.elapsed() > timeout {
                 let _ = child.kill();
-                bail!("{} did not exit within {timeout:?} of SIGTERM\n{}", self.name, self.log_tail(30));
+                bail!(
+                    "{} did not exit within {timeout:?} of SIGTERM\n{}",
+                    self.name,
+                    self.log_tail(30)
+                );
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }

@@ -20,13 +20,20 @@ fn has_metric(text: &str, name: &str, labels: &str, min: f64) -> bool {
     text.lines().any(|l| {
         l.starts_with(name)
             && l.contains(labels)
-            && l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()).is_some_and(|v| v >= min)
+            && l.rsplit(' ')
+                .next()
+                .and_then(|v| v.parse::<f64>().ok())
+                .is_some_and(|v| v >= min)
     })
 }
 
 fn strings(v: &Value) -> Vec<String> {
     v.as_array()
-        .map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_string)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s.as_str().map(str::to_string))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -34,24 +41,40 @@ fn strings(v: &Value) -> Vec<String> {
 async fn bootstraps_relay_and_peers_form_a_network() -> Result<()> {
     let root = tempfile::tempdir()?;
     let root = root.path();
-    let listen = "  listen_addresses: [\"/ip4/127.0.0.1/tcp/0\", \"/ip4/127.0.0.1/udp/0/quic-v1\"]\n";
+    let listen =
+        "  listen_addresses: [\"/ip4/127.0.0.1/tcp/0\", \"/ip4/127.0.0.1/udp/0/quic-v1\"]\n";
 
     // Bootstrap 1 knows nobody; bootstrap 2 has the shared list, which names itself too.
-    let mut b1 = Node::start(root, "b1", Role::Bootstrap, &format!("network:\n{listen}{FAST}")).await?;
+    let mut b1 = Node::start(
+        root,
+        "b1",
+        Role::Bootstrap,
+        &format!("network:\n{listen}{FAST}"),
+    )
+    .await?;
     b1.wait_ready(WAIT).await?;
     let b2_cfg_probe = root.join("b2-id.cfg");
     std::fs::create_dir_all(root.join("b2"))?;
-    std::fs::write(&b2_cfg_probe, format!("data_dir: {}\n", root.join("b2").display()))?;
+    std::fs::write(
+        &b2_cfg_probe,
+        format!("data_dir: {}\n", root.join("b2").display()),
+    )?;
     let b2_id = jantar_tests::harness::peer_id_of(Role::Bootstrap, &b2_cfg_probe)?;
     let self_entry = format!("/ip4/127.0.0.1/tcp/1/p2p/{b2_id}");
     let mut b2 = Node::start(
         root,
         "b2",
         Role::Bootstrap,
-        &format!("network:\n{listen}{FAST}  bootstrap_nodes:\n{}", bootstrap_list(&[&b1.addr(), &self_entry])),
+        &format!(
+            "network:\n{listen}{FAST}  bootstrap_nodes:\n{}",
+            bootstrap_list(&[&b1.addr(), &self_entry])
+        ),
     )
     .await?;
-    assert_eq!(b2.peer_id, b2_id, "the key made by `id` is the one the node runs with");
+    assert_eq!(
+        b2.peer_id, b2_id,
+        "the key made by `id` is the one the node runs with"
+    );
     b2.wait_ready(WAIT).await?;
     let boots = bootstrap_list(&[&b1.addr(), &b2.addr()]);
 
@@ -106,8 +129,17 @@ async fn bootstraps_relay_and_peers_form_a_network() -> Result<()> {
     // SIGTERM: every process exits 0 within its grace period (default 10s).
     for n in peers.iter_mut().chain([&mut relay, &mut b2, &mut b1]) {
         let (status, took) = n.terminate(Duration::from_secs(12)).await?;
-        ensure!(status.success(), "{} exited with {status}\n{}", n.name, n.log_tail(20));
-        ensure!(took < Duration::from_secs(10), "{} took {took:?} to stop", n.name);
+        ensure!(
+            status.success(),
+            "{} exited with {status}\n{}",
+            n.name,
+            n.log_tail(20)
+        );
+        ensure!(
+            took < Duration::from_secs(10),
+            "{} took {took:?} to stop",
+            n.name
+        );
         ensure!(
             n.log_lines().iter().any(|l| l["message"] == "stopped"),
             "{} did not log its clean stop\n{}",
@@ -118,16 +150,25 @@ async fn bootstraps_relay_and_peers_form_a_network() -> Result<()> {
     Ok(())
 }
 
-async fn check_network(b1: &mut Node, b2: &mut Node, relay: &mut Node, peers: &mut [Node]) -> Result<()> {
+async fn check_network(
+    b1: &mut Node,
+    b2: &mut Node,
+    relay: &mut Node,
+    peers: &mut [Node],
+) -> Result<()> {
     // Every peer discovers every other through the DHT (mDNS is off).
     let ids: Vec<String> = peers.iter().map(|p| p.peer_id.clone()).collect();
     for p in peers.iter_mut() {
         let others: Vec<String> = ids.iter().filter(|i| **i != p.peer_id).cloned().collect();
-        p.wait_until(WAIT, "discovery of every other peer through the DHT", async |n: &Node| {
-            let st = n.status().await?;
-            let found = strings(&st["discovered_peers"]);
-            Ok(others.iter().all(|o| found.contains(o)))
-        })
+        p.wait_until(
+            WAIT,
+            "discovery of every other peer through the DHT",
+            async |n: &Node| {
+                let st = n.status().await?;
+                let found = strings(&st["discovered_peers"]);
+                Ok(others.iter().all(|o| found.contains(o)))
+            },
+        )
         .await?;
     }
 
@@ -148,18 +189,34 @@ async fn check_network(b1: &mut Node, b2: &mut Node, relay: &mut Node, peers: &m
     assert!(circuit.contains("/p2p-circuit/p2p/"), "{circuit}");
 
     // The first peer reaches it through the relay circuit.
-    let (code, conn) = peers[0].post_json("/connect", &[("addr", &circuit)]).await?;
-    ensure!(code == 200, "connect through relay failed: HTTP {code} {conn}");
-    ensure!(conn["kind"] == "relayed", "expected a relayed connection: {conn}");
+    let (code, conn) = peers[0]
+        .post_json("/connect", &[("addr", &circuit)])
+        .await?;
+    ensure!(
+        code == 200,
+        "connect through relay failed: HTTP {code} {conn}"
+    );
+    ensure!(
+        conn["kind"] == "relayed",
+        "expected a relayed connection: {conn}"
+    );
     ensure!(conn["peer_id"] == peers[2].peer_id.as_str(), "{conn}");
 
     // The relay counted the circuit and the reservation.
     relay
         .wait_until(WAIT, "relay metrics", async |n: &Node| {
             let m = n.metrics().await?;
-            Ok(has_metric(&m, "jantar_relay_circuit_requests_total", "result=\"accepted\"", 1.0)
-                && has_metric(&m, "jantar_relay_reservation_requests_total", "result=\"accepted\"", 1.0)
-                && has_metric(&m, "jantar_relay_reservations", "", 1.0)
+            Ok(has_metric(
+                &m,
+                "jantar_relay_circuit_requests_total",
+                "result=\"accepted\"",
+                1.0,
+            ) && has_metric(
+                &m,
+                "jantar_relay_reservation_requests_total",
+                "result=\"accepted\"",
+                1.0,
+            ) && has_metric(&m, "jantar_relay_reservations", "", 1.0)
                 && has_metric(&m, "jantar_peers", "", 3.0))
         })
         .await?;
@@ -169,13 +226,37 @@ async fn check_network(b1: &mut Node, b2: &mut Node, relay: &mut Node, peers: &m
     // Bootstrap nodes route and store nothing.
     for b in [b1, b2] {
         let stats = b.get_json("/dht/stats").await?;
-        ensure!(stats["routing_table_size"].as_u64() >= Some(4), "{}: {stats}", b.name);
-        ensure!(stats["queries_served_total"].as_u64() > Some(0), "{}: {stats}", b.name);
-        ensure!(stats["records_stored"] == 0 && stats["provided_keys"] == 0, "{}: {stats}", b.name);
+        ensure!(
+            stats["routing_table_size"].as_u64() >= Some(4),
+            "{}: {stats}",
+            b.name
+        );
+        ensure!(
+            stats["queries_served_total"].as_u64() > Some(0),
+            "{}: {stats}",
+            b.name
+        );
+        ensure!(
+            stats["records_stored"] == 0 && stats["provided_keys"] == 0,
+            "{}: {stats}",
+            b.name
+        );
         let m = b.metrics().await?;
-        ensure!(has_metric(&m, "jantar_peers", "", 1.0), "{}: no jantar_peers\n{m}", b.name);
-        ensure!(has_metric(&m, "jantar_dht_routing_table_peers", "", 4.0), "{}\n{m}", b.name);
-        ensure!(has_metric(&m, "jantar_dht_queries_served_total", "find_node", 1.0), "{}\n{m}", b.name);
+        ensure!(
+            has_metric(&m, "jantar_peers", "", 1.0),
+            "{}: no jantar_peers\n{m}",
+            b.name
+        );
+        ensure!(
+            has_metric(&m, "jantar_dht_routing_table_peers", "", 4.0),
+            "{}\n{m}",
+            b.name
+        );
+        ensure!(
+            has_metric(&m, "jantar_dht_queries_served_total", "find_node", 1.0),
+            "{}\n{m}",
+            b.name
+        );
         let st = b.status().await?;
         ensure!(st["dht_mode"] == "server", "{st}");
     }
@@ -187,7 +268,9 @@ async fn check_network(b1: &mut Node, b2: &mut Node, relay: &mut Node, peers: &m
             "{st}"
         );
         ensure!(
-            st["connections"].as_array().is_some_and(|c| c.iter().all(|c| c["kind"] == "direct" || c["kind"] == "relayed")),
+            st["connections"].as_array().is_some_and(|c| c
+                .iter()
+                .all(|c| c["kind"] == "direct" || c["kind"] == "relayed")),
             "{st}"
         );
     }

@@ -94,7 +94,7 @@ impl<'a> Origin<'a> {
         self.invalid(key, message.to_string()).to_string()
     }
 
-    pub(super) fn from_yaml(&self, e: &serde_saphyr::Error) -> ConfigError {
+    pub(super) fn yaml_error(&self, e: &serde_saphyr::Error) -> ConfigError {
         let line = e.location().map(|l| l.line()).filter(|l| *l > 0);
         let mut message = match e {
             serde_saphyr::Error::Message { msg, .. } => msg.clone(),
@@ -135,7 +135,9 @@ impl<'a> Origin<'a> {
 fn strip_position(msg: &str) -> String {
     let msg = msg.strip_prefix("error: ").unwrap_or(msg);
     match msg.split_once(": ") {
-        Some((pos, rest)) if pos.starts_with("line ") && pos.contains(" column ") => rest.to_string(),
+        Some((pos, rest)) if pos.starts_with("line ") && pos.contains(" column ") => {
+            rest.to_string()
+        }
         _ => msg.to_string(),
     }
 }
@@ -257,7 +259,10 @@ mod tests {
             suggest("bootstrap_node", &expected).as_deref(),
             Some("bootstrap_nodes")
         );
-        assert_eq!(suggest("enabel_dht", &expected).as_deref(), Some("enable_dht"));
+        assert_eq!(
+            suggest("enabel_dht", &expected).as_deref(),
+            Some("enable_dht")
+        );
         assert_eq!(suggest("colour", &expected), None);
     }
 }

@@ -261,7 +261,7 @@ impl Config {
         let file: FileConfig = if text.trim().is_empty() {
             FileConfig::default()
         } else {
-            serde_saphyr::from_str(text).map_err(|e| origin.from_yaml(&e))?
+            serde_saphyr::from_str(text).map_err(|e| origin.yaml_error(&e))?
         };
         Self::from_file(role, file, &origin, overrides, env)
     }
@@ -288,7 +288,10 @@ impl Config {
                 ("network.enable_mdns", f.network.enable_mdns == Some(true)),
                 ("network.enable_upnp", f.network.enable_upnp == Some(true)),
                 ("network.relay_nodes", f.network.relay_nodes.is_some()),
-                ("network.relay_reservations", f.network.relay_reservations.is_some()),
+                (
+                    "network.relay_reservations",
+                    f.network.relay_reservations.is_some(),
+                ),
                 ("network.max_relays", f.network.max_relays.is_some()),
             ] {
                 if set {
@@ -305,8 +308,7 @@ impl Config {
         if f.auto_update == Some(true) {
             warn(
                 "auto_update",
-                "Jantar does not update itself; install updates with your package manager"
-                    .into(),
+                "Jantar does not update itself; install updates with your package manager".into(),
             );
         }
 
@@ -346,7 +348,10 @@ impl Config {
                 } else {
                     "enable_dht"
                 },
-                format!("is false, but {} needs the DHT to do its job", role.binary()),
+                format!(
+                    "is false, but {} needs the DHT to do its job",
+                    role.binary()
+                ),
             ));
         }
 
@@ -404,15 +409,16 @@ impl Config {
             Some(list) if list.is_empty() => {
                 return Err(bad(
                     "network.listen_addresses",
-                    "is empty; a node must listen somewhere (omit the key for the default)"
-                        .into(),
+                    "is empty; a node must listen somewhere (omit the key for the default)".into(),
                 ));
             }
             Some(list) => list.into_iter().map(|a| a.0).collect(),
             None => default_listen_addresses(port),
         };
         for a in &listen_addresses {
-            if a.iter().any(|p| matches!(p, Protocol::P2p(_) | Protocol::P2pCircuit)) {
+            if a.iter()
+                .any(|p| matches!(p, Protocol::P2p(_) | Protocol::P2pCircuit))
+            {
                 return Err(bad(
                     "network.listen_addresses",
                     format!("{a} must not contain /p2p or /p2p-circuit"),
@@ -426,7 +432,9 @@ impl Config {
             .map(|a| a.0)
             .collect();
         for a in &external_addresses {
-            if a.iter().any(|p| matches!(p, Protocol::P2p(_) | Protocol::P2pCircuit)) {
+            if a.iter()
+                .any(|p| matches!(p, Protocol::P2p(_) | Protocol::P2pCircuit))
+            {
                 return Err(bad(
                     "network.external_addresses",
                     format!("{a} must be a transport address without /p2p/<peer id>"),
@@ -438,7 +446,9 @@ impl Config {
             if b.addr.is_empty() {
                 return Err(bad(
                     "network.bootstrap_nodes",
-                    format!("{b} has no transport address; a bootstrap node needs one such as /ip4/<ip>/tcp/4001/p2p/<peer id>"),
+                    format!(
+                        "{b} has no transport address; a bootstrap node needs one such as /ip4/<ip>/tcp/4001/p2p/<peer id>"
+                    ),
                 ));
             }
         }
@@ -470,13 +480,16 @@ impl Config {
                 "is `always`, but there are no relay_nodes and the DHT (where relays are found) is disabled".into(),
             ));
         }
-        if role == Role::Peer && !relay_nodes.is_empty() && !enable_dht {
-            if let Some(r) = relay_nodes.iter().find(|r| r.addr.is_empty()) {
-                return Err(bad(
-                    "network.relay_nodes",
-                    format!("{r} has no transport address and the DHT, where it would be looked up, is disabled"),
-                ));
-            }
+        if role == Role::Peer
+            && !enable_dht
+            && let Some(r) = relay_nodes.iter().find(|r| r.addr.is_empty())
+        {
+            return Err(bad(
+                "network.relay_nodes",
+                format!(
+                    "{r} has no transport address and the DHT, where it would be looked up, is disabled"
+                ),
+            ));
         }
         let max_relays = n.max_relays.unwrap_or(2);
         if max_relays == 0 && relay_reservations == RelayReservations::Always {
@@ -487,21 +500,24 @@ impl Config {
         }
 
         let cl = n.connection_limits;
-        let limits = ConnectionLimits {
-            max_peers: cl
-                .max_peers
-                .unwrap_or(if role.is_server() { 1000 } else { 50 }),
-            max_pending_connections: cl
-                .max_pending_connections
-                .unwrap_or(if role.is_server() { 128 } else { 10 }),
-            idle_timeout: cl
-                .connection_grace_period
-                .map_or(Duration::from_secs(20), |d| d.0),
-            max_connections_per_peer: cl.max_connections_per_peer.unwrap_or(4),
-            max_connections_per_ip: cl
-                .max_connections_per_ip
-                .unwrap_or(if role.is_server() { 16 } else { 8 }),
-        };
+        let limits =
+            ConnectionLimits {
+                max_peers: cl
+                    .max_peers
+                    .unwrap_or(if role.is_server() { 1000 } else { 50 }),
+                max_pending_connections: cl
+                    .max_pending_connections
+                    .unwrap_or(if role.is_server() { 128 } else { 10 }),
+                idle_timeout: cl
+                    .connection_grace_period
+                    .map_or(Duration::from_secs(20), |d| d.0),
+                max_connections_per_peer: cl.max_connections_per_peer.unwrap_or(4),
+                max_connections_per_ip: cl.max_connections_per_ip.unwrap_or(if role.is_server() {
+                    16
+                } else {
+                    8
+                }),
+            };
         for (key, v) in [
             ("network.connection_limits.max_peers", limits.max_peers),
             (
@@ -530,7 +546,9 @@ impl Config {
             max_packet_size: d.max_packet_size.map_or(16 * 1024, |s| s.0 as usize),
             max_records: d.max_records.unwrap_or(1024),
             max_provider_keys: d.max_provider_keys.unwrap_or(1024),
-            discovery_interval: d.discovery_interval.map_or(Duration::from_secs(30), |d| d.0),
+            discovery_interval: d
+                .discovery_interval
+                .map_or(Duration::from_secs(30), |d| d.0),
         };
         if dht.max_packet_size < 1024 {
             return Err(bad(
@@ -556,7 +574,9 @@ impl Config {
             throttle_period: a.throttle_period.map_or(Duration::from_secs(60), |d| d.0),
             boot_delay: a.boot_delay.map_or(Duration::from_secs(15), |d| d.0),
             retry_interval: a.retry_interval.map_or(Duration::from_secs(90), |d| d.0),
-            refresh_interval: a.refresh_interval.map_or(Duration::from_secs(15 * 60), |d| d.0),
+            refresh_interval: a
+                .refresh_interval
+                .map_or(Duration::from_secs(15 * 60), |d| d.0),
             confidence_max: a.confidence_max.unwrap_or(3),
         };
         if autonat.max_clients_per_peer > autonat.max_clients {
@@ -575,7 +595,10 @@ impl Config {
                 (r.limit, r.interval.0)
             });
             let Some(limit) = std::num::NonZeroU32::new(limit) else {
-                return Err(bad(&format!("relay.{key}.limit"), "must be at least 1".into()));
+                return Err(bad(
+                    &format!("relay.{key}.limit"),
+                    "must be at least 1".into(),
+                ));
             };
             if interval.is_zero() {
                 return Err(bad(
@@ -674,10 +697,16 @@ fn check_relay_limits(r: &RelayLimits) -> Result<(), (&'static str, String)> {
         return Err(("relay.max_circuit_duration", "is too long".into()));
     }
     if r.reservation_duration.is_zero() {
-        return Err(("relay.reservation_duration", "must be longer than 0s".into()));
+        return Err((
+            "relay.reservation_duration",
+            "must be longer than 0s".into(),
+        ));
     }
     if r.max_circuit_duration.is_zero() {
-        return Err(("relay.max_circuit_duration", "must be longer than 0s".into()));
+        return Err((
+            "relay.max_circuit_duration",
+            "must be longer than 0s".into(),
+        ));
     }
     Ok(())
 }

@@ -88,7 +88,10 @@ fn seed_jantar_cfg_loads_for_peer() {
     assert!(c.network.dht.enabled);
     assert!(c.network.enable_mdns);
     assert_eq!(c.port, 0);
-    assert_eq!(c.data_dir, PathBuf::from("/home/u/.local/share/jantar/peer"));
+    assert_eq!(
+        c.data_dir,
+        PathBuf::from("/home/u/.local/share/jantar/peer")
+    );
     assert_eq!(c.key_file, c.data_dir.join("identity.key"));
 }
 
@@ -105,7 +108,10 @@ fn seed_bootstrap_configs_load_for_bootstrap() {
     // Storage keys mean nothing on a bootstrap node: loaded, with a warning each.
     let w: Vec<String> = c.warnings.iter().map(|w| w.0.clone()).collect();
     assert_eq!(w.len(), 3, "{w:?}");
-    assert!(w[0].contains("line 4, key `download_dir`: has no effect on jantar-bootstrap"), "{w:?}");
+    assert!(
+        w[0].contains("line 4, key `download_dir`: has no effect on jantar-bootstrap"),
+        "{w:?}"
+    );
 }
 
 #[test]
@@ -113,7 +119,10 @@ fn embedded_defaults_load() {
     for role in [Role::Bootstrap, Role::Relay, Role::Peer] {
         let l = Config::load(role, None, &Overrides::default(), &env()).unwrap();
         assert!(l.warnings.is_empty(), "{role}: {:?}", l.warnings);
-        assert_eq!(l.config.admin_listen, Some("127.0.0.1:9090".parse().unwrap()));
+        assert_eq!(
+            l.config.admin_listen,
+            Some("127.0.0.1:9090".parse().unwrap())
+        );
         assert!(l.config.network.dht.enabled);
         assert!(l.config.network.bootstrap_nodes.is_empty());
     }
@@ -175,7 +184,10 @@ fn wrong_type_names_key_and_line() {
         Role::Peer,
         "network:\n  connection_limits:\n    connection_grace_period: soon\n",
     );
-    assert_eq!(e.key(), Some("network.connection_limits.connection_grace_period"));
+    assert_eq!(
+        e.key(),
+        Some("network.connection_limits.connection_grace_period")
+    );
     assert!(e.to_string().contains("invalid duration"), "{e}");
 }
 
@@ -198,17 +210,27 @@ fn bootstrap_address_without_peer_id_is_refused() {
     );
     assert_eq!(e.key(), Some("network.bootstrap_nodes[0]"));
     assert!(e.to_string().contains("/p2p/<peer id>"), "{e}");
-    let e = err(Role::Peer, &format!("network:\n  bootstrap_nodes: [\"/p2p/{BOOT1}\"]\n"));
+    let e = err(
+        Role::Peer,
+        &format!("network:\n  bootstrap_nodes: [\"/p2p/{BOOT1}\"]\n"),
+    );
     assert!(e.to_string().contains("has no transport address"), "{e}");
 }
 
 #[test]
 fn contradictions_are_refused() {
-    let e = err(Role::Peer, "enable_dht: true\nnetwork:\n  enable_dht: false\n");
+    let e = err(
+        Role::Peer,
+        "enable_dht: true\nnetwork:\n  enable_dht: false\n",
+    );
     assert_eq!(e.key(), Some("network.enable_dht"));
     assert_eq!(e.line(), Some(3));
     let e = err(Role::Peer, "bootstrap_mode: true\n");
-    assert!(e.to_string().contains("run this config with jantar-bootstrap"), "{e}");
+    assert!(
+        e.to_string()
+            .contains("run this config with jantar-bootstrap"),
+        "{e}"
+    );
     let e = err(Role::Bootstrap, "enable_dht: false\n");
     assert_eq!(e.key(), Some("enable_dht"));
     let e = err(
@@ -226,7 +248,11 @@ fn contradictions_are_refused() {
 
 #[test]
 fn role_irrelevant_keys_warn() {
-    let l = parse(Role::Relay, "download_dir: /x\nnetwork:\n  enable_mdns: true\n").unwrap();
+    let l = parse(
+        Role::Relay,
+        "download_dir: /x\nnetwork:\n  enable_mdns: true\n",
+    )
+    .unwrap();
     assert_eq!(l.warnings.len(), 2, "{:?}", l.warnings);
     assert!(l.warnings[1].0.contains("network.enable_mdns"));
     assert!(!l.config.network.enable_mdns);
@@ -243,15 +269,23 @@ fn overrides_and_environment() {
         log_level: Some("debug".into()),
         log_format: Some("json".into()),
     };
-    let c = Config::parse(Role::Relay, "port: 4001\n", None, &o, &env()).unwrap().config;
+    let c = Config::parse(Role::Relay, "port: 4001\n", None, &o, &env())
+        .unwrap()
+        .config;
     assert_eq!(c.port, 5000);
     assert_eq!(c.data_dir, PathBuf::from("/srv/j"));
     assert_eq!(c.admin_listen, None);
     assert_eq!(c.log.format, LogFormat::Json);
-    assert!(c.network.listen_addresses[0].to_string().ends_with("/tcp/5000"));
+    assert!(
+        c.network.listen_addresses[0]
+            .to_string()
+            .ends_with("/tcp/5000")
+    );
 
     let sd = HashMap::from([("STATE_DIRECTORY", "/var/lib/jantar-relay"), ("HOME", "/h")]);
-    let c = Config::parse(Role::Relay, "", None, &Overrides::default(), &sd).unwrap().config;
+    let c = Config::parse(Role::Relay, "", None, &Overrides::default(), &sd)
+        .unwrap()
+        .config;
     assert_eq!(c.data_dir, PathBuf::from("/var/lib/jantar-relay"));
     let none: HashMap<&str, &str> = HashMap::new();
     let e = Config::parse(Role::Relay, "", None, &Overrides::default(), &none).unwrap_err();
@@ -265,7 +299,10 @@ fn bad_admin_and_log_values() {
     assert_eq!(e.line(), Some(2));
     let e = err(Role::Peer, "log:\n  format: xml\n");
     assert_eq!(e.key(), Some("log.format"));
-    let e = err(Role::Peer, "network:\n  listen_addresses: [\"/ip4/1.2.3.4/tcp/1/p2p-circuit\"]\n");
+    let e = err(
+        Role::Peer,
+        "network:\n  listen_addresses: [\"/ip4/1.2.3.4/tcp/1/p2p-circuit\"]\n",
+    );
     assert_eq!(e.key(), Some("network.listen_addresses"));
 }
 
@@ -273,5 +310,8 @@ fn bad_admin_and_log_values() {
 fn invalid_yaml_names_line() {
     let e = err(Role::Peer, "name: a\nnetwork: [\n");
     assert!(e.line().is_some(), "{e}");
-    assert!(e.to_string().starts_with("/etc/jantar/test.cfg line"), "{e}");
+    assert!(
+        e.to_string().starts_with("/etc/jantar/test.cfg line"),
+        "{e}"
+    );
 }

@@ -96,7 +96,10 @@ impl FromStr for PeerAddr {
         if addr.iter().next() == Some(Protocol::P2pCircuit) && addr.iter().count() == 1 {
             addr = Multiaddr::empty();
         }
-        if addr.iter().any(|p| matches!(p, Protocol::P2p(_) | Protocol::P2pCircuit)) {
+        if addr
+            .iter()
+            .any(|p| matches!(p, Protocol::P2p(_) | Protocol::P2pCircuit))
+        {
             return Err(format!(
                 "{s:?} names more than one peer; give the node's own address ending in /p2p/<peer id>"
             ));
@@ -146,10 +149,15 @@ mod tests {
     fn peer_addr_forms() {
         let a: PeerAddr = format!("/ip4/1.2.3.4/tcp/4001/p2p/{ID}").parse().unwrap();
         assert_eq!(a.addr.to_string(), "/ip4/1.2.3.4/tcp/4001");
-        assert_eq!(a.full().to_string(), format!("/ip4/1.2.3.4/tcp/4001/p2p/{ID}"));
+        assert_eq!(
+            a.full().to_string(),
+            format!("/ip4/1.2.3.4/tcp/4001/p2p/{ID}")
+        );
         let r: PeerAddr = format!("/p2p-circuit/p2p/{ID}").parse().unwrap();
         assert!(r.addr.is_empty());
-        let d: PeerAddr = format!("/dns4/boot.example.org/tcp/4001/p2p/{ID}").parse().unwrap();
+        let d: PeerAddr = format!("/dns4/boot.example.org/tcp/4001/p2p/{ID}")
+            .parse()
+            .unwrap();
         assert_eq!(d.peer_id.to_string(), ID);
         assert!(
             format!("/ip4/1.2.3.4/tcp/1/p2p/{ID}/p2p-circuit/p2p/{ID}")

@@ -39,7 +39,11 @@ impl Node {
             }
         }
         if let Some(kad) = self.swarm.behaviour_mut().kad.as_mut() {
-            for b in net.bootstrap_nodes.iter().filter(|b| b.peer_id != self.peer_id) {
+            for b in net
+                .bootstrap_nodes
+                .iter()
+                .filter(|b| b.peer_id != self.peer_id)
+            {
                 kad.add_address(&b.peer_id, b.addr.clone());
             }
         }
@@ -49,7 +53,14 @@ impl Node {
 
     fn dial_bootstrap_nodes(&mut self) {
         let me = self.peer_id;
-        for b in self.config.network.bootstrap_nodes.clone().iter().filter(|b| b.peer_id != me) {
+        for b in self
+            .config
+            .network
+            .bootstrap_nodes
+            .clone()
+            .iter()
+            .filter(|b| b.peer_id != me)
+        {
             let opts = DialOpts::peer_id(b.peer_id)
                 .condition(PeerCondition::DisconnectedAndNotDialing)
                 .addresses(vec![b.addr.clone()])
@@ -78,10 +89,14 @@ impl Node {
         }
         match role {
             Role::Peer => {
-                self.provided.entry(kad::RecordKey::new(&PEERS_KEY)).or_insert(false);
+                self.provided
+                    .entry(kad::RecordKey::new(&PEERS_KEY))
+                    .or_insert(false);
             }
             Role::Relay if self.relay_server.serving => {
-                self.provided.entry(kad::RecordKey::new(&RELAYS_KEY)).or_insert(false);
+                self.provided
+                    .entry(kad::RecordKey::new(&RELAYS_KEY))
+                    .or_insert(false);
             }
             _ => {}
         }
@@ -91,15 +106,20 @@ impl Node {
             .filter(|(_, current)| !**current)
             .map(|(k, _)| k.clone())
             .collect();
-        let wants_relays = self.wants_reservations()
-            && self.reservations.len() < self.config.network.max_relays;
+        let wants_relays =
+            self.wants_reservations() && self.reservations.len() < self.config.network.max_relays;
         let unresolved: Vec<PeerId> = self
             .relays
             .iter()
             .filter(|(_, a)| a.is_empty())
             .map(|(p, _)| *p)
             .collect();
-        let kad = self.swarm.behaviour_mut().kad.as_mut().expect("checked above");
+        let kad = self
+            .swarm
+            .behaviour_mut()
+            .kad
+            .as_mut()
+            .expect("checked above");
         for key in stale {
             if let Err(e) = kad.start_providing(key) {
                 warn!(error = %e, "cannot publish provider record");
@@ -114,7 +134,8 @@ impl Node {
                 metrics::counter!(m::DHT_QUERIES_STARTED, "kind" => "get_providers").increment(1);
                 for relay in unresolved {
                     kad.get_closest_peers(relay);
-                    metrics::counter!(m::DHT_QUERIES_STARTED, "kind" => "get_closest_peers").increment(1);
+                    metrics::counter!(m::DHT_QUERIES_STARTED, "kind" => "get_closest_peers")
+                        .increment(1);
                 }
             }
         }
@@ -141,7 +162,8 @@ impl Node {
         };
         if last {
             let result = if ok { "ok" } else { "error" };
-            metrics::counter!(m::DHT_QUERIES_FINISHED, "kind" => kind, "result" => result).increment(1);
+            metrics::counter!(m::DHT_QUERIES_FINISHED, "kind" => kind, "result" => result)
+                .increment(1);
         }
         match result {
             kad::QueryResult::Bootstrap(Ok(r)) => {
@@ -152,7 +174,10 @@ impl Node {
                 self.update_routing_gauges();
             }
             kad::QueryResult::Bootstrap(Err(e)) => debug!(error = %e, "DHT bootstrap query failed"),
-            kad::QueryResult::GetProviders(Ok(kad::GetProvidersOk::FoundProviders { key, providers })) => {
+            kad::QueryResult::GetProviders(Ok(kad::GetProvidersOk::FoundProviders {
+                key,
+                providers,
+            })) => {
                 let me = self.peer_id;
                 for p in providers.into_iter().filter(|p| *p != me) {
                     if key.as_ref() == PEERS_KEY {
@@ -217,7 +242,8 @@ impl Node {
 
     pub(super) fn reservation_lost(&mut self, relay: PeerId) {
         self.reservations.remove(&relay);
-        self.relay_backoff.insert(relay, Instant::now() + RELAY_BACKOFF);
+        self.relay_backoff
+            .insert(relay, Instant::now() + RELAY_BACKOFF);
         // Try the relay's next address next time.
         if let Some(addrs) = self.relays.get_mut(&relay)
             && addrs.len() > 1
@@ -236,7 +262,10 @@ impl Node {
         }
         if !self.wants_reservations() {
             if !self.reservations.is_empty() {
-                info!(nat = self.nat.as_str(), "dropping relay reservations: no longer needed");
+                info!(
+                    nat = self.nat.as_str(),
+                    "dropping relay reservations: no longer needed"
+                );
                 for (_, r) in self.reservations.drain() {
                     self.swarm.remove_listener(r.listener);
                 }
@@ -246,7 +275,13 @@ impl Node {
         }
         let now = Instant::now();
         self.relay_backoff.retain(|_, until| *until > now);
-        let configured: Vec<PeerId> = self.config.network.relay_nodes.iter().map(|r| r.peer_id).collect();
+        let configured: Vec<PeerId> = self
+            .config
+            .network
+            .relay_nodes
+            .iter()
+            .map(|r| r.peer_id)
+            .collect();
         let mut candidates: Vec<PeerId> = self
             .relays
             .iter()
@@ -271,7 +306,14 @@ impl Node {
             match self.swarm.listen_on(addr.clone()) {
                 Ok(listener) => {
                     info!(%relay, %addr, "requesting relay reservation");
-                    self.reservations.insert(relay, Reservation { listener, accepted: false, addr: None });
+                    self.reservations.insert(
+                        relay,
+                        Reservation {
+                            listener,
+                            accepted: false,
+                            addr: None,
+                        },
+                    );
                 }
                 Err(e) => {
                     warn!(%relay, %addr, error = %e, "cannot request relay reservation");

@@ -3,8 +3,13 @@
 use std::time::Instant;
 
 use libp2p::{
-    autonat, core::ConnectedPoint, dcutr, identify, kad, mdns, relay,
-    swarm::{SwarmEvent, dial_opts::{DialOpts, PeerCondition}},
+    autonat,
+    core::ConnectedPoint,
+    dcutr, identify, kad, mdns, relay,
+    swarm::{
+        SwarmEvent,
+        dial_opts::{DialOpts, PeerCondition},
+    },
     upnp,
 };
 use tracing::{debug, info, warn};
@@ -34,7 +39,10 @@ pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
 impl Node {
     pub(super) fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
         match event {
-            SwarmEvent::NewListenAddr { listener_id, address } => {
+            SwarmEvent::NewListenAddr {
+                listener_id,
+                address,
+            } => {
                 if let Some(relay) = self.reservation_of(listener_id) {
                     info!(%relay, %address, "reachable through relay");
                     if let Some(r) = self.reservations.get_mut(&relay) {
@@ -45,7 +53,11 @@ impl Node {
                 }
                 self.pending_listeners.remove(&listener_id);
             }
-            SwarmEvent::ListenerClosed { listener_id, reason, addresses } => {
+            SwarmEvent::ListenerClosed {
+                listener_id,
+                reason,
+                addresses,
+            } => {
                 self.pending_listeners.remove(&listener_id);
                 if let Some(relay) = self.reservation_of(listener_id) {
                     let why = match &reason {
@@ -64,10 +76,17 @@ impl Node {
             SwarmEvent::ListenerError { listener_id, error } => {
                 warn!(?listener_id, error = %error_chain(&error), "listener error");
             }
-            SwarmEvent::ConnectionEstablished { peer_id, connection_id, endpoint, .. } => {
+            SwarmEvent::ConnectionEstablished {
+                peer_id,
+                connection_id,
+                endpoint,
+                ..
+            } => {
                 let (addr, outbound) = match &endpoint {
                     ConnectedPoint::Dialer { address, .. } => (address.clone(), true),
-                    ConnectedPoint::Listener { send_back_addr, .. } => (send_back_addr.clone(), false),
+                    ConnectedPoint::Listener { send_back_addr, .. } => {
+                        (send_back_addr.clone(), false)
+                    }
                 };
                 let kind = if endpoint.is_relayed() || is_relayed(&addr) {
                     ConnectionKind::Relayed
@@ -77,7 +96,13 @@ impl Node {
                 let dir = if outbound { "outbound" } else { "inbound" };
                 debug!(%peer_id, %addr, kind = kind.as_str(), direction = dir, "connection established");
                 metrics::counter!(m::CONNECTIONS_OPENED, "kind" => kind.as_str(), "direction" => dir).increment(1);
-                let info = ConnInfo { peer: peer_id, addr, outbound, kind, since: Instant::now() };
+                let info = ConnInfo {
+                    peer: peer_id,
+                    addr,
+                    outbound,
+                    kind,
+                    since: Instant::now(),
+                };
                 if let Some(reply) = self.pending_connects.remove(&connection_id) {
                     let _ = reply.send(Ok(ConnectionStatus {
                         peer_id: peer_id.to_string(),
@@ -87,7 +112,8 @@ impl Node {
                         age_secs: 0,
                     }));
                 }
-                if outbound && kind == ConnectionKind::Direct && self.relays.contains_key(&peer_id) {
+                if outbound && kind == ConnectionKind::Direct && self.relays.contains_key(&peer_id)
+                {
                     // An address that just worked is the best one to reach the relay at.
                     let addrs = self.relays.entry(peer_id).or_default();
                     if !addrs.contains(&info.addr) {
@@ -97,14 +123,24 @@ impl Node {
                 self.connections.insert(connection_id, info);
                 self.update_connection_gauges();
             }
-            SwarmEvent::ConnectionClosed { peer_id, connection_id, cause, .. } => {
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                connection_id,
+                cause,
+                ..
+            } => {
                 if let Some(c) = self.connections.remove(&connection_id) {
-                    metrics::counter!(m::CONNECTIONS_CLOSED, "kind" => c.kind.as_str()).increment(1);
+                    metrics::counter!(m::CONNECTIONS_CLOSED, "kind" => c.kind.as_str())
+                        .increment(1);
                 }
                 debug!(%peer_id, cause = ?cause.as_ref().map(|e| e.to_string()), "connection closed");
                 self.update_connection_gauges();
             }
-            SwarmEvent::OutgoingConnectionError { connection_id, peer_id, error } => {
+            SwarmEvent::OutgoingConnectionError {
+                connection_id,
+                peer_id,
+                error,
+            } => {
                 let msg = error_chain(&error);
                 if let Some(reply) = self.pending_connects.remove(&connection_id) {
                     let _ = reply.send(Err(msg.clone()));
@@ -114,7 +150,11 @@ impl Node {
                 }
                 debug!(peer = ?peer_id, error = %msg, "dial failed");
             }
-            SwarmEvent::IncomingConnectionError { send_back_addr, error, .. } => {
+            SwarmEvent::IncomingConnectionError {
+                send_back_addr,
+                error,
+                ..
+            } => {
                 let reason = match error {
                     libp2p::swarm::ListenError::Denied { .. } => "limit",
                     _ => "error",
@@ -142,7 +182,8 @@ impl Node {
         }
         for (k, kind) in ["direct", "relayed"].into_iter().enumerate() {
             for (d, dir) in ["inbound", "outbound"].into_iter().enumerate() {
-                metrics::gauge!(m::CONNECTIONS, "kind" => kind, "direction" => dir).set(f64::from(counts[k][d]));
+                metrics::gauge!(m::CONNECTIONS, "kind" => kind, "direction" => dir)
+                    .set(f64::from(counts[k][d]));
             }
         }
         metrics::gauge!(m::PEERS).set(self.swarm.network_info().num_peers() as f64);
@@ -204,21 +245,28 @@ impl Node {
                 // us; a stateless node drops them.
                 match request {
                     kad::InboundRequest::AddProvider { record: Some(_) } => {
-                        metrics::counter!(m::DHT_INSERTS_REFUSED, "kind" => "provider").increment(1);
+                        metrics::counter!(m::DHT_INSERTS_REFUSED, "kind" => "provider")
+                            .increment(1);
                     }
-                    kad::InboundRequest::PutRecord { record: Some(_), .. } => {
+                    kad::InboundRequest::PutRecord {
+                        record: Some(_), ..
+                    } => {
                         metrics::counter!(m::DHT_INSERTS_REFUSED, "kind" => "record").increment(1);
                     }
                     _ => {}
                 }
             }
-            kad::Event::RoutingUpdated { peer, is_new_peer, .. } => {
+            kad::Event::RoutingUpdated {
+                peer, is_new_peer, ..
+            } => {
                 if is_new_peer {
                     debug!(%peer, "added to routing table");
                 }
                 self.update_routing_gauges();
             }
-            kad::Event::OutboundQueryProgressed { result, step, .. } => self.on_query_result(result, step.last),
+            kad::Event::OutboundQueryProgressed { result, step, .. } => {
+                self.on_query_result(result, step.last)
+            }
             _ => {}
         }
     }
@@ -253,7 +301,11 @@ impl Node {
                 if self.config.role == crate::config::Role::Peer
                     && let Some(kad) = self.swarm.behaviour_mut().kad.as_mut()
                 {
-                    let mode = if nat == NatStatus::Public { kad::Mode::Server } else { kad::Mode::Client };
+                    let mode = if nat == NatStatus::Public {
+                        kad::Mode::Server
+                    } else {
+                        kad::Mode::Client
+                    };
                     if kad.mode() != mode {
                         info!(%mode, "DHT mode changed");
                         kad.set_mode(Some(mode));
@@ -276,21 +328,32 @@ impl Node {
     fn on_relay(&mut self, e: relay::Event) {
         #[allow(deprecated)]
         match e {
-            relay::Event::ReservationReqAccepted { src_peer_id, renewed } => {
+            relay::Event::ReservationReqAccepted {
+                src_peer_id,
+                renewed,
+            } => {
                 let result = if renewed { "renewed" } else { "accepted" };
                 metrics::counter!(m::RELAY_RESERVATION_REQUESTS, "result" => result, "reason" => "ok").increment(1);
                 if !renewed {
-                    *self.relay_server.reservations.entry(src_peer_id).or_default() += 1;
+                    *self
+                        .relay_server
+                        .reservations
+                        .entry(src_peer_id)
+                        .or_default() += 1;
                     info!(peer = %src_peer_id, "relay reservation accepted");
                 }
             }
-            relay::Event::ReservationReqDenied { src_peer_id, status } => {
+            relay::Event::ReservationReqDenied {
+                src_peer_id,
+                status,
+            } => {
                 let reason = status_reason(status);
                 self.relay_server.reservations_denied += 1;
                 metrics::counter!(m::RELAY_RESERVATION_REQUESTS, "result" => "denied", "reason" => reason).increment(1);
                 info!(peer = %src_peer_id, reason, "relay reservation denied");
             }
-            relay::Event::ReservationClosed { src_peer_id } | relay::Event::ReservationTimedOut { src_peer_id } => {
+            relay::Event::ReservationClosed { src_peer_id }
+            | relay::Event::ReservationTimedOut { src_peer_id } => {
                 if let Some(n) = self.relay_server.reservations.get_mut(&src_peer_id) {
                     *n -= 1;
                     if *n == 0 {
@@ -299,35 +362,54 @@ impl Node {
                 }
                 debug!(peer = %src_peer_id, "relay reservation ended");
             }
-            relay::Event::CircuitReqAccepted { src_peer_id, dst_peer_id } => {
+            relay::Event::CircuitReqAccepted {
+                src_peer_id,
+                dst_peer_id,
+            } => {
                 self.relay_server.circuits += 1;
                 metrics::counter!(m::RELAY_CIRCUIT_REQUESTS, "result" => "accepted", "reason" => "ok").increment(1);
                 info!(src = %src_peer_id, dst = %dst_peer_id, "circuit opened");
             }
-            relay::Event::CircuitReqDenied { src_peer_id, dst_peer_id, status } => {
+            relay::Event::CircuitReqDenied {
+                src_peer_id,
+                dst_peer_id,
+                status,
+            } => {
                 let reason = status_reason(status);
                 self.relay_server.circuits_denied += 1;
                 metrics::counter!(m::RELAY_CIRCUIT_REQUESTS, "result" => "denied", "reason" => reason).increment(1);
                 info!(src = %src_peer_id, dst = %dst_peer_id, reason, "circuit denied");
             }
-            relay::Event::CircuitClosed { src_peer_id, dst_peer_id, error } => {
+            relay::Event::CircuitClosed {
+                src_peer_id,
+                dst_peer_id,
+                error,
+            } => {
                 self.relay_server.circuits = self.relay_server.circuits.saturating_sub(1);
                 debug!(src = %src_peer_id, dst = %dst_peer_id, error = ?error.map(|e| e.to_string()), "circuit closed");
             }
             relay::Event::StatusChanged { status } => {
                 self.relay_server.serving = status == relay::Status::Enable;
-                info!(serving = self.relay_server.serving, "relay service status changed");
+                info!(
+                    serving = self.relay_server.serving,
+                    "relay service status changed"
+                );
                 self.addresses_changed();
             }
             _ => {}
         }
-        metrics::gauge!(m::RELAY_RESERVATIONS).set(self.relay_server.reservations.values().sum::<usize>() as f64);
+        metrics::gauge!(m::RELAY_RESERVATIONS)
+            .set(self.relay_server.reservations.values().sum::<usize>() as f64);
         metrics::gauge!(m::RELAY_CIRCUITS).set(self.relay_server.circuits as f64);
     }
 
     fn on_relay_client(&mut self, e: relay::client::Event) {
         match e {
-            relay::client::Event::ReservationReqAccepted { relay_peer_id, renewal, limit } => {
+            relay::client::Event::ReservationReqAccepted {
+                relay_peer_id,
+                renewal,
+                limit,
+            } => {
                 if let Some(r) = self.reservations.get_mut(&relay_peer_id) {
                     r.accepted = true;
                 }
@@ -360,7 +442,11 @@ impl Node {
                 let relayed: Vec<_> = self
                     .connections
                     .iter()
-                    .filter(|(id, c)| c.peer == e.remote_peer_id && c.kind == ConnectionKind::Relayed && **id != direct)
+                    .filter(|(id, c)| {
+                        c.peer == e.remote_peer_id
+                            && c.kind == ConnectionKind::Relayed
+                            && **id != direct
+                    })
                     .map(|(id, _)| *id)
                     .collect();
                 for id in relayed {

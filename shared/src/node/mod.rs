@@ -126,7 +126,10 @@ impl NodeClient {
             .map_err(|_| NodeError::Stopped)
     }
 
-    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, NodeError> {
+    async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, NodeError> {
         let (tx, rx) = oneshot::channel();
         self.commands
             .send(make(tx))
@@ -143,7 +146,10 @@ impl NodeClient {
         self.ask(Command::DhtStats).await
     }
 
-    pub async fn connect(&self, addr: Multiaddr) -> Result<Result<ConnectionStatus, String>, NodeError> {
+    pub async fn connect(
+        &self,
+        addr: Multiaddr,
+    ) -> Result<Result<ConnectionStatus, String>, NodeError> {
         self.ask(|reply| Command::Connect { addr, reply }).await
     }
 }
@@ -211,10 +217,12 @@ pub async fn start_with_swarm(
     let peer_id = *swarm.local_peer_id();
     let mut pending_listeners = HashSet::new();
     for addr in &config.network.listen_addresses {
-        let id = swarm.listen_on(addr.clone()).map_err(|e| NodeError::Listen {
-            addr: addr.clone(),
-            reason: events::error_chain(&e),
-        })?;
+        let id = swarm
+            .listen_on(addr.clone())
+            .map_err(|e| NodeError::Listen {
+                addr: addr.clone(),
+                reason: events::error_chain(&e),
+            })?;
         pending_listeners.insert(id);
     }
     for addr in &config.network.external_addresses {
@@ -300,7 +308,11 @@ impl Node {
     async fn drain(mut self) -> bool {
         let grace = self.config.shutdown_grace_period;
         let listeners: Vec<_> = self.swarm.listeners().cloned().collect();
-        info!(connections = self.connections.len(), ?grace, "shutting down");
+        info!(
+            connections = self.connections.len(),
+            ?grace,
+            "shutting down"
+        );
         let ids: Vec<ListenerId> = self.reservations.values().map(|r| r.listener).collect();
         for id in ids {
             self.swarm.remove_listener(id);
@@ -350,7 +362,10 @@ impl Node {
                         self.pending_connects.insert(id, reply);
                     }
                     Err(e) => {
-                        let _ = reply.send(Err(format!("cannot dial {addr}: {}", events::error_chain(&e))));
+                        let _ = reply.send(Err(format!(
+                            "cannot dial {addr}: {}",
+                            events::error_chain(&e)
+                        )));
                     }
                 }
             }
@@ -430,9 +445,18 @@ impl Node {
             peer_id: self.peer_id.to_string(),
             ready,
             listen_addresses: self.swarm.listeners().map(|a| a.to_string()).collect(),
-            external_addresses: self.swarm.external_addresses().map(|a| a.to_string()).collect(),
+            external_addresses: self
+                .swarm
+                .external_addresses()
+                .map(|a| a.to_string())
+                .collect(),
             nat_status: self.nat,
-            dht_mode: self.swarm.behaviour().kad.as_ref().map(|k| k.mode().to_string()),
+            dht_mode: self
+                .swarm
+                .behaviour()
+                .kad
+                .as_ref()
+                .map(|k| k.mode().to_string()),
             connected_peers: self.swarm.network_info().num_peers(),
             connections,
             reservations,
@@ -500,7 +524,11 @@ impl Node {
     fn set_nat(&mut self, nat: NatStatus) {
         self.nat = nat;
         for s in [NatStatus::Unknown, NatStatus::Public, NatStatus::Private] {
-            metrics::gauge!(m::NAT_STATUS, "status" => s.as_str()).set(if s == nat { 1.0 } else { 0.0 });
+            metrics::gauge!(m::NAT_STATUS, "status" => s.as_str()).set(if s == nat {
+                1.0
+            } else {
+                0.0
+            });
         }
     }
 

@@ -8,13 +8,14 @@
 //!   the source address they saw, plus TCP sinks that count received bytes.
 //! * `udp-probe`: sends to several targets from one local port, reports the
 //!   mapped address each target saw, then optionally listens for unsolicited
-//!   datagrams on the same socket.
+//!   datagrams on the same socket (until a stop file appears or time runs out).
 //! * `udp-send`: fires a few datagrams from a chosen local port.
 //! * `tcp-probe`: connects to targets and reports the mapped address or error.
 //! * `tcp-bulk`: uploads a number of bytes to a sink and reports the rate.
 
 use std::{
     net::{Ipv4Addr, SocketAddr},
+    path::{Path, PathBuf},
     time::{Duration, Instant},
 };
 
@@ -66,6 +67,9 @@ enum Cmd {
         /// datagram that arrives.
         #[arg(long, default_value_t = 0)]
         listen_ms: u64,
+        /// Stop listening early once this file exists.
+        #[arg(long)]
+        stop_file: Option<PathBuf>,
         /// After listening, probe the first target again.
         #[arg(long)]
         recheck: bool,
@@ -101,6 +105,9 @@ enum Cmd {
     },
 }
 
+/// How often a listening `udp-probe` looks for its stop file.
+const STOP_POLL: Duration = Duration::from_millis(50);
+
 fn emit(value: Value) {
     println!("{value}");
 }
@@ -116,6 +123,7 @@ async fn main() -> Result<()> {
             timeout_ms,
             attempts,
             listen_ms,
+            stop_file,
             recheck,
         } => {
             udp_probe(
@@ -124,6 +132,7 @@ async fn main() -> Result<()> {
                 Duration::from_millis(timeout_ms),
                 attempts,
                 Duration::from_millis(listen_ms),
+                stop_file.as_deref(),
                 recheck,
             )
             .await
@@ -185,10 +194,14 @@ async fn udp_echo(sock: UdpSocket, port: u16) -> Result<()> {
     loop {
         let (n, from) = sock.recv_from(&mut buf).await?;
         let payload = String::from_utf8_lossy(&buf[..n]).into_owned();
-        emit(json!({"event": "udp_recv", "port": port, "from": from.to_string(), "payload": payload}));
+        emit(
+            json!({"event": "udp_recv", "port": port, "from": from.to_string(), "payload": payload}),
+        );
         let reply = format!("OBSERVED {from}");
         if let Err(e) = sock.send_to(reply.as_bytes(), from).await {
-            emit(json!({"event": "udp_send_error", "port": port, "to": from.to_string(), "error": e.to_string()}));
+            emit(
+                json!({"event": "udp_send_error", "port": port, "to": from.to_string(), "error": e.to_string()}),
+            );
         }
     }
 }
@@ -217,13 +230,17 @@ async fn tcp_sink(listener: TcpListener, port: u16) -> Result<()> {
                     Ok(0) => break,
                     Ok(n) => total += n as u64,
                     Err(e) => {
-                        emit(json!({"event": "sink_error", "port": port, "from": from.to_string(), "error": e.to_string()}));
+                        emit(
+                            json!({"event": "sink_error", "port": port, "from": from.to_string(), "error": e.to_string()}),
+                        );
                         return;
                     }
                 }
             }
             let millis = start.elapsed().as_millis() as u64;
-            emit(json!({"event": "sink_done", "port": port, "from": from.to_string(), "bytes": total, "millis": millis}));
+            emit(
+                json!({"event": "sink_done", "port": port, "from": from.to_string(), "bytes": total, "millis": millis}),
+            );
             let _ = stream
                 .write_all(format!("RECEIVED {total}\n").as_bytes())
                 .await;
@@ -254,14 +271,14 @@ async fn probe_once(
             };
             let (n, from) = res?;
             let text = String::from_utf8_lossy(&buf[..n]).into_owned();
-            if from == target {
-                if let Some(mapped) = text.strip_prefix("OBSERVED ") {
-                    let mapped: SocketAddr = mapped
-                        .trim()
-                        .parse()
-                        .with_context(|| format!("bad reply {text:?}"))?;
-                    return Ok(Some(mapped));
-                }
+            if from == target
+                && let Some(mapped) = text.strip_prefix("OBSERVED ")
+            {
+                let mapped: SocketAddr = mapped
+                    .trim()
+                    .parse()
+                    .with_context(|| format!("bad reply {text:?}"))?;
+                return Ok(Some(mapped));
             }
             emit(json!({"event": "udp_received", "from": from.to_string(), "payload": text}));
         }
@@ -275,6 +292,7 @@ async fn udp_probe(
     per_try: Duration,
     attempts: u32,
     listen: Duration,
+    stop_file: Option<&Path>,
     recheck: bool,
 ) -> Result<()> {
     let sock = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, local_port))
@@ -299,26 +317,25 @@ async fn udp_probe(
         let mut buf = vec![0u8; 2048];
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
+            if left.is_zero() || stop_file.is_some_and(Path::exists) {
                 break;
             }
-            let Ok(res) = timeout(left, sock.recv_from(&mut buf)).await else {
-                break;
+            // Wake up regularly to look for the stop file.
+            let Ok(res) = timeout(left.min(STOP_POLL), sock.recv_from(&mut buf)).await else {
+                continue;
             };
             let (n, from) = res?;
             let text = String::from_utf8_lossy(&buf[..n]).into_owned();
             emit(json!({"event": "udp_received", "from": from.to_string(), "payload": text}));
         }
     }
-    if recheck {
-        if let Some(&first) = targets.first() {
-            let mapped = probe_once(&sock, first, per_try, attempts).await?;
-            emit(json!({
-                "event": "udp_recheck",
-                "target": first.to_string(),
-                "mapped": mapped.map(|m| m.to_string()),
-            }));
-        }
+    if recheck && let Some(&first) = targets.first() {
+        let mapped = probe_once(&sock, first, per_try, attempts).await?;
+        emit(json!({
+            "event": "udp_recheck",
+            "target": first.to_string(),
+            "mapped": mapped.map(|m| m.to_string()),
+        }));
     }
     emit(json!({"event": "done"}));
     Ok(())

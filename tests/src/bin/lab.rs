@@ -48,10 +48,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // Without root, patchbay can still work inside a user namespace, but
     // that has to be entered before any thread exists.
-    if !nix_is_root() {
-        if let Err(e) = patchbay::init_userns() {
-            eprintln!("lab: could not enter a user namespace: {e:#}");
-        }
+    if !nix::unistd::geteuid().is_root()
+        && let Err(e) = patchbay::init_userns()
+    {
+        eprintln!("lab: could not enter a user namespace: {e:#}");
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -76,17 +76,6 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-fn nix_is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("Uid:"))
-                .and_then(|ids| ids.split_whitespace().nth(1).map(|e| e == "0"))
-        })
-        .unwrap_or(false)
 }
 
 async fn check(args: CheckArgs) -> Result<ExitCode> {
@@ -186,9 +175,7 @@ async fn check_rate_limit(
     let host = lab.add_datacenter_host("link-host").await?;
     // Ask for a delay too, to show what happens to netem-only parts.
     let cond = LinkCondition::new().rate_kbit(rate_kbit).latency_ms(20);
-    let report = host
-        .set_link_condition(cond, LinkDirection::Egress)
-        .await?;
+    let report = host.set_link_condition(cond, LinkDirection::Egress).await?;
     // About two seconds of traffic at the requested rate.
     let bytes = u64::from(rate_kbit) * 1000 / 8 * 2;
     let result = prober

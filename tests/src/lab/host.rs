@@ -10,7 +10,7 @@ use std::{
 use anyhow::{Context, Result};
 
 use super::{
-    LabShared, NatKind,
+    LabShared, LinkCapabilities, NatKind,
     process::{LabProcess, ProcessSpec},
     tool::{Ns, run_ok},
 };
@@ -133,10 +133,7 @@ impl HomeNetwork {
     /// The address the public side sees for hosts of this network: the WAN
     /// address of the outermost NAT.
     pub fn public_ip(&self) -> Option<Ipv4Addr> {
-        self.carrier
-            .as_ref()
-            .unwrap_or(&self.gateway)
-            .wan_ip()
+        self.carrier.as_ref().unwrap_or(&self.gateway).wan_ip()
     }
 }
 
@@ -156,7 +153,7 @@ pub struct LabHost {
     placement: Placement,
     uplink: LabRouter,
     ip: Ipv4Addr,
-    pub(crate) shared: Arc<LabShared>,
+    shared: Arc<LabShared>,
 }
 
 impl fmt::Debug for LabHost {
@@ -264,11 +261,22 @@ impl LabHost {
     }
 
     fn default_log_path(&self, program: &Path) -> PathBuf {
-        let seq = self.shared.spawn_seq.fetch_add(1, Ordering::Relaxed);
         let stem = program
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_else(|| "process".to_string());
+        self.fresh_log_path(&stem)
+    }
+
+    /// What `tc` supports on this kernel.
+    pub(crate) fn link_caps(&self) -> &LinkCapabilities {
+        &self.shared.link_caps
+    }
+
+    /// A log path in [`log_dir`](Self::log_dir) no other process of this lab
+    /// uses: `<stem>-<n>.log`.
+    pub(crate) fn fresh_log_path(&self, stem: &str) -> PathBuf {
+        let seq = self.shared.spawn_seq.fetch_add(1, Ordering::Relaxed);
         self.log_dir().join(format!("{stem}-{seq}.log"))
     }
 

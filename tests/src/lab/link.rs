@@ -98,7 +98,10 @@ pub(crate) async fn probe_capabilities(ix: &patchbay::Ix) -> Result<LinkCapabili
     let mut supported = Vec::new();
     for (kind, extra) in [
         ("netem", &[][..]),
-        ("tbf", &["rate", "1mbit", "burst", "4000", "latency", "100ms"][..]),
+        (
+            "tbf",
+            &["rate", "1mbit", "burst", "4000", "latency", "100ms"][..],
+        ),
     ] {
         let mut args = vec!["qdisc", "add", "dev", "lo", "root", "handle", "1:", kind];
         args.extend_from_slice(extra);
@@ -144,7 +147,7 @@ impl LabHost {
         if cond.rate_kbit == Some(0) {
             bail!("a rate cap of 0 kbit/s cannot be expressed; leave the rate unset instead");
         }
-        let caps = &self.shared.link_caps;
+        let caps = self.link_caps();
         let sides = self.sides(direction).await?;
         if caps.netem {
             let iface = self
@@ -199,19 +202,36 @@ impl LabHost {
             );
         }
         // Burst: at least one full-size frame, or 10 ms at the given rate.
-        let burst = (u64::from(rate_kbit) * 1000 / 8 / 100).max(4000).to_string();
+        let burst = (u64::from(rate_kbit) * 1000 / 8 / 100)
+            .max(4000)
+            .to_string();
         let latency = format!("{}ms", cond.buffer_ms.unwrap_or(400).max(1));
         let rate = format!("{rate_kbit}kbit");
         let mut qdiscs = Vec::new();
         for side in &sides {
             let args = [
-                "qdisc", "replace", "dev", self.side_iface(side), "root", "handle", "1:", "tbf",
-                "rate", &rate, "burst", &burst, "latency", &latency,
+                "qdisc",
+                "replace",
+                "dev",
+                self.side_iface(side),
+                "root",
+                "handle",
+                "1:",
+                "tbf",
+                "rate",
+                &rate,
+                "burst",
+                &burst,
+                "latency",
+                &latency,
             ];
             self.tc(side, &args).await?;
             let shown = self.qdisc_show(side).await?;
             if !shown.contains("tbf") {
-                bail!("tbf missing on {} after install: {shown}", self.side_label(side));
+                bail!(
+                    "tbf missing on {} after install: {shown}",
+                    self.side_label(side)
+                );
             }
             qdiscs.push(format!("{}: {}", self.side_label(side), shown.trim()));
         }
@@ -224,7 +244,7 @@ impl LabHost {
 
     /// Removes any link condition from both directions of this host's link.
     pub async fn clear_link_condition(&self) -> Result<()> {
-        if self.shared.link_caps.netem {
+        if self.link_caps().netem {
             let iface = self
                 .patchbay()
                 .default_iface()

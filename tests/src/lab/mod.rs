@@ -33,6 +33,7 @@ mod tool;
 
 use std::{
     fmt,
+    io::Write as _,
     net::Ipv4Addr,
     path::{Path, PathBuf},
     str::FromStr,
@@ -50,9 +51,7 @@ pub use self::{
     env::{Unavailable, check_environment},
     host::{HomeNetwork, LabHost, LabRouter, Placement, RouterRole},
     link::{LinkBackend, LinkCapabilities, LinkCondition, LinkDirection, LinkReport},
-    observe::{
-        Filtering, Mapping, NatObservation, ObservationServers, observe_host, render_table,
-    },
+    observe::{Filtering, Mapping, NatObservation, ObservationServers, observe_host, render_table},
     probe::{
         BulkResult, ProbeServer, Prober, TcpResult, UdpProbeOptions, UdpProbeReport,
         UdpProbeSession,
@@ -126,7 +125,10 @@ impl FromStr for NatKind {
             .find(|k| k.name().eq_ignore_ascii_case(s))
             .ok_or_else(|| {
                 let names: Vec<_> = NatKind::ALL.iter().map(|k| k.name()).collect();
-                anyhow!("unknown NAT kind {s:?}; expected one of {}", names.join(", "))
+                anyhow!(
+                    "unknown NAT kind {s:?}; expected one of {}",
+                    names.join(", ")
+                )
             })
     }
 }
@@ -239,8 +241,8 @@ impl Lab {
             Some(dir) => (dir, false),
             None => {
                 let seq = LAB_SEQ.fetch_add(1, Ordering::Relaxed);
-                let dir = std::env::temp_dir().join("jantar-lab").join(format!(
-                    "{}-{}-{seq}",
+                let dir = std::env::temp_dir().join(format!(
+                    "jantar-lab-{}-{}-{seq}",
                     sanitize(&label),
                     std::process::id()
                 ));
@@ -409,7 +411,12 @@ impl Lab {
         self.add_host_behind(&network, name).await
     }
 
-    async fn add_host(&self, name: &str, uplink: LabRouter, placement: Placement) -> Result<LabHost> {
+    async fn add_host(
+        &self,
+        name: &str,
+        uplink: LabRouter,
+        placement: Placement,
+    ) -> Result<LabHost> {
         let device = self
             .pb
             .add_device(name)
@@ -472,7 +479,8 @@ fn announce_link_caps(caps: &LinkCapabilities) {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         if !caps.netem {
-            eprintln!(
+            let _ = writeln!(
+                std::io::stderr(),
                 "lab: tc netem is not available on this kernel; link delay, jitter and loss are disabled{}",
                 if caps.tbf {
                     ", rate limits are applied with tbf"
@@ -496,7 +504,8 @@ pub async fn run_scenario(
     body: impl AsyncFnOnce(&Lab) -> Result<()>,
 ) -> Result<()> {
     if let Err(reason) = check_environment() {
-        eprintln!("SKIP {name}: {reason}");
+        // Written to stderr directly so the test harness does not swallow it.
+        let _ = writeln!(std::io::stderr(), "SKIP {name}: {reason}");
         return Ok(());
     }
     let lab = Lab::with_options(LabOptions::new().label(name))

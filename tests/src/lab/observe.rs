@@ -36,8 +36,9 @@ const UDP_ECHO_ALT: u16 = 4001;
 const UDP_UNSOLICITED_SRC: u16 = 3479;
 /// TCP echo ports: two that a corporate firewall allows, one it blocks.
 const TCP_PORTS: [u16; 3] = [80, 443, 4001];
-/// How long the probed host listens for unsolicited datagrams.
-const LISTEN: Duration = Duration::from_millis(2500);
+/// Longest time the probed host listens for unsolicited datagrams; the
+/// listening ends as soon as both have been sent.
+const LISTEN: Duration = Duration::from_secs(20);
 /// Per-connection TCP timeout; blocked connections take this long to fail.
 const TCP_TIMEOUT: Duration = Duration::from_millis(1500);
 
@@ -200,9 +201,7 @@ fn expectation(kind: Option<NatKind>) -> Expectation {
 impl NatObservation {
     /// Whether a TCP connection to `port` on server A succeeded.
     pub fn tcp_open(&self, port: u16) -> bool {
-        self.tcp
-            .iter()
-            .any(|(p, r)| *p == port && r.is_ok())
+        self.tcp.iter().any(|(p, r)| *p == port && r.is_ok())
     }
 
     /// Differences between what was observed and what the host's kind
@@ -211,7 +210,10 @@ impl NatObservation {
         let want = expectation(self.kind);
         let mut out = Vec::new();
         if self.mapping != want.mapping {
-            out.push(format!("mapping is {}, expected {}", self.mapping, want.mapping));
+            out.push(format!(
+                "mapping is {}, expected {}",
+                self.mapping, want.mapping
+            ));
         }
         if self.filtering != want.filtering {
             out.push(format!(
@@ -221,26 +223,28 @@ impl NatObservation {
         }
         let public = IpAddr::V4(self.expected_public_ip);
         for (target, mapped) in &self.udp_mapped {
-            if let Some(m) = mapped {
-                if m.ip() != public {
-                    out.push(format!(
-                        "{target} saw UDP from {m}, expected address {public}"
-                    ));
-                }
-            }
-        }
-        if let Some(first) = self.udp_mapped.first().and_then(|(_, m)| *m) {
-            if self.recheck != Some(first) {
+            if let Some(m) = mapped
+                && m.ip() != public
+            {
                 out.push(format!(
-                    "mapping to {} changed or vanished: {first} then {:?}",
-                    self.udp_mapped[0].0, self.recheck
+                    "{target} saw UDP from {m}, expected address {public}"
                 ));
             }
+        }
+        if let Some(first) = self.udp_mapped.first().and_then(|(_, m)| *m)
+            && self.recheck != Some(first)
+        {
+            out.push(format!(
+                "mapping to {} changed or vanished: {first} then {:?}",
+                self.udp_mapped[0].0, self.recheck
+            ));
         }
         for ((port, result), open) in self.tcp.iter().zip(want.tcp_open) {
             match (result, open) {
                 (Ok(m), true) if m.ip() != public => {
-                    out.push(format!("TCP {port} came from {m}, expected address {public}"));
+                    out.push(format!(
+                        "TCP {port} came from {m}, expected address {public}"
+                    ));
                 }
                 (Ok(_), true) | (Err(_), false) => {}
                 (Ok(m), false) => out.push(format!("TCP {port} got through (seen as {m})")),
@@ -342,8 +346,18 @@ fn classify_mapping(
 /// Renders observations as a plain-text table, one row per host.
 pub fn render_table(rows: &[NatObservation]) -> String {
     let header = [
-        "host", "nat", "host ip", "public ip", "mapped ip", "ports A/B/A'", "mapping",
-        "filtering", "tcp 80", "tcp 443", "tcp 4001", "verdict",
+        "host",
+        "nat",
+        "host ip",
+        "public ip",
+        "mapped ip",
+        "ports A/B/A'",
+        "mapping",
+        "filtering",
+        "tcp 80",
+        "tcp 443",
+        "tcp 4001",
+        "verdict",
     ];
     let yes_no = |b: bool| if b { "open" } else { "blocked" }.to_string();
     let mut cells: Vec<Vec<String>> = Vec::new();

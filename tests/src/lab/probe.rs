@@ -20,6 +20,9 @@ const SERVER_READY: Duration = Duration::from_secs(10);
 /// Extra time on top of a probe's own budget before it is declared hung.
 const PROBE_SLACK: Duration = Duration::from_secs(10);
 
+/// Time given to datagrams already sent before a listening probe is stopped.
+const IN_FLIGHT_GRACE: Duration = Duration::from_millis(300);
+
 /// Runs `lab-probe` subcommands in lab hosts and parses their JSON output.
 #[derive(Clone, Debug)]
 pub struct Prober {
@@ -93,7 +96,11 @@ impl Prober {
     }
 
     /// Starts a UDP probe on `host` without waiting for it.
-    pub fn spawn_udp_probe(&self, host: &LabHost, opts: &UdpProbeOptions) -> Result<UdpProbeSession> {
+    pub fn spawn_udp_probe(
+        &self,
+        host: &LabHost,
+        opts: &UdpProbeOptions,
+    ) -> Result<UdpProbeSession> {
         let mut spec = self
             .spec()
             .arg("udp-probe")
@@ -107,15 +114,25 @@ impl Prober {
         if opts.recheck {
             spec = spec.arg("--recheck");
         }
-        let process = host.spawn(spec)?;
+        let log = host.fresh_log_path("udp-probe");
+        let stop_file = log.with_extension("stop");
+        if !opts.listen.is_zero() {
+            spec = spec.arg("--stop-file").arg(&stop_file);
+        }
+        let process = host.spawn(spec.log_file(log))?;
         Ok(UdpProbeSession {
             process,
             budget: opts.budget(),
+            stop_file: (!opts.listen.is_zero()).then_some(stop_file),
         })
     }
 
     /// Runs a UDP probe on `host` to completion.
-    pub async fn udp_probe(&self, host: &LabHost, opts: &UdpProbeOptions) -> Result<UdpProbeReport> {
+    pub async fn udp_probe(
+        &self,
+        host: &LabHost,
+        opts: &UdpProbeOptions,
+    ) -> Result<UdpProbeReport> {
         self.spawn_udp_probe(host, opts)?.finish().await
     }
 
@@ -137,7 +154,11 @@ impl Prober {
         let mut process = host.spawn(spec)?;
         let status = process.wait(PROBE_SLACK).await?;
         if !status.success() {
-            bail!("udp-send on {} failed ({status})\n{}", host.name(), process.log_tail());
+            bail!(
+                "udp-send on {} failed ({status})\n{}",
+                host.name(),
+                process.log_tail()
+            );
         }
         Ok(())
     }
@@ -240,7 +261,8 @@ pub struct UdpProbeOptions {
     pub reply_timeout: Duration,
     /// Attempts per target.
     pub attempts: u32,
-    /// How long to keep listening for unsolicited datagrams afterwards.
+    /// Longest time to keep listening for unsolicited datagrams after
+    /// probing; [`UdpProbeSession::finish`] ends the listening earlier.
     pub listen: Duration,
     /// Probe the first target once more after listening.
     pub recheck: bool,
@@ -259,7 +281,8 @@ impl UdpProbeOptions {
         }
     }
 
-    /// Listen for unsolicited datagrams for `window` after probing.
+    /// Listen for unsolicited datagrams after probing, until
+    /// [`UdpProbeSession::finish`] or at most `window`.
     pub fn listen(mut self, window: Duration) -> Self {
         self.listen = window;
         self
@@ -283,6 +306,7 @@ impl UdpProbeOptions {
 pub struct UdpProbeSession {
     process: LabProcess,
     budget: Duration,
+    stop_file: Option<PathBuf>,
 }
 
 impl UdpProbeSession {
@@ -295,8 +319,15 @@ impl UdpProbeSession {
         Ok(UdpProbeReport::parse(&self.process.read_log()))
     }
 
-    /// Waits for the probe to exit and parses everything it reported.
+    /// Ends the listening phase (after a short grace period for datagrams
+    /// still in flight), waits for the probe to exit and parses everything
+    /// it reported.
     pub async fn finish(mut self) -> Result<UdpProbeReport> {
+        if let Some(stop) = self.stop_file.take() {
+            tokio::time::sleep(IN_FLIGHT_GRACE).await;
+            std::fs::write(&stop, b"stop")
+                .with_context(|| format!("create stop file {}", stop.display()))?;
+        }
         finish(&mut self.process, self.budget).await?;
         Ok(UdpProbeReport::parse(&self.process.read_log()))
     }

@@ -1,0 +1,198 @@
+//! `local-network`: builds and runs a small Jantar network on 127.0.0.1 (one bootstrap
+//! node, one relay, two peers), shows them connecting, and stops them all on Ctrl-C.
+//!
+//! Every node runs on its role's embedded default config; the generated files only add
+//! what a local network needs (loopback addresses, the bootstrap node's address).
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::Parser;
+use jantar_tests::harness::{Node, Role, bin_dir, diagnose_all};
+
+#[derive(Parser)]
+#[command(about = "Run a local Jantar network: bootstrap, relay and two peers on loopback")]
+struct Args {
+    /// Stop by itself after this many seconds once the network is up (0: run until Ctrl-C).
+    #[arg(long, default_value_t = 0)]
+    exit_after: u64,
+    /// Keep node directories (configs, keys, logs) here instead of a temporary directory.
+    #[arg(long)]
+    dir: Option<std::path::PathBuf>,
+}
+
+const LOCAL: &str =
+    "  autonat: {only_global_ips: false, boot_delay: 2s}\n  dht: {discovery_interval: 2s}\n";
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    println!("building the Jantar binaries (cargo build)...");
+    let bins = bin_dir();
+    println!("binaries in {}", bins.display());
+    let tmp = tempfile::tempdir()?;
+    let root = args.dir.clone().unwrap_or_else(|| tmp.path().to_path_buf());
+    std::fs::create_dir_all(&root)?;
+
+    let mut boot = Node::start(
+        &root,
+        "bootstrap",
+        Role::Bootstrap,
+        &format!("network:\n  listen_addresses: [\"/ip4/127.0.0.1/tcp/0\", \"/ip4/127.0.0.1/udp/0/quic-v1\"]\n{LOCAL}"),
+    )
+    .await?;
+    boot.wait_ready(Duration::from_secs(30)).await?;
+    say(
+        &boot,
+        &format!(
+            "bootstrap node up at {} (admin http://{})",
+            boot.addr(),
+            boot.admin
+        ),
+    );
+
+    let relay_port = free_port()?;
+    let relay_addr = format!("/ip4/127.0.0.1/tcp/{relay_port}");
+    let mut relay = Node::start(
+        &root,
+        "relay",
+        Role::Relay,
+        &format!(
+            "network:\n  listen_addresses: [\"{relay_addr}\"]\n  external_addresses: [\"{relay_addr}\"]\n  bootstrap_nodes: [\"{}\"]\n{LOCAL}",
+            boot.addr()
+        ),
+    )
+    .await?;
+    relay.wait_ready(Duration::from_secs(30)).await?;
+    say(
+        &relay,
+        &format!(
+            "relay serving at {} (admin http://{})",
+            relay.addr(),
+            relay.admin
+        ),
+    );
+
+    let mut peers = Vec::new();
+    for (name, mode) in [("alice", "always"), ("bob", "auto")] {
+        let p = Node::start(
+            &root,
+            name,
+            Role::Peer,
+            &format!(
+                "network:\n  enable_mdns: false\n  relay_reservations: {mode}\n  listen_addresses: [\"/ip4/127.0.0.1/tcp/0\"]\n  bootstrap_nodes: [\"{}\"]\n{LOCAL}",
+                boot.addr()
+            ),
+        )
+        .await?;
+        say(&p, &format!("peer started, admin http://{}", p.admin));
+        peers.push(p);
+    }
+
+    let result = show_network(&mut peers).await;
+    if let Err(e) = &result {
+        let mut all = vec![&boot, &relay];
+        all.extend(peers.iter());
+        eprintln!("{e:#}\n{}", diagnose_all(&all).await);
+    }
+    result?;
+
+    println!("\nthe network is up. Try:");
+    println!("  curl -s http://{}/status", peers[0].admin);
+    println!("  curl -s http://{}/dht/stats", boot.admin);
+    println!(
+        "  curl -s http://{}/metrics | grep jantar_relay",
+        relay.admin
+    );
+    println!("node directories (config, key, log): {}", root.display());
+    if args.exit_after > 0 {
+        println!("stopping in {}s", args.exit_after);
+        tokio::time::sleep(Duration::from_secs(args.exit_after)).await;
+    } else {
+        println!("press Ctrl-C to stop");
+        tokio::signal::ctrl_c().await?;
+    }
+    println!();
+    for n in peers.iter_mut().chain([&mut relay, &mut boot]) {
+        let (status, took) = n.terminate(Duration::from_secs(15)).await?;
+        say(n, &format!("stopped ({status}) in {} ms", took.as_millis()));
+        if !status.success() {
+            bail!("{} exited with {status}", n.name);
+        }
+    }
+    Ok(())
+}
+
+fn say(n: &Node, msg: &str) {
+    println!("[{:<9}] {msg}", n.name);
+}
+
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+async fn show_network(peers: &mut [Node]) -> Result<()> {
+    let (alice, bob) = (peers[0].peer_id.clone(), peers[1].peer_id.clone());
+    peers[0]
+        .wait_until(
+            Duration::from_secs(60),
+            "alice's relay reservation",
+            async |n: &Node| {
+                let st = n.status().await?;
+                Ok(st["reservations"]
+                    .as_array()
+                    .is_some_and(|r| r.iter().any(|r| r["state"] == "active")))
+            },
+        )
+        .await?;
+    let st = peers[0].status().await?;
+    let circuit = st["reservations"][0]["address"]
+        .as_str()
+        .context("no circuit address")?
+        .to_string();
+    say(
+        &peers[0],
+        &format!("holds a relay reservation; reachable at {circuit}"),
+    );
+
+    let start = Instant::now();
+    for (i, other) in [(0, &bob), (1, &alice)] {
+        peers[i]
+            .wait_until(
+                Duration::from_secs(60),
+                "discovery through the DHT",
+                async |n: &Node| {
+                    let st = n.status().await?;
+                    Ok(st["discovered_peers"]
+                        .as_array()
+                        .is_some_and(|d| d.iter().any(|p| p == other.as_str())))
+                },
+            )
+            .await?;
+        say(
+            &peers[i],
+            &format!("found {} through the DHT", short(other)),
+        );
+    }
+    let (code, conn) = peers[1]
+        .post_json("/connect", &[("addr", &circuit)])
+        .await?;
+    if code != 200 {
+        bail!("bob could not reach alice through the relay: {conn}");
+    }
+    say(
+        &peers[1],
+        &format!(
+            "connected to alice through the relay ({} connection, {} ms after the peers started looking for each other)",
+            conn["kind"].as_str().unwrap_or("?"),
+            start.elapsed().as_millis()
+        ),
+    );
+    Ok(())
+}
+
+fn short(id: &str) -> &str {
+    &id[id.len().saturating_sub(8)..]
+}
