@@ -260,3 +260,80 @@ async fn relay_rate_limits_reservations_per_ip() {
         within(h.join()).await;
     }
 }
+
+/// QUIC v1 and TCP over IPv6, and a `/dns4/` bootstrap address, all join.
+#[tokio::test]
+async fn quic_ipv6_and_dns_addresses_connect() {
+    let dir = tempfile::tempdir().unwrap();
+    let boot = start_tcp(
+        Role::Bootstrap,
+        &format!(
+            "network:\n  listen_addresses: [\"/ip4/127.0.0.1/tcp/0\", \"/ip4/127.0.0.1/udp/0/quic-v1\", \"/ip6/::1/tcp/0\", \"/ip6/::1/udp/0/quic-v1\"]\n{FAST}"
+        ),
+        dir.path(),
+    )
+    .await;
+    let addrs: Vec<String> = boot.listen_addrs().iter().map(|a| a.to_string()).collect();
+    let id = boot.peer_id();
+    let pick = |prefix: &str, proto: &str| {
+        addrs
+            .iter()
+            .find(|a| a.starts_with(prefix) && a.contains(proto))
+            .unwrap_or_else(|| panic!("no {prefix} {proto} listener in {addrs:?}"))
+            .clone()
+    };
+    let tcp4 = pick("/ip4/", "/tcp/");
+    let port = tcp4.rsplit('/').next().unwrap();
+    let cases = [
+        (
+            "QUIC over IPv4",
+            format!("{}/p2p/{id}", pick("/ip4/", "quic-v1")),
+            "/quic-v1",
+        ),
+        (
+            "TCP over IPv6",
+            format!("{}/p2p/{id}", pick("/ip6/", "/tcp/")),
+            "/ip6/",
+        ),
+        (
+            "QUIC over IPv6",
+            format!("{}/p2p/{id}", pick("/ip6/", "quic-v1")),
+            "/ip6/",
+        ),
+        (
+            "DNS name",
+            format!("/dns4/localhost/tcp/{port}/p2p/{id}"),
+            "/tcp/",
+        ),
+    ];
+    for (what, bootstrap, expect) in cases {
+        let peer = start_tcp(
+            Role::Peer,
+            &format!(
+                "network:\n  enable_mdns: false\n  enable_upnp: false\n  listen_addresses: [\"/ip4/127.0.0.1/tcp/0\", \"/ip6/::1/udp/0/quic-v1\"]\n  bootstrap_nodes: [\"{bootstrap}\"]\n{FAST}"
+            ),
+            dir.path(),
+        )
+        .await;
+        let st = wait_status(&peer.client(), what, |s| {
+            s.connections
+                .iter()
+                .any(|c| c.peer_id == id.to_string() && c.direction == "outbound")
+        })
+        .await;
+        let conn = st
+            .connections
+            .iter()
+            .find(|c| c.peer_id == id.to_string())
+            .unwrap();
+        assert!(
+            conn.address.contains(expect),
+            "{what}: connected over {}",
+            conn.address
+        );
+        peer.shutdown();
+        within(peer.join()).await;
+    }
+    boot.shutdown();
+    within(boot.join()).await;
+}

@@ -175,7 +175,7 @@ impl Node {
         }
     }
 
-    fn update_connection_gauges(&self) {
+    pub(super) fn update_connection_gauges(&self) {
         let mut counts = [[0u32; 2]; 2];
         for c in self.connections.values() {
             counts[(c.kind == ConnectionKind::Relayed) as usize][c.outbound as usize] += 1;

@@ -256,6 +256,14 @@ pub async fn start_with_swarm(
     metrics::gauge!(m::BUILD_INFO, "version" => env!("CARGO_PKG_VERSION"), "role" => config.role.as_str())
         .set(1.0);
     node.set_nat(NatStatus::Unknown);
+    // Every gauge exists from the start, at zero, so dashboards and alerts see it.
+    node.update_connection_gauges();
+    node.update_routing_gauges();
+    node.update_reservation_gauge();
+    if config.role == Role::Relay {
+        metrics::gauge!(m::RELAY_RESERVATIONS).set(0.0);
+        metrics::gauge!(m::RELAY_CIRCUITS).set(0.0);
+    }
 
     let task = tokio::spawn(node.run(cmd_rx, cancel.clone(), listening_tx));
     let listen_addrs = match tokio::time::timeout(LISTEN_TIMEOUT, listening_rx).await {
