@@ -125,6 +125,10 @@ fn run_cli(role: Role, cli: Cli) -> ExitCode {
             eprintln!("{bin}: {e}");
             return ExitCode::from(EXIT_CONFIG);
         }
+        if let Err(e) = crate::tls::check(&config) {
+            eprintln!("{bin}: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
         let source = config
             .source
             .as_ref()
@@ -171,6 +175,11 @@ fn run_cli(role: Role, cli: Cli) -> ExitCode {
             runtime.shutdown_timeout(std::time::Duration::from_millis(200));
             match result {
                 Ok(()) => ExitCode::SUCCESS,
+                Err(RunError::Node(node::NodeError::Tls(e))) => {
+                    error!("{e}");
+                    eprintln!("{bin}: {e}");
+                    ExitCode::from(EXIT_CONFIG)
+                }
                 Err(e) => {
                     error!("{e:#}");
                     eprintln!("{bin}: {e:#}");

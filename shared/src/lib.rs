@@ -13,4 +13,5 @@ pub mod logging;
 pub mod metrics;
 pub mod node;
 pub mod status;
+pub mod tls;
 pub mod transport;

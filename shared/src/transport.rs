@@ -1,12 +1,13 @@
-//! The swarm: TCP (Noise + Yamux) and QUIC v1 on IPv4 and IPv6, DNS resolution of
-//! `/dns4`, `/dns6` and `/dnsaddr` addresses, and the relay-client transport for
-//! `/p2p-circuit` addresses.
+//! The swarm: TCP (Noise + Yamux), QUIC v1 and secure WebSocket (`/tls/ws`) on IPv4 and
+//! IPv6, DNS resolution of `/dns4`, `/dns6` and `/dnsaddr` addresses, and the
+//! relay-client transport for `/p2p-circuit` addresses.
 
 use libp2p::{
     Swarm, SwarmBuilder, Transport,
     core::{transport::MemoryTransport, upgrade::Version},
+    dns,
     identity::Keypair,
-    noise, tcp, yamux,
+    noise, tcp, websocket, yamux,
 };
 
 use crate::{behaviour::Behaviour, config::Config};
@@ -17,8 +18,13 @@ pub enum TransportError {
     Setup { what: &'static str, reason: String },
 }
 
-/// Builds the swarm for `config` with identity `key`.
-pub fn build_swarm(config: &Config, key: Keypair) -> Result<Swarm<Behaviour>, TransportError> {
+/// Builds the swarm for `config` with identity `key`; `tls` serves and verifies
+/// `/tls/ws` connections (see [`crate::tls::load`]).
+pub fn build_swarm(
+    config: &Config,
+    key: Keypair,
+    tls: websocket::tls::Config,
+) -> Result<Swarm<Behaviour>, TransportError> {
     let err = |what| {
         move |e: &dyn std::fmt::Display| TransportError::Setup {
             what,
@@ -35,6 +41,19 @@ pub fn build_swarm(config: &Config, key: Keypair) -> Result<Swarm<Behaviour>, Tr
         )
         .map_err(|e| err("TCP")(&e))?
         .with_quic()
+        .with_other_transport(|key| {
+            // DNS inside the websocket transport, so TLS sees the host name (SNI).
+            let tcp = tcp::tokio::Transport::new(tcp::Config::default().nodelay(true));
+            let mut ws = websocket::Config::new(dns::tokio::Transport::system(tcp)?);
+            ws.set_tls_config(tls);
+            let noise = noise::Config::new(key)?;
+            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(
+                ws.upgrade(Version::V1)
+                    .authenticate(noise)
+                    .multiplex(yamux::Config::default()),
+            )
+        })
+        .map_err(|e| err("WebSocket")(&e))?
         .with_dns()
         .map_err(|e| err("DNS")(&e))?
         .with_relay_client(noise::Config::new, yamux::Config::default)

@@ -337,3 +337,59 @@ async fn quic_ipv6_and_dns_addresses_connect() {
     boot.shutdown();
     within(boot.join()).await;
 }
+
+/// A relay serves secure WebSocket with a self-signed certificate it generates and
+/// keeps; a peer that trusts that certificate reserves over WSS, one that does not is
+/// refused by TLS.
+#[tokio::test]
+async fn relay_over_secure_websocket() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let relay_yaml = format!(
+        "network:\n  listen_addresses: [\"/ip4/127.0.0.1/tcp/{port}/tls/ws\"]\n  external_addresses: [\"/ip4/127.0.0.1/tcp/{port}/tls/ws\"]\n"
+    );
+    let relay = start_tcp(Role::Relay, &relay_yaml, dir.path()).await;
+    let wss = full(&relay);
+    assert!(wss.contains("/tls/ws/p2p/"), "{wss}");
+    let cert = dir.path().join(".local/share/jantar/relay/tls/cert.pem");
+    let key = dir.path().join(".local/share/jantar/relay/tls/key.pem");
+    assert!(cert.exists(), "self-signed certificate kept in the data dir");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600);
+
+    let peer = |trust: &str| {
+        format!(
+            "network:\n  enable_mdns: false\n  enable_upnp: false\n  enable_dht: false\n  relay_reservations: always\n  listen_addresses: [\"/ip4/127.0.0.1/tcp/0\"]\n  relay_nodes: [\"{wss}\"]\n{trust}"
+        )
+    };
+    let trusting = start_tcp(
+        Role::Peer,
+        &peer(&format!("  tls:\n    trusted_certificates: [\"{}\"]\n", cert.display())),
+        dir.path(),
+    )
+    .await;
+    let st = wait_status(&trusting.client(), "a reservation over WSS", |s| {
+        s.reservations.iter().any(|r| r.state == "active")
+    })
+    .await;
+    let addr = st.reservations[0].address.clone().unwrap();
+    assert!(addr.contains("/tls/ws/p2p/"), "{addr}");
+
+    let untrusting = start_tcp(Role::Peer, &peer(""), dir.path()).await;
+    let err = within(untrusting.client().connect(wss.parse().unwrap()))
+        .await
+        .unwrap()
+        .expect_err("an untrusted self-signed certificate must be refused");
+    assert!(err.to_lowercase().contains("certificate"), "{err}");
+
+    // A restart serves the same certificate.
+    let before = std::fs::read(&cert).unwrap();
+    relay.shutdown();
+    within(relay.join()).await;
+    let relay = start_tcp(Role::Relay, &relay_yaml, dir.path()).await;
+    assert_eq!(std::fs::read(&cert).unwrap(), before);
+    for h in [trusting, untrusting, relay] {
+        h.shutdown();
+        within(h.join()).await;
+    }
+}

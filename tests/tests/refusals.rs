@@ -294,3 +294,26 @@ async fn every_binary_starts_on_embedded_default() -> Result<()> {
     }
     Ok(())
 }
+
+#[test]
+fn bad_tls_files_are_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let bogus = d.path().join("cert.pem");
+    std::fs::write(&bogus, "not a certificate").unwrap();
+    let cfg = write_cfg(
+        d.path(),
+        "a.cfg",
+        &format!("network:\n  tls:\n    trusted_certificates: [\"{}\"]\n", bogus.display()),
+    );
+    let (status, _, err) = run_to_end(Role::Peer, &["-c", cfg.to_str().unwrap(), "--check"]).unwrap();
+    assert_eq!(status.code(), Some(78), "{err}");
+    assert!(err.contains(bogus.to_str().unwrap()) && err.contains("trusted certificate"), "{err}");
+    // Starting for real fails the same way, before serving anything.
+    let (status, _, err) = run_to_end(
+        Role::Peer,
+        &["-c", cfg.to_str().unwrap(), "--admin-listen", "127.0.0.1:0", "run"],
+    )
+    .unwrap();
+    assert_eq!(status.code(), Some(78), "{err}");
+    assert!(err.contains("no PEM certificate"), "{err}");
+}

@@ -93,6 +93,23 @@ pub struct NetworkFile {
     pub dht: DhtFile,
     #[serde(default)]
     pub autonat: AutonatFile,
+    #[serde(default)]
+    pub tls: TlsFile,
+}
+
+/// TLS for secure WebSocket (`/tls/ws`) listeners and dials.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFile {
+    /// PEM certificate chain served on `/tls/ws` listeners. Default: a self-signed
+    /// certificate generated at `<data_dir>/tls/cert.pem` covering the listen and
+    /// external addresses' hosts.
+    pub certificate: Option<PathBuf>,
+    /// PEM private key of `certificate`. Default: `<data_dir>/tls/key.pem`.
+    pub private_key: Option<PathBuf>,
+    /// PEM certificates to trust, besides the public web roots, when dialing `/tls/ws`
+    /// addresses (for example a relay's self-signed certificate). Default: none.
+    pub trusted_certificates: Option<Vec<PathBuf>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

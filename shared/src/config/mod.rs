@@ -155,6 +155,14 @@ pub struct AutonatConfig {
     pub confidence_max: usize,
 }
 
+/// Where TLS material for `/tls/ws` comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsConfig {
+    /// Configured certificate and key; `None` means self-signed in `<data_dir>/tls/`.
+    pub certificate: Option<(PathBuf, PathBuf)>,
+    pub trusted_certificates: Vec<PathBuf>,
+}
+
 #[derive(Clone, Debug)]
 pub struct NetworkConfig {
     pub listen_addresses: Vec<Multiaddr>,
@@ -168,6 +176,7 @@ pub struct NetworkConfig {
     pub limits: ConnectionLimits,
     pub dht: DhtConfig,
     pub autonat: AutonatConfig,
+    pub tls: TlsConfig,
 }
 
 /// A token bucket: `limit` requests, refilled one per `interval`.
@@ -589,6 +598,26 @@ impl Config {
             ));
         }
 
+        let tls = TlsConfig {
+            certificate: match (n.tls.certificate, n.tls.private_key) {
+                (Some(c), Some(k)) => Some((c, k)),
+                (None, None) => None,
+                (Some(_), None) => {
+                    return Err(bad(
+                        "network.tls.certificate",
+                        "is set without network.tls.private_key; give both or neither".into(),
+                    ));
+                }
+                (None, Some(_)) => {
+                    return Err(bad(
+                        "network.tls.private_key",
+                        "is set without network.tls.certificate; give both or neither".into(),
+                    ));
+                }
+            },
+            trusted_certificates: n.tls.trusted_certificates.unwrap_or_default(),
+        };
+
         let r = f.relay;
         let rate = |key: &str, v: Option<RateFile>, limit: u32, secs: u64| {
             let (limit, interval) = v.map_or((limit, Duration::from_secs(secs)), |r| {
@@ -666,6 +695,7 @@ impl Config {
                 limits,
                 dht,
                 autonat,
+                tls,
             },
             relay,
         };

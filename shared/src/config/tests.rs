@@ -315,3 +315,17 @@ fn invalid_yaml_names_line() {
         "{e}"
     );
 }
+
+#[test]
+fn tls_certificate_needs_its_key() {
+    let e = err(Role::Relay, "network:\n  tls:\n    certificate: /etc/jantar/cert.pem\n");
+    assert_eq!(e.key(), Some("network.tls.certificate"));
+    assert_eq!(e.line(), Some(3));
+    let c = parse(
+        Role::Peer,
+        "network:\n  tls:\n    trusted_certificates: [/etc/jantar/relay.pem]\n",
+    )
+    .unwrap()
+    .config;
+    assert_eq!(c.network.tls.trusted_certificates, vec![PathBuf::from("/etc/jantar/relay.pem")]);
+}

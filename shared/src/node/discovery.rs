@@ -203,7 +203,12 @@ impl Node {
                     if let Some(addrs) = self.relays.get_mut(&info.peer_id)
                         && addrs.is_empty()
                     {
-                        addrs.extend(info.addrs.into_iter().filter(|a| !super::is_relayed(a)));
+                        addrs.extend(
+                            info.addrs
+                                .iter()
+                                .filter(|a| !super::is_relayed(a))
+                                .map(super::without_peer_id),
+                        );
                     }
                 }
                 self.manage_reservations();

@@ -115,9 +115,10 @@ impl Node {
                 if outbound && kind == ConnectionKind::Direct && self.relays.contains_key(&peer_id)
                 {
                     // An address that just worked is the best one to reach the relay at.
+                    let addr = super::without_peer_id(&info.addr);
                     let addrs = self.relays.entry(peer_id).or_default();
-                    if !addrs.contains(&info.addr) {
-                        addrs.insert(0, info.addr.clone());
+                    if !addrs.contains(&addr) {
+                        addrs.insert(0, addr);
                     }
                 }
                 self.connections.insert(connection_id, info);
@@ -221,8 +222,9 @@ impl Node {
         {
             let addrs = self.relays.entry(peer_id).or_default();
             for a in info.listen_addrs.iter().filter(|a| !is_relayed(a)) {
-                if !addrs.contains(a) {
-                    addrs.push(a.clone());
+                let a = super::without_peer_id(a);
+                if !addrs.contains(&a) {
+                    addrs.push(a);
                 }
             }
             self.manage_reservations();

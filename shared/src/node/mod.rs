@@ -45,6 +45,8 @@ const LISTEN_TIMEOUT: Duration = Duration::from_secs(10);
 pub enum NodeError {
     #[error(transparent)]
     Transport(#[from] TransportError),
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
     #[error("cannot listen on {addr}: {reason}")]
     Listen { addr: Multiaddr, reason: String },
     #[error("listeners did not report their addresses within {0:?}")]
@@ -205,7 +207,8 @@ struct Node {
 
 /// Builds the swarm, binds every listener and spawns the event loop.
 pub async fn start(config: Arc<Config>, key: Keypair) -> Result<NodeHandle, NodeError> {
-    let swarm = build_swarm(&config, key)?;
+    let tls = crate::tls::load(&config)?;
+    let swarm = build_swarm(&config, key, tls)?;
     start_with_swarm(config, swarm).await
 }
 
@@ -556,6 +559,15 @@ fn peer_of(addr: &Multiaddr) -> Option<PeerId> {
         Some(Protocol::P2p(p)) => Some(p),
         _ => None,
     }
+}
+
+/// `addr` without a trailing `/p2p/<peer id>`.
+fn without_peer_id(addr: &Multiaddr) -> Multiaddr {
+    let mut a = addr.clone();
+    if let Some(Protocol::P2p(_)) = a.iter().last() {
+        a.pop();
+    }
+    a
 }
 
 fn is_relayed(addr: &Multiaddr) -> bool {
