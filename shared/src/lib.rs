@@ -4,6 +4,7 @@
 //! do lives here; the binaries only parse their command line and call [`cli::main`].
 
 pub mod admin;
+pub mod backoff;
 pub mod behaviour;
 pub mod cli;
 pub mod config;

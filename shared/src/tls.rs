@@ -67,13 +67,11 @@ pub fn load(config: &Config) -> Result<tls::Config, TlsError> {
         };
         let certs = read_certs("TLS certificate", &cert_path)?;
         let key = read_key(&key_path)?;
-        builder
-            .server(key, certs)
-            .map_err(|e| TlsError::Mismatch {
-                cert: cert_path.clone(),
-                key: key_path.clone(),
-                reason: e.to_string(),
-            })?;
+        builder.server(key, certs).map_err(|e| TlsError::Mismatch {
+            cert: cert_path.clone(),
+            key: key_path.clone(),
+            reason: e.to_string(),
+        })?;
     }
     for path in &config.network.tls.trusted_certificates {
         for cert in read_certs("trusted certificate", path)? {
@@ -175,13 +173,17 @@ fn ensure_self_signed(config: &Config) -> Result<(PathBuf, PathBuf), TlsError> {
         dir: dir.clone(),
         reason,
     };
-    let certified =
-        rcgen::generate_simple_self_signed(subject_names(config)).map_err(|e| gen_err(e.to_string()))?;
+    let certified = rcgen::generate_simple_self_signed(subject_names(config))
+        .map_err(|e| gen_err(e.to_string()))?;
     fs::create_dir_all(&dir).map_err(|e| gen_err(e.to_string()))?;
     // Key first: a certificate without its key is useless, a key without certificate is
     // regenerated together with one next time.
-    write_new(&key, certified.signing_key.serialize_pem().as_bytes(), 0o600)
-        .map_err(|e| gen_err(format!("{}: {e}", key.display())))?;
+    write_new(
+        &key,
+        certified.signing_key.serialize_pem().as_bytes(),
+        0o600,
+    )
+    .map_err(|e| gen_err(format!("{}: {e}", key.display())))?;
     write_new(&cert, certified.cert.pem().as_bytes(), 0o644)
         .map_err(|e| gen_err(format!("{}: {e}", cert.display())))?;
     Ok((cert, key))

@@ -344,7 +344,11 @@ async fn quic_ipv6_and_dns_addresses_connect() {
 #[tokio::test]
 async fn relay_over_secure_websocket() {
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let relay_yaml = format!(
         "network:\n  listen_addresses: [\"/ip4/127.0.0.1/tcp/{port}/tls/ws\"]\n  external_addresses: [\"/ip4/127.0.0.1/tcp/{port}/tls/ws\"]\n"
     );
@@ -353,9 +357,15 @@ async fn relay_over_secure_websocket() {
     assert!(wss.contains("/tls/ws/p2p/"), "{wss}");
     let cert = dir.path().join(".local/share/jantar/relay/tls/cert.pem");
     let key = dir.path().join(".local/share/jantar/relay/tls/key.pem");
-    assert!(cert.exists(), "self-signed certificate kept in the data dir");
+    assert!(
+        cert.exists(),
+        "self-signed certificate kept in the data dir"
+    );
     use std::os::unix::fs::PermissionsExt;
-    assert_eq!(std::fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(
+        std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
 
     let peer = |trust: &str| {
         format!(
@@ -364,7 +374,10 @@ async fn relay_over_secure_websocket() {
     };
     let trusting = start_tcp(
         Role::Peer,
-        &peer(&format!("  tls:\n    trusted_certificates: [\"{}\"]\n", cert.display())),
+        &peer(&format!(
+            "  tls:\n    trusted_certificates: [\"{}\"]\n",
+            cert.display()
+        )),
         dir.path(),
     )
     .await;
@@ -389,6 +402,52 @@ async fn relay_over_secure_websocket() {
     let relay = start_tcp(Role::Relay, &relay_yaml, dir.path()).await;
     assert_eq!(std::fs::read(&cert).unwrap(), before);
     for h in [trusting, untrusting, relay] {
+        h.shutdown();
+        within(h.join()).await;
+    }
+}
+
+/// A peer whose only bootstrap node is down keeps retrying (with backoff) and joins as
+/// soon as the bootstrap node comes up.
+#[tokio::test]
+async fn peer_joins_when_bootstrap_comes_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let boot_key = Keypair::generate_ed25519();
+    let boot_addr = memory_addr();
+    let boot_full = format!("{boot_addr}/p2p/{}", boot_key.public().to_peer_id());
+    let peer = start_memory(
+        Role::Peer,
+        &format!(
+            "network:\n  enable_mdns: false\n  enable_upnp: false\n  listen_addresses: [\"{}\"]\n  bootstrap_nodes: [\"{boot_full}\"]\n{FAST}",
+            memory_addr()
+        ),
+        dir.path(),
+    )
+    .await;
+    let mut client = peer.client();
+    // Let a few retries fail first.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        !client.is_ready(),
+        "cannot be ready without its bootstrap node"
+    );
+
+    let cfg = config(
+        Role::Bootstrap,
+        &format!("network:\n  listen_addresses: [\"{boot_addr}\"]\n{FAST}"),
+        dir.path(),
+    );
+    let swarm = build_memory_swarm(&cfg, boot_key).unwrap();
+    let boot = node::start_with_swarm(cfg, swarm).await.unwrap();
+    let started = tokio::time::Instant::now();
+    within(client.wait_ready()).await.unwrap();
+    // Retries started at 1s and double: after ~3s down the next one is due within 4s.
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "joined after {:?}",
+        started.elapsed()
+    );
+    for h in [peer, boot] {
         h.shutdown();
         within(h.join()).await;
     }

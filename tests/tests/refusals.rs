@@ -303,15 +303,28 @@ fn bad_tls_files_are_refused() {
     let cfg = write_cfg(
         d.path(),
         "a.cfg",
-        &format!("network:\n  tls:\n    trusted_certificates: [\"{}\"]\n", bogus.display()),
+        &format!(
+            "network:\n  tls:\n    trusted_certificates: [\"{}\"]\n",
+            bogus.display()
+        ),
     );
-    let (status, _, err) = run_to_end(Role::Peer, &["-c", cfg.to_str().unwrap(), "--check"]).unwrap();
+    let (status, _, err) =
+        run_to_end(Role::Peer, &["-c", cfg.to_str().unwrap(), "--check"]).unwrap();
     assert_eq!(status.code(), Some(78), "{err}");
-    assert!(err.contains(bogus.to_str().unwrap()) && err.contains("trusted certificate"), "{err}");
+    assert!(
+        err.contains(bogus.to_str().unwrap()) && err.contains("trusted certificate"),
+        "{err}"
+    );
     // Starting for real fails the same way, before serving anything.
     let (status, _, err) = run_to_end(
         Role::Peer,
-        &["-c", cfg.to_str().unwrap(), "--admin-listen", "127.0.0.1:0", "run"],
+        &[
+            "-c",
+            cfg.to_str().unwrap(),
+            "--admin-listen",
+            "127.0.0.1:0",
+            "run",
+        ],
     )
     .unwrap();
     assert_eq!(status.code(), Some(78), "{err}");

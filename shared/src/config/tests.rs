@@ -318,7 +318,10 @@ fn invalid_yaml_names_line() {
 
 #[test]
 fn tls_certificate_needs_its_key() {
-    let e = err(Role::Relay, "network:\n  tls:\n    certificate: /etc/jantar/cert.pem\n");
+    let e = err(
+        Role::Relay,
+        "network:\n  tls:\n    certificate: /etc/jantar/cert.pem\n",
+    );
     assert_eq!(e.key(), Some("network.tls.certificate"));
     assert_eq!(e.line(), Some(3));
     let c = parse(
@@ -327,5 +330,8 @@ fn tls_certificate_needs_its_key() {
     )
     .unwrap()
     .config;
-    assert_eq!(c.network.tls.trusted_certificates, vec![PathBuf::from("/etc/jantar/relay.pem")]);
+    assert_eq!(
+        c.network.tls.trusted_certificates,
+        vec![PathBuf::from("/etc/jantar/relay.pem")]
+    );
 }

@@ -47,7 +47,31 @@ impl Node {
                 kad.add_address(&b.peer_id, b.addr.clone());
             }
         }
+        self.bootstrap_retry.due(Instant::now());
         self.dial_bootstrap_nodes();
+        self.manage_reservations();
+    }
+
+    /// Runs every second: retries the bootstrap nodes with backoff while the routing
+    /// table is empty, and retries relay reservations whose backoff ran out.
+    pub(super) fn housekeeping(&mut self) {
+        let others = self
+            .config
+            .network
+            .bootstrap_nodes
+            .iter()
+            .any(|b| b.peer_id != self.peer_id);
+        if others && self.swarm.behaviour().kad.is_enabled() {
+            if self.joined() {
+                self.bootstrap_retry.reset();
+            } else if self.bootstrap_retry.due(Instant::now()) {
+                info!(
+                    next_retry = ?self.bootstrap_retry.current_delay(),
+                    "not connected to the network; dialing the bootstrap nodes"
+                );
+                self.dial_bootstrap_nodes();
+            }
+        }
         self.manage_reservations();
     }
 
@@ -78,12 +102,8 @@ impl Node {
             self.manage_reservations();
             return;
         }
-        if self.routing_table_size() == 0 {
-            // Not (or no longer) in touch with the network: keep knocking.
-            if !self.config.network.bootstrap_nodes.is_empty() {
-                debug!("routing table empty; dialing bootstrap nodes again");
-                self.dial_bootstrap_nodes();
-            }
+        if !self.joined() {
+            // Not in touch with the network; `housekeeping` retries the bootstrap nodes.
             self.manage_reservations();
             return;
         }

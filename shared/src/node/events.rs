@@ -210,11 +210,15 @@ impl Node {
         let identify::Event::Received { peer_id, info, .. } = e else {
             return;
         };
-        if let Some(kad) = self.swarm.behaviour_mut().kad.as_mut()
-            && info.protocols.contains(&KAD_PROTOCOL)
-        {
-            for addr in &info.listen_addrs {
-                kad.add_address(&peer_id, addr.clone());
+        if let Some(kad) = self.swarm.behaviour_mut().kad.as_mut() {
+            if info.protocols.contains(&KAD_PROTOCOL) {
+                for addr in &info.listen_addrs {
+                    kad.add_address(&peer_id, addr.clone());
+                }
+                self.dht_servers.insert(peer_id);
+            } else {
+                // A peer that switched to DHT client mode.
+                self.dht_servers.remove(&peer_id);
             }
         }
         if self.config.role == crate::config::Role::Peer

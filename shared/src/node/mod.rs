@@ -40,6 +40,11 @@ use crate::{
 
 /// How long start-up waits for every listener to report its address.
 const LISTEN_TIMEOUT: Duration = Duration::from_secs(10);
+/// First and longest wait between attempts to reach the bootstrap nodes.
+const BOOTSTRAP_RETRY_MIN: Duration = Duration::from_secs(1);
+const BOOTSTRAP_RETRY_MAX: Duration = Duration::from_secs(30);
+/// How often timers (bootstrap retries, relay reservations) are checked.
+const HOUSEKEEPING: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
@@ -203,6 +208,10 @@ struct Node {
     /// Provider records this node publishes, and whether they are current.
     provided: HashMap<kad::RecordKey, bool>,
     bootstrapped: bool,
+    /// Connected peers that serve the DHT (per identify).
+    dht_servers: HashSet<PeerId>,
+    /// Retries the bootstrap nodes while not joined.
+    bootstrap_retry: crate::backoff::Backoff,
 }
 
 /// Builds the swarm, binds every listener and spawns the event loop.
@@ -254,6 +263,8 @@ pub async fn start_with_swarm(
         relay_server: RelayServerState::default(),
         provided: HashMap::new(),
         bootstrapped: false,
+        dht_servers: HashSet::new(),
+        bootstrap_retry: crate::backoff::Backoff::new(BOOTSTRAP_RETRY_MIN, BOOTSTRAP_RETRY_MAX),
     };
     node.join_network();
     metrics::gauge!(m::BUILD_INFO, "version" => env!("CARGO_PKG_VERSION"), "role" => config.role.as_str())
@@ -297,11 +308,14 @@ impl Node {
         let mut listening = Some(listening);
         let mut discovery = tokio::time::interval(self.config.network.dht.discovery_interval);
         discovery.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut housekeeping = tokio::time::interval(HOUSEKEEPING);
+        housekeeping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 event = self.swarm.select_next_some() => self.on_swarm_event(event),
                 Some(cmd) = commands.recv() => self.on_command(cmd),
                 _ = discovery.tick() => self.discover(),
+                _ = housekeeping.tick() => self.housekeeping(),
                 _ = cancel.cancelled() => break,
             }
             if self.pending_listeners.is_empty()
@@ -393,9 +407,9 @@ impl Node {
             .iter()
             .any(|b| b.peer_id != self.peer_id);
         match self.config.role {
-            Role::Bootstrap => !others || self.routing_table_size() > 0,
+            Role::Bootstrap => !others || self.joined(),
             Role::Relay => self.relay_server.serving,
-            Role::Peer => !net.dht.enabled || !others || self.routing_table_size() > 0,
+            Role::Peer => !net.dht.enabled || !others || self.joined(),
         }
     }
 
@@ -409,6 +423,12 @@ impl Node {
                 false
             }
         });
+    }
+
+    /// Connected to at least one DHT server: in touch with the network. (The routing
+    /// table alone does not tell: configured bootstrap nodes are in it from the start.)
+    fn joined(&self) -> bool {
+        !self.dht_servers.is_empty()
     }
 
     fn routing_table_size(&mut self) -> usize {
