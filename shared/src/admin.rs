@@ -166,3 +166,36 @@ async fn connect(State(s): State<AppState>, Query(q): Query<ConnectQuery>) -> Re
             .into_response(),
     }
 }
+
+/// Asks a running node's `/readyz`; returns the HTTP status code. A wildcard address
+/// (`0.0.0.0`, `::`) is asked on loopback.
+pub async fn probe_ready(addr: SocketAddr) -> Result<u16, String> {
+    use http_body_util::Empty;
+    use hyper::body::Bytes;
+    let mut target = addr;
+    if target.ip().is_unspecified() {
+        target.set_ip(match target.ip() {
+            std::net::IpAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::IpAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    let ask = async {
+        let stream = tokio::net::TcpStream::connect(target)
+            .await
+            .map_err(|e| format!("no node answering at {target}: {e}"))?;
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .map_err(|e| e.to_string())?;
+        tokio::spawn(conn);
+        let req = hyper::Request::get("/readyz")
+            .header("host", target.to_string())
+            .body(Empty::<Bytes>::new())
+            .map_err(|e| e.to_string())?;
+        let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
+        Ok(resp.status().as_u16())
+    };
+    tokio::time::timeout(Duration::from_secs(3), ask)
+        .await
+        .map_err(|_| format!("{target} did not answer within 3s"))?
+}

@@ -65,6 +65,24 @@ pub enum CommonCommand {
     /// Print the peer id, then the addresses to give to others (one per line). Creates
     /// the identity key if there is none yet.
     Id,
+    /// Ask the running node's admin endpoint whether it is ready: exit 0 if so, 1 if not
+    /// (for container health checks).
+    Healthcheck,
+    /// Write shell completions or man pages.
+    Generate {
+        #[arg(value_enum)]
+        what: Generate,
+        /// Directory to write into (created if missing).
+        dir: PathBuf,
+    },
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum Generate {
+    /// bash, zsh and fish completions
+    Completions,
+    /// man pages for the command and its subcommands
+    Man,
 }
 
 #[derive(Debug, Parser)]
@@ -78,11 +96,7 @@ pub struct Cli {
 
 /// Parses the command line for `role` and runs it.
 pub fn main(role: Role, about: &'static str) -> ExitCode {
-    let cmd = Cli::command()
-        .name(role.binary())
-        .bin_name(role.binary())
-        .about(about);
-    let cli = match cmd
+    let cli = match command(role, about)
         .try_get_matches()
         .and_then(|m| Cli::from_arg_matches(&m))
     {
@@ -96,12 +110,18 @@ pub fn main(role: Role, about: &'static str) -> ExitCode {
             };
         }
     };
-    run_cli(role, cli)
-}
-
-fn run_cli(role: Role, cli: Cli) -> ExitCode {
     let bin = role.binary();
-    let loaded = match Config::load(
+    // Writing completions or man pages needs no config.
+    if let Some(CommonCommand::Generate { what, dir }) = &cli.command {
+        return match generate(command(role, about), *what, dir) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("{bin}: cannot write into {}: {e}", dir.display());
+                ExitCode::from(EXIT_FAILURE)
+            }
+        };
+    }
+    let Loaded { config, warnings } = match Config::load(
         role,
         cli.common.config.as_deref(),
         &cli.common.overrides(),
@@ -113,79 +133,170 @@ fn run_cli(role: Role, cli: Cli) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    let Loaded { config, warnings } = loaded;
     if cli.common.check {
-        for w in &warnings {
-            eprintln!("{bin}: warning: {w}");
-        }
-        // An existing key must be usable; a missing one will be created at start.
-        if config.key_file.exists()
-            && let Err(e) = identity::load(&config.key_file)
-        {
-            eprintln!("{bin}: {e}");
-            return ExitCode::from(EXIT_CONFIG);
-        }
-        if let Err(e) = crate::tls::check(&config) {
-            eprintln!("{bin}: {e}");
-            return ExitCode::from(EXIT_CONFIG);
-        }
-        let source = config
-            .source
-            .as_ref()
-            .map_or("embedded default config".to_string(), |p| {
-                p.display().to_string()
-            });
-        println!("{source}: OK");
-        return ExitCode::SUCCESS;
+        return check(&config, &warnings);
     }
-    let key = match identity::load_or_create(&config.key_file) {
+    match cli.command.unwrap_or(CommonCommand::Run) {
+        CommonCommand::Healthcheck => healthcheck(&config),
+        CommonCommand::Id => match load_key(&config) {
+            Ok(key) => {
+                print_id(&config, &key);
+                ExitCode::SUCCESS
+            }
+            Err(code) => code,
+        },
+        CommonCommand::Run => match load_key(&config) {
+            Ok(key) => run_node(config, warnings, key),
+            Err(code) => code,
+        },
+        CommonCommand::Generate { what, dir } => match generate(command(role, about), what, &dir) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("{bin}: cannot write into {}: {e}", dir.display());
+                ExitCode::from(EXIT_FAILURE)
+            }
+        },
+    }
+}
+
+/// The clap command of `role`'s binary.
+pub fn command(role: Role, about: &'static str) -> clap::Command {
+    Cli::command()
+        .name(role.binary())
+        .bin_name(role.binary())
+        .about(about)
+}
+
+fn generate(mut cmd: clap::Command, what: Generate, dir: &std::path::Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let name = cmd.get_name().to_string();
+    match what {
+        Generate::Completions => {
+            use clap_complete::Shell;
+            for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
+                let path = clap_complete::generate_to(shell, &mut cmd, &name, dir)?;
+                println!("{}", path.display());
+            }
+        }
+        Generate::Man => {
+            clap_mangen::generate_to(cmd, dir)?;
+            for entry in std::fs::read_dir(dir)? {
+                let p = entry?.path();
+                if p.extension().is_some_and(|e| e == "1") {
+                    println!("{}", p.display());
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `--check`: the config loaded; an existing key and configured TLS files must be
+/// usable too. Creates nothing.
+fn check(config: &Config, warnings: &[crate::config::Warning]) -> ExitCode {
+    let bin = config.role.binary();
+    for w in warnings {
+        eprintln!("{bin}: warning: {w}");
+    }
+    // An existing key must be usable; a missing one will be created at start.
+    if config.key_file.exists()
+        && let Err(e) = identity::load(&config.key_file)
+    {
+        eprintln!("{bin}: {e}");
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    if let Err(e) = crate::tls::check(config) {
+        eprintln!("{bin}: {e}");
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    let source = config
+        .source
+        .as_ref()
+        .map_or("embedded default config".to_string(), |p| {
+            p.display().to_string()
+        });
+    println!("{source}: OK");
+    ExitCode::SUCCESS
+}
+
+fn load_key(config: &Config) -> Result<Keypair, ExitCode> {
+    let bin = config.role.binary();
+    match identity::load_or_create(&config.key_file) {
         Ok((key, origin)) => {
             if origin == identity::Origin::Created {
                 eprintln!("{bin}: created identity key {}", config.key_file.display());
             }
-            key
+            Ok(key)
         }
         Err(e) => {
             eprintln!("{bin}: {e}");
-            return ExitCode::from(EXIT_CONFIG);
+            Err(ExitCode::from(EXIT_CONFIG))
+        }
+    }
+}
+
+fn run_node(config: Config, warnings: Vec<crate::config::Warning>, key: Keypair) -> ExitCode {
+    let bin = config.role.binary();
+    logging::init(&config.log);
+    for w in &warnings {
+        warn!("{w}");
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("{bin}: cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_FAILURE);
         }
     };
-    match cli.command.unwrap_or(CommonCommand::Run) {
-        CommonCommand::Id => {
-            print_id(&config, &key);
+    let result = runtime.block_on(run(Arc::new(config), key));
+    // Background threads (DNS, interface watching) must not delay the exit.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(200));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(RunError::Node(node::NodeError::Tls(e))) => {
+            error!("{e}");
+            eprintln!("{bin}: {e}");
+            ExitCode::from(EXIT_CONFIG)
+        }
+        Err(e) => {
+            error!("{e:#}");
+            eprintln!("{bin}: {e:#}");
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}
+
+fn healthcheck(config: &Config) -> ExitCode {
+    let bin = config.role.binary();
+    let Some(addr) = config.admin_listen else {
+        eprintln!("{bin}: the admin endpoint is off (admin.listen: off); nothing to ask");
+        return ExitCode::from(EXIT_FAILURE);
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("{bin}: cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    match runtime.block_on(crate::admin::probe_ready(addr)) {
+        Ok(200) => {
+            println!("ready");
             ExitCode::SUCCESS
         }
-        CommonCommand::Run => {
-            logging::init(&config.log);
-            for w in &warnings {
-                warn!("{w}");
-            }
-            let runtime = match tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(r) => r,
-                Err(e) => {
-                    eprintln!("{bin}: cannot start the async runtime: {e}");
-                    return ExitCode::from(EXIT_FAILURE);
-                }
-            };
-            let result = runtime.block_on(run(Arc::new(config), key));
-            // Background threads (DNS, interface watching) must not delay the exit.
-            runtime.shutdown_timeout(std::time::Duration::from_millis(200));
-            match result {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(RunError::Node(node::NodeError::Tls(e))) => {
-                    error!("{e}");
-                    eprintln!("{bin}: {e}");
-                    ExitCode::from(EXIT_CONFIG)
-                }
-                Err(e) => {
-                    error!("{e:#}");
-                    eprintln!("{bin}: {e:#}");
-                    ExitCode::from(EXIT_FAILURE)
-                }
-            }
+        Ok(code) => {
+            println!("not ready (HTTP {code} from {addr})");
+            ExitCode::from(EXIT_FAILURE)
+        }
+        Err(e) => {
+            println!("not ready: {e}");
+            ExitCode::from(EXIT_FAILURE)
         }
     }
 }
@@ -246,6 +357,7 @@ pub async fn run(config: Arc<Config>, key: Keypair) -> Result<(), RunError> {
         .iter()
         .map(|a| a.to_string())
         .collect();
+    crate::systemd::ready(&format!("peer id {}", handle.peer_id()));
     info!(
         version = env!("CARGO_PKG_VERSION"),
         role = config.role.as_str(),
@@ -267,6 +379,7 @@ pub async fn run(config: Arc<Config>, key: Keypair) -> Result<(), RunError> {
         _ = sigint.recv() => info!("received SIGINT"),
         r = admin_died => error!(result = ?r, "admin endpoint stopped unexpectedly"),
     }
+    crate::systemd::stopping();
     cancel.cancel();
     handle.shutdown();
     let grace = config.shutdown_grace_period;

@@ -14,5 +14,6 @@ pub mod logging;
 pub mod metrics;
 pub mod node;
 pub mod status;
+pub mod systemd;
 pub mod tls;
 pub mod transport;

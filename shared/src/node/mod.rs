@@ -310,8 +310,13 @@ impl Node {
         discovery.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut housekeeping = tokio::time::interval(HOUSEKEEPING);
         housekeeping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Sent from the event loop itself, so a stuck loop stops the heartbeats.
+        let mut watchdog = crate::systemd::watchdog_interval().map(tokio::time::interval);
         loop {
             tokio::select! {
+                _ = async { watchdog.as_mut().expect("guarded").tick().await }, if watchdog.is_some() => {
+                    crate::systemd::watchdog();
+                }
                 event = self.swarm.select_next_some() => self.on_swarm_event(event),
                 Some(cmd) = commands.recv() => self.on_command(cmd),
                 _ = discovery.tick() => self.discover(),
