@@ -14,7 +14,7 @@
 use std::{io, time::Duration};
 
 use libp2p::{
-    PeerId, StreamProtocol, autonat, connection_limits, dcutr, identify,
+    PeerId, StreamProtocol, autonat, connection_limits, dcutr, gossipsub, identify,
     identity::Keypair,
     kad::{self, store::MemoryStore},
     mdns, ping, relay,
@@ -45,6 +45,10 @@ pub struct Behaviour {
     pub dcutr: Toggle<dcutr::Behaviour>,
     pub mdns: Toggle<mdns::tokio::Behaviour>,
     pub upnp: Toggle<upnp::tokio::Behaviour>,
+    /// File announcements and messages (peer).
+    pub gossipsub: Toggle<gossipsub::Behaviour>,
+    /// Manifest and chunk transfer (peer).
+    pub files: Toggle<crate::files::protocol::Behaviour>,
 }
 
 impl Behaviour {
@@ -156,8 +160,42 @@ impl Behaviour {
             dcutr: is_peer.then(|| dcutr::Behaviour::new(peer_id)).into(),
             mdns: mdns.into(),
             upnp: net.enable_upnp.then(upnp::tokio::Behaviour::default).into(),
+            gossipsub: if is_peer { Some(gossip(key)?) } else { None }.into(),
+            files: is_peer.then(crate::files::protocol::behaviour).into(),
         })
     }
+}
+
+/// Gossipsub for the peer's two topics: signed messages only, validated by the event
+/// loop before they are forwarded, size-limited, with peer scoring that penalizes
+/// senders of invalid messages.
+fn gossip(key: &Keypair) -> io::Result<gossipsub::Behaviour> {
+    use crate::files::protocol::{FILES_TOPIC, MAX_GOSSIP_SIZE, MESSAGES_TOPIC};
+    let config = gossipsub::ConfigBuilder::default()
+        .max_transmit_size(MAX_GOSSIP_SIZE)
+        .validation_mode(gossipsub::ValidationMode::Strict)
+        .validate_messages()
+        .build()
+        .map_err(io::Error::other)?;
+    let mut gs =
+        gossipsub::Behaviour::new(gossipsub::MessageAuthenticity::Signed(key.clone()), config)
+            .map_err(io::Error::other)?;
+    let mut params = gossipsub::PeerScoreParams::default();
+    for t in [FILES_TOPIC, MESSAGES_TOPIC] {
+        let topic = gossipsub::IdentTopic::new(t);
+        params.topics.insert(
+            topic.hash(),
+            gossipsub::TopicScoreParams {
+                invalid_message_deliveries_weight: -100.0,
+                invalid_message_deliveries_decay: 0.5,
+                ..Default::default()
+            },
+        );
+        gs.subscribe(&topic).map_err(io::Error::other)?;
+    }
+    gs.with_peer_score(params, gossipsub::PeerScoreThresholds::default())
+        .map_err(io::Error::other)?;
+    Ok(gs)
 }
 
 fn kademlia(config: &Config, peer_id: PeerId) -> kad::Behaviour<MemoryStore> {

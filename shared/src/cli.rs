@@ -96,19 +96,90 @@ pub struct Cli {
 
 /// Parses the command line for `role` and runs it.
 pub fn main(role: Role, about: &'static str) -> ExitCode {
-    let cli = match command(role, about)
-        .try_get_matches()
-        .and_then(|m| Cli::from_arg_matches(&m))
-    {
-        Ok(cli) => cli,
-        Err(e) => {
+    if role == Role::Peer {
+        return peer_main(about);
+    }
+    match parse::<Cli>(command(role, about)) {
+        Ok(cli) => dispatch(role, about, cli.common, cli.command),
+        Err(code) => code,
+    }
+}
+
+fn parse<T: FromArgMatches>(cmd: clap::Command) -> Result<T, ExitCode> {
+    cmd.try_get_matches()
+        .and_then(|m| T::from_arg_matches(&m))
+        .map_err(|e| {
             let _ = e.print();
-            return if e.use_stderr() {
+            if e.use_stderr() {
                 ExitCode::from(EXIT_USAGE)
             } else {
                 ExitCode::SUCCESS
+            }
+        })
+}
+
+/// `jantar-peer`: the common subcommands plus the client commands that talk to the
+/// running daemon.
+#[derive(Debug, Parser)]
+#[command(version)]
+pub struct PeerCli {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Print JSON instead of text (client commands).
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: Option<PeerCommand>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PeerCommand {
+    #[command(flatten)]
+    Common(CommonCommand),
+    #[command(flatten)]
+    Client(crate::client::ClientCommand),
+}
+
+fn peer_main(about: &'static str) -> ExitCode {
+    let role = Role::Peer;
+    let cmd = PeerCli::command()
+        .name(role.binary())
+        .bin_name(role.binary())
+        .about(about);
+    let cli: PeerCli = match parse(cmd) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    match cli.command {
+        None => dispatch(role, about, cli.common, None),
+        Some(PeerCommand::Common(c)) => dispatch(role, about, cli.common, Some(c)),
+        Some(PeerCommand::Client(c)) => {
+            let config = match Config::load(
+                role,
+                cli.common.config.as_deref(),
+                &cli.common.overrides(),
+                &ProcessEnv,
+            ) {
+                Ok(l) => l.config,
+                Err(e) => {
+                    eprintln!("{}: config error: {e}", role.binary());
+                    return ExitCode::from(EXIT_CONFIG);
+                }
             };
+            crate::client::run(&config, c, cli.json)
         }
+    }
+}
+
+fn dispatch(
+    role: Role,
+    about: &'static str,
+    common: CommonArgs,
+    subcommand: Option<CommonCommand>,
+) -> ExitCode {
+    let cli = Cli {
+        common,
+        command: subcommand,
     };
     let bin = role.binary();
     // Writing completions or man pages needs no config.
@@ -161,6 +232,12 @@ pub fn main(role: Role, about: &'static str) -> ExitCode {
 
 /// The clap command of `role`'s binary.
 pub fn command(role: Role, about: &'static str) -> clap::Command {
+    if role == Role::Peer {
+        return PeerCli::command()
+            .name(role.binary())
+            .bin_name(role.binary())
+            .about(about);
+    }
     Cli::command()
         .name(role.binary())
         .bin_name(role.binary())
@@ -349,8 +426,14 @@ pub async fn run(config: Arc<Config>, key: Keypair) -> Result<(), RunError> {
         warn!(admin = %a, "the admin endpoint is not on loopback: anyone who can reach it can read status and make this node dial");
     }
     let cancel = CancellationToken::new();
-    let mut admin_task =
-        admin.map(|a| tokio::spawn(a.serve(handle.client(), metrics, cancel.clone())));
+    let mut admin_task = admin.map(|a| {
+        tokio::spawn(a.serve(
+            handle.client(),
+            metrics,
+            config.admin_token.clone(),
+            cancel.clone(),
+        ))
+    });
 
     let listen: Vec<String> = handle
         .listen_addrs()

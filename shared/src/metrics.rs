@@ -27,6 +27,9 @@ pub const AUTONAT_PROBES_SERVED: &str = "jantar_autonat_probes_served_total";
 pub const HOLEPUNCH: &str = "jantar_holepunch_total";
 pub const DISCOVERED_PEERS: &str = "jantar_discovered_peers_total";
 pub const BUILD_INFO: &str = "jantar_build_info";
+pub const FILE_BYTES: &str = "jantar_file_bytes_total";
+pub const FILE_BAD_DATA: &str = "jantar_file_bad_data_total";
+pub const GOSSIP_MESSAGES: &str = "jantar_gossip_messages_total";
 
 /// Installs the process-wide recorder once and returns the handle `/metrics` renders.
 pub fn install() -> PrometheusHandle {
@@ -116,4 +119,17 @@ fn describe() {
     describe_counter!(HOLEPUNCH, "DCUtR hole-punch attempts, by result.");
     describe_counter!(DISCOVERED_PEERS, "Peers discovered, by source (dht, mdns).");
     describe_gauge!(BUILD_INFO, "Always 1; labels carry the version and role.");
+    describe_counter!(
+        FILE_BYTES,
+        Unit::Bytes,
+        "File chunk bytes sent and received, by direction."
+    );
+    describe_counter!(
+        FILE_BAD_DATA,
+        "Manifests or chunks from providers that failed verification."
+    );
+    describe_counter!(
+        GOSSIP_MESSAGES,
+        "Gossip messages received, by topic and validation result."
+    );
 }

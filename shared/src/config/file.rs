@@ -34,6 +34,9 @@ pub struct FileConfig {
     pub max_storage_size: Option<ByteSize>,
     /// Smallest file a peer replicates (peer). Default: 0.
     pub min_file_size: Option<ByteSize>,
+    /// Upload bandwidth for serving file chunks, bytes per second; 0 for no limit
+    /// (peer). Default: 0.
+    pub upload_rate_limit: Option<ByteSize>,
     /// How long shutdown may take after SIGTERM/SIGINT before exiting anyway. Default: 10s.
     pub shutdown_grace_period: Option<HumanDuration>,
     #[serde(default)]
@@ -52,6 +55,9 @@ pub struct AdminFile {
     /// Admin HTTP listen address (`/metrics`, `/livez`, `/readyz`, `/status`, `/dht/stats`).
     /// Default: `127.0.0.1:9090`. Use `off` to disable.
     pub listen: Option<String>,
+    /// Bearer token required on every admin request except `/livez` and `/readyz`.
+    /// Required when `listen` is not a loopback address. Default: none.
+    pub token: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

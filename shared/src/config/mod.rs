@@ -214,8 +214,10 @@ pub struct Config {
     pub download_dir: PathBuf,
     pub max_storage_size: u64,
     pub min_file_size: u64,
+    pub upload_rate_limit: u64,
     pub shutdown_grace_period: Duration,
     pub admin_listen: Option<SocketAddr>,
+    pub admin_token: Option<String>,
     pub log: LogConfig,
     pub network: NetworkConfig,
     pub relay: RelayLimits,
@@ -294,6 +296,7 @@ impl Config {
                 ("download_dir", f.download_dir.is_some()),
                 ("max_storage_size", f.max_storage_size.is_some()),
                 ("min_file_size", f.min_file_size.is_some()),
+                ("upload_rate_limit", f.upload_rate_limit.is_some()),
                 ("network.enable_mdns", f.network.enable_mdns == Some(true)),
                 ("network.enable_upnp", f.network.enable_upnp == Some(true)),
                 ("network.relay_nodes", f.network.relay_nodes.is_some()),
@@ -391,6 +394,21 @@ impl Config {
             })?),
         };
 
+        let admin_token = f.admin.token.filter(|t| !t.is_empty());
+        if let Some(a) = admin_listen
+            && !a.ip().is_loopback()
+            && admin_token.is_none()
+        {
+            return Err(bad(
+                "admin.listen",
+                format!(
+                    "{a} is reachable from other hosts; set admin.token so requests must carry it"
+                ),
+            ));
+        }
+        if admin_token.as_ref().is_some_and(|t| t.len() < 16) {
+            return Err(bad("admin.token", "is shorter than 16 characters".into()));
+        }
         let level = o
             .log_level
             .clone()
@@ -678,10 +696,12 @@ impl Config {
             download_dir,
             max_storage_size: f.max_storage_size.map_or(1 << 30, |s| s.0),
             min_file_size: f.min_file_size.map_or(0, |s| s.0),
+            upload_rate_limit: f.upload_rate_limit.map_or(0, |s| s.0),
             shutdown_grace_period: f
                 .shutdown_grace_period
                 .map_or(Duration::from_secs(10), |d| d.0),
             admin_listen,
+            admin_token,
             log: LogConfig { level, format },
             network: NetworkConfig {
                 listen_addresses,

@@ -73,6 +73,7 @@ impl Node {
             }
         }
         self.manage_reservations();
+        self.files_housekeeping();
     }
 
     fn dial_bootstrap_nodes(&mut self) {
@@ -169,7 +170,15 @@ impl Node {
         }
     }
 
-    pub(super) fn on_query_result(&mut self, result: kad::QueryResult, last: bool) {
+    pub(super) fn on_query_result(
+        &mut self,
+        query: kad::QueryId,
+        result: kad::QueryResult,
+        last: bool,
+    ) {
+        if last {
+            self.file_query_finished(&query);
+        }
         let (kind, ok) = match &result {
             kad::QueryResult::Bootstrap(r) => ("bootstrap", r.is_ok()),
             kad::QueryResult::GetClosestPeers(r) => ("get_closest_peers", r.is_ok()),
@@ -198,6 +207,9 @@ impl Node {
                 key,
                 providers,
             })) => {
+                if self.on_file_providers(query, providers.iter().copied().collect()) {
+                    return;
+                }
                 let me = self.peer_id;
                 for p in providers.into_iter().filter(|p| *p != me) {
                     if key.as_ref() == PEERS_KEY {

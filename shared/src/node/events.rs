@@ -200,6 +200,8 @@ impl Node {
             BehaviourEvent::Dcutr(e) => self.on_dcutr(e),
             BehaviourEvent::Mdns(e) => self.on_mdns(e),
             BehaviourEvent::Upnp(e) => self.on_upnp(e),
+            BehaviourEvent::Gossipsub(e) => self.on_gossip(e),
+            BehaviourEvent::Files(e) => self.on_transfer(e),
             BehaviourEvent::Ping(_)
             | BehaviourEvent::ConnectionLimits(_)
             | BehaviourEvent::PeerLimits(_) => {}
@@ -270,9 +272,9 @@ impl Node {
                 }
                 self.update_routing_gauges();
             }
-            kad::Event::OutboundQueryProgressed { result, step, .. } => {
-                self.on_query_result(result, step.last)
-            }
+            kad::Event::OutboundQueryProgressed {
+                id, result, step, ..
+            } => self.on_query_result(id, result, step.last),
             _ => {}
         }
     }

@@ -4,6 +4,8 @@
 mod discovery;
 pub use discovery::{PEERS_KEY, RELAYS_KEY};
 mod events;
+mod files;
+pub use files::{FileCommand, FileInfo, MessageRecord, share_name};
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
@@ -58,6 +60,8 @@ pub enum NodeError {
     ListenTimeout(Duration),
     #[error("the node stopped")]
     Stopped,
+    #[error(transparent)]
+    Store(#[from] crate::files::store::StoreError),
 }
 
 /// Requests to the event loop; each carries the channel for its answer.
@@ -70,6 +74,8 @@ pub enum Command {
         addr: Multiaddr,
         reply: oneshot::Sender<Result<ConnectionStatus, String>>,
     },
+    /// Files and messages (peers only).
+    Files(FileCommand),
 }
 
 /// A handle to a running node: address getters, commands, shutdown.
@@ -153,6 +159,14 @@ impl NodeClient {
         self.ask(Command::DhtStats).await
     }
 
+    /// Sends a file or message command and waits for its answer.
+    pub async fn files<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> FileCommand,
+    ) -> Result<T, NodeError> {
+        self.ask(|tx| Command::Files(make(tx))).await
+    }
+
     pub async fn connect(
         &self,
         addr: Multiaddr,
@@ -210,6 +224,8 @@ struct Node {
     bootstrapped: bool,
     /// Connected peers that serve the DHT (per identify).
     dht_servers: HashSet<PeerId>,
+    /// Files and messages (peers only).
+    files: Option<files::FileState>,
     /// Retries the bootstrap nodes while not joined.
     bootstrap_retry: crate::backoff::Backoff,
 }
@@ -264,8 +280,22 @@ pub async fn start_with_swarm(
         provided: HashMap::new(),
         bootstrapped: false,
         dht_servers: HashSet::new(),
+        files: None,
         bootstrap_retry: crate::backoff::Backoff::new(BOOTSTRAP_RETRY_MIN, BOOTSTRAP_RETRY_MAX),
     };
+    if config.role == Role::Peer {
+        let store = crate::files::store::Store::open(&config.data_dir, config.max_storage_size)?;
+        let state = files::FileState::new(
+            store,
+            config.download_dir.clone(),
+            config.min_file_size,
+            config.upload_rate_limit,
+        );
+        for id in state.held_ids() {
+            node.provided.insert(id.dht_key(), false);
+        }
+        node.files = Some(state);
+    }
     node.join_network();
     metrics::gauge!(m::BUILD_INFO, "version" => env!("CARGO_PKG_VERSION"), "role" => config.role.as_str())
         .set(1.0);
@@ -377,6 +407,7 @@ impl Node {
             Command::DhtStats(tx) => {
                 let _ = tx.send(self.dht_stats());
             }
+            Command::Files(cmd) => self.on_file_command(cmd),
             Command::Connect { addr, reply } => {
                 let opts = match peer_of(&addr) {
                     // Asked for explicitly: dial even if already connected another way.

@@ -1,0 +1,353 @@
+//! One file being fetched: which providers to ask for which chunks, verification of
+//! every chunk before it is written, resumption from a partial file, and the atomic
+//! move into place at the end.
+
+use std::{
+    collections::{HashMap, HashSet, VecDeque},
+    fs::{self, File, OpenOptions},
+    io::{Seek, SeekFrom, Write},
+    os::unix::fs::FileExt,
+    path::{Path, PathBuf},
+    time::Instant,
+};
+
+use libp2p::{PeerId, request_response::OutboundRequestId};
+use serde::Serialize;
+
+use super::{
+    id::{FileId, Manifest},
+    protocol::Request,
+    store::Origin,
+};
+
+/// Requests in flight per fetch, and per provider.
+pub const MAX_IN_FLIGHT: usize = 16;
+pub const MAX_PER_PROVIDER: usize = 8;
+
+/// A provider that sent data that does not verify.
+#[derive(Debug)]
+pub struct BadData {
+    pub peer: PeerId,
+    pub what: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Progress {
+    pub id: String,
+    pub name: String,
+    /// `fetching`, `complete` or `failed`.
+    pub state: String,
+    pub size: Option<u64>,
+    pub chunks_total: Option<u32>,
+    pub chunks_done: u32,
+    /// Chunks found already verified in a partial file from an earlier attempt.
+    pub chunks_resumed: u32,
+    pub providers: usize,
+    pub bad_providers: Vec<String>,
+    pub path: String,
+    pub error: Option<String>,
+}
+
+pub struct Fetch {
+    pub id: FileId,
+    pub name: String,
+    pub dest: PathBuf,
+    pub origin: Origin,
+    pub manifest: Option<Manifest>,
+    part: PathBuf,
+    file: Option<File>,
+    done: Vec<bool>,
+    remaining: usize,
+    resumed: u32,
+    providers: Vec<PeerId>,
+    bad: HashSet<PeerId>,
+    in_flight: HashMap<OutboundRequestId, (PeerId, Option<u32>)>,
+    queue: VecDeque<u32>,
+    pub last_provider_query: Option<Instant>,
+    /// DHT lookups in a row that found no provider while none was known.
+    pub empty_lookups: u32,
+    pub error: Option<String>,
+    next_provider: usize,
+}
+
+impl Fetch {
+    pub fn new(
+        id: FileId,
+        name: String,
+        dest: PathBuf,
+        origin: Origin,
+        partial_dir: &Path,
+    ) -> Self {
+        Fetch {
+            id,
+            name,
+            dest,
+            origin,
+            manifest: None,
+            part: partial_dir.join(format!("{id}.part")),
+            file: None,
+            done: vec![],
+            remaining: usize::MAX,
+            resumed: 0,
+            providers: vec![],
+            bad: HashSet::new(),
+            in_flight: HashMap::new(),
+            queue: VecDeque::new(),
+            last_provider_query: None,
+            empty_lookups: 0,
+            error: None,
+            next_provider: 0,
+        }
+    }
+
+    pub fn add_provider(&mut self, peer: PeerId) -> bool {
+        if self.bad.contains(&peer) || self.providers.contains(&peer) {
+            return false;
+        }
+        self.providers.push(peer);
+        true
+    }
+
+    pub fn remove_provider(&mut self, peer: &PeerId) {
+        self.providers.retain(|p| p != peer);
+    }
+
+    pub fn has_providers(&self) -> bool {
+        !self.providers.is_empty()
+    }
+
+    /// Drops `peer` as a source for good.
+    pub fn mark_bad(&mut self, peer: PeerId) {
+        self.bad.insert(peer);
+        self.remove_provider(&peer);
+    }
+
+    pub fn owns(&self, req: &OutboundRequestId) -> bool {
+        self.in_flight.contains_key(req)
+    }
+
+    /// The requests to send now, spread over the providers.
+    pub fn next_requests(&mut self) -> Vec<(PeerId, Request)> {
+        let mut out = vec![];
+        if self.providers.is_empty() || self.error.is_some() {
+            return out;
+        }
+        if self.manifest.is_none() {
+            if self.in_flight.is_empty() {
+                let p = self.providers[self.next_provider % self.providers.len()];
+                self.next_provider += 1;
+                out.push((p, Request::Manifest(self.id)));
+            }
+            return out;
+        }
+        let mut per_peer: HashMap<PeerId, usize> = HashMap::new();
+        for (p, _) in self.in_flight.values() {
+            *per_peer.entry(*p).or_default() += 1;
+        }
+        let mut tried = 0;
+        while self.in_flight.len() + out.len() < MAX_IN_FLIGHT && tried < self.providers.len() {
+            let Some(&index) = self.queue.front() else {
+                break;
+            };
+            let p = self.providers[self.next_provider % self.providers.len()];
+            self.next_provider += 1;
+            let n = per_peer.entry(p).or_default();
+            if *n >= MAX_PER_PROVIDER {
+                tried += 1;
+                continue;
+            }
+            tried = 0;
+            *n += 1;
+            self.queue.pop_front();
+            out.push((p, Request::Chunk { id: self.id, index }));
+        }
+        out
+    }
+
+    /// Records a sent request (`chunk` is `None` for the manifest).
+    pub fn sent(&mut self, req: OutboundRequestId, peer: PeerId, chunk: Option<u32>) {
+        self.in_flight.insert(req, (peer, chunk));
+    }
+
+    /// A request failed (peer gone, timeout): its chunk goes back in the queue and the
+    /// peer stops being asked until it is found as a provider again.
+    pub fn failed(&mut self, req: &OutboundRequestId) {
+        if let Some((peer, chunk)) = self.in_flight.remove(req) {
+            if let Some(i) = chunk {
+                self.queue.push_front(i);
+            }
+            self.remove_provider(&peer);
+        }
+    }
+
+    /// The provider has no such file.
+    pub fn not_found(&mut self, req: &OutboundRequestId) {
+        self.failed(req);
+    }
+
+    /// A manifest arrived: check it against the ID, then open the partial file and
+    /// keep every chunk in it that already verifies.
+    pub fn on_manifest(
+        &mut self,
+        req: &OutboundRequestId,
+        manifest: Manifest,
+    ) -> Result<(), BadData> {
+        let Some((peer, _)) = self.in_flight.remove(req) else {
+            return Ok(());
+        };
+        if self.manifest.is_some() {
+            return Ok(());
+        }
+        if !manifest.is_consistent() || manifest.root() != self.id {
+            self.mark_bad(peer);
+            return Err(BadData {
+                peer,
+                what: "a manifest that does not hash to the file ID".into(),
+            });
+        }
+        match self.open_part(&manifest) {
+            Ok(()) => self.manifest = Some(manifest),
+            Err(e) => self.error = Some(format!("cannot write {}: {e}", self.part.display())),
+        }
+        Ok(())
+    }
+
+    fn open_part(&mut self, m: &Manifest) -> std::io::Result<()> {
+        if let Some(dir) = self.part.parent() {
+            fs::create_dir_all(dir)?;
+        }
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&self.part)?;
+        let existing = f.metadata()?.len();
+        self.done = vec![false; m.chunks() as usize];
+        let mut buf = vec![];
+        for i in 0..m.chunks() {
+            let len = m.chunk_len(i);
+            let start = u64::from(i) * u64::from(m.chunk_size);
+            if start + len <= existing && len > 0 {
+                buf.resize(len as usize, 0);
+                if f.read_exact_at(&mut buf, start).is_ok() && m.verify_chunk(i, &buf) {
+                    self.done[i as usize] = true;
+                    self.resumed += 1;
+                }
+            }
+        }
+        f.set_len(m.size)?;
+        if m.size == 0 {
+            self.done[0] = true;
+        }
+        self.queue = (0..m.chunks())
+            .filter(|i| !self.done[*i as usize])
+            .collect();
+        self.remaining = self.queue.len();
+        self.file = Some(f);
+        Ok(())
+    }
+
+    /// A chunk arrived: verified, then written. Returns true when the file is complete.
+    pub fn on_chunk(&mut self, req: &OutboundRequestId, data: &[u8]) -> Result<bool, BadData> {
+        let Some((peer, Some(index))) = self.in_flight.remove(req) else {
+            return Ok(self.is_complete());
+        };
+        let (Some(m), Some(f)) = (self.manifest.as_ref(), self.file.as_ref()) else {
+            return Ok(false);
+        };
+        if !m.verify_chunk(index, data) {
+            self.queue.push_front(index);
+            self.mark_bad(peer);
+            return Err(BadData {
+                peer,
+                what: format!("chunk {index} that does not match the file's hash"),
+            });
+        }
+        if !self.done[index as usize] {
+            let offset = u64::from(index) * u64::from(m.chunk_size);
+            if let Err(e) = f.write_all_at(data, offset) {
+                self.error = Some(format!("cannot write {}: {e}", self.part.display()));
+                return Ok(false);
+            }
+            self.done[index as usize] = true;
+            self.remaining -= 1;
+        }
+        Ok(self.is_complete())
+    }
+
+    pub fn is_complete(&self) -> bool {
+        self.manifest.is_some() && self.remaining == 0
+    }
+
+    /// Flushes the partial file and moves it into place. Never overwrites an existing
+    /// file: the destination was chosen free when the fetch began, and the final link
+    /// fails rather than replace one that appeared since.
+    pub fn finish(&mut self) -> std::io::Result<PathBuf> {
+        if let Some(f) = self.file.take() {
+            f.sync_all()?;
+        }
+        if let Some(dir) = self.dest.parent() {
+            fs::create_dir_all(dir)?;
+        }
+        match fs::hard_link(&self.part, &self.dest) {
+            Ok(()) => {
+                fs::remove_file(&self.part)?;
+            }
+            Err(e) if e.raw_os_error() == Some(18) => {
+                // Another file system (EXDEV): copy beside the destination, then link.
+                let tmp = self.dest.with_file_name(format!(".{}.jantar-tmp", self.id));
+                let mut src = File::open(&self.part)?;
+                let mut out = File::create(&tmp)?;
+                std::io::copy(&mut src, &mut out)?;
+                out.flush()?;
+                out.sync_all()?;
+                let linked = fs::hard_link(&tmp, &self.dest);
+                fs::remove_file(&tmp)?;
+                linked?;
+                fs::remove_file(&self.part)?;
+            }
+            Err(e) => return Err(e),
+        }
+        Ok(self.dest.clone())
+    }
+
+    /// Stops the fetch; the partial file stays for a later attempt to resume from.
+    pub fn abandon(&mut self) {
+        if let Some(mut f) = self.file.take() {
+            let _ = f.flush();
+            let _ = f.seek(SeekFrom::Start(0));
+        }
+    }
+
+    pub fn progress(&self) -> Progress {
+        Progress {
+            id: self.id.to_string(),
+            name: self.name.clone(),
+            state: if self.error.is_some() {
+                "failed".into()
+            } else if self.is_complete() {
+                "complete".into()
+            } else {
+                "fetching".into()
+            },
+            size: self.manifest.as_ref().map(|m| m.size),
+            chunks_total: self.manifest.as_ref().map(|m| m.chunks()),
+            chunks_done: self.done.iter().filter(|d| **d).count() as u32,
+            chunks_resumed: self.resumed,
+            providers: self.providers.len(),
+            bad_providers: self.bad.iter().map(|p| p.to_string()).collect(),
+            path: self.dest.display().to_string(),
+            error: self.error.clone(),
+        }
+    }
+}
+
+/// `dir/name`, or `dir/name.<id prefix>` when that exists already.
+pub fn free_destination(dir: &Path, name: &str, id: &FileId) -> PathBuf {
+    let first = dir.join(name);
+    if !first.exists() {
+        return first;
+    }
+    dir.join(format!("{name}.{}", &id.to_string()[..12]))
+}

@@ -1,0 +1,407 @@
+//! The files a peer holds: shared from the user's disk, fetched on request, or
+//! replicated. The index is JSON in the data dir, manifests sit beside it; every write
+//! is atomic (temporary file, then rename).
+
+use std::{
+    collections::BTreeMap,
+    fs,
+    io::{self, Read, Seek, SeekFrom, Write},
+    path::{Path, PathBuf},
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+use serde::{Deserialize, Serialize};
+
+use super::id::{FileId, Manifest};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Origin {
+    /// Shared by the user from their own disk; served from where it lies.
+    Shared,
+    /// Fetched on the user's request.
+    Fetched,
+    /// Replicated by policy; evictable.
+    Replica,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Entry {
+    pub id: FileId,
+    pub name: String,
+    pub size: u64,
+    pub path: PathBuf,
+    pub origin: Origin,
+    /// Unix seconds.
+    pub added: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot read the file index {}: {reason}", path.display())]
+    Index { path: PathBuf, reason: String },
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error(
+        "storage quota: {name} needs {need} bytes but only {free} of max_storage_size ({max} bytes) can be freed; raise max_storage_size or remove files with `jantar-peer rm`"
+    )]
+    Quota {
+        name: String,
+        need: u64,
+        free: u64,
+        max: u64,
+    },
+    #[error("no file {0} here")]
+    Unknown(FileId),
+    #[error("{} no longer matches what was shared (it changed on disk); stopped sharing it", path.display())]
+    Changed { path: PathBuf },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
+    move |source| StoreError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+pub struct Store {
+    dir: PathBuf,
+    max_storage: u64,
+    entries: BTreeMap<FileId, Entry>,
+    manifests: BTreeMap<FileId, Manifest>,
+}
+
+pub fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+impl Store {
+    /// Opens (or creates) the store in `<data_dir>/files`.
+    pub fn open(data_dir: &Path, max_storage: u64) -> Result<Store, StoreError> {
+        let dir = data_dir.join("files");
+        for sub in ["manifests", "replicas", "partial"] {
+            fs::create_dir_all(dir.join(sub)).map_err(io_err(&dir))?;
+        }
+        let index = dir.join("index.json");
+        let entries: Vec<Entry> = match fs::read(&index) {
+            Ok(b) => serde_json::from_slice(&b).map_err(|e| StoreError::Index {
+                path: index.clone(),
+                reason: e.to_string(),
+            })?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => {
+                return Err(StoreError::Index {
+                    path: index,
+                    reason: e.to_string(),
+                });
+            }
+        };
+        let mut store = Store {
+            dir,
+            max_storage,
+            entries: BTreeMap::new(),
+            manifests: BTreeMap::new(),
+        };
+        for e in entries {
+            match store.read_manifest(&e.id) {
+                Ok(m) if m.root() == e.id => {
+                    store.manifests.insert(e.id, m);
+                    store.entries.insert(e.id, e);
+                }
+                // A lost or damaged manifest only drops that entry.
+                _ => {
+                    tracing::warn!(id = %e.id, name = %e.name, "file index entry without a valid manifest; dropped")
+                }
+            }
+        }
+        Ok(store)
+    }
+
+    pub fn partial_dir(&self) -> PathBuf {
+        self.dir.join("partial")
+    }
+
+    pub fn replica_path(&self, id: &FileId) -> PathBuf {
+        self.dir.join("replicas").join(id.to_string())
+    }
+
+    fn manifest_path(&self, id: &FileId) -> PathBuf {
+        self.dir.join("manifests").join(id.to_string())
+    }
+
+    fn read_manifest(&self, id: &FileId) -> io::Result<Manifest> {
+        let b = fs::read(self.manifest_path(id))?;
+        serde_json::from_slice(&b).map_err(io::Error::other)
+    }
+
+    pub fn get(&self, id: &FileId) -> Option<&Entry> {
+        self.entries.get(id)
+    }
+
+    pub fn manifest(&self, id: &FileId) -> Option<&Manifest> {
+        self.manifests.get(id)
+    }
+
+    pub fn entries(&self) -> impl Iterator<Item = &Entry> {
+        self.entries.values()
+    }
+
+    /// Bytes Jantar itself stores (fetched files and replicas; shared files are the
+    /// user's own).
+    pub fn used(&self) -> u64 {
+        self.entries
+            .values()
+            .filter(|e| e.origin != Origin::Shared)
+            .map(|e| e.size)
+            .sum()
+    }
+
+    pub fn max_storage(&self) -> u64 {
+        self.max_storage
+    }
+
+    /// Frees room for `need` bytes by evicting the oldest replicas (never shared or
+    /// fetched files); returns the evicted IDs, or a quota error leaving all in place.
+    pub fn make_room(&mut self, name: &str, need: u64) -> Result<Vec<FileId>, StoreError> {
+        let used = self.used();
+        if used + need <= self.max_storage {
+            return Ok(vec![]);
+        }
+        let mut replicas: Vec<&Entry> = self
+            .entries
+            .values()
+            .filter(|e| e.origin == Origin::Replica)
+            .collect();
+        replicas.sort_by_key(|e| e.added);
+        let evictable: u64 = replicas.iter().map(|e| e.size).sum();
+        let free = self.max_storage.saturating_sub(used) + evictable;
+        if need > free {
+            return Err(StoreError::Quota {
+                name: name.to_string(),
+                need,
+                free,
+                max: self.max_storage,
+            });
+        }
+        let mut evicted = vec![];
+        let mut freed = 0;
+        for e in replicas {
+            if used - freed + need <= self.max_storage {
+                break;
+            }
+            freed += e.size;
+            evicted.push(e.id);
+        }
+        for id in &evicted {
+            self.remove(id)?;
+        }
+        Ok(evicted)
+    }
+
+    pub fn insert(&mut self, entry: Entry, manifest: Manifest) -> Result<(), StoreError> {
+        let mp = self.manifest_path(&entry.id);
+        write_atomic(
+            &mp,
+            &serde_json::to_vec(&manifest)
+                .map_err(io::Error::other)
+                .map_err(io_err(&mp))?,
+        )?;
+        self.manifests.insert(entry.id, manifest);
+        self.entries.insert(entry.id, entry);
+        self.save()
+    }
+
+    /// Turns a replica into a fetched file at `dest` (the user asked for it): moved out of
+    /// the replica store, no longer evictable. Never replaces an existing file.
+    pub fn promote(&mut self, id: &FileId, dest: &Path) -> Result<Entry, StoreError> {
+        let e = self
+            .entries
+            .get(id)
+            .ok_or(StoreError::Unknown(*id))?
+            .clone();
+        if e.origin != Origin::Replica {
+            return Ok(e);
+        }
+        if let Some(dir) = dest.parent() {
+            fs::create_dir_all(dir).map_err(io_err(dir))?;
+        }
+        if let Err(err) = fs::hard_link(&e.path, dest) {
+            if err.raw_os_error() != Some(18) {
+                return Err(StoreError::Io {
+                    path: dest.to_path_buf(),
+                    source: err,
+                });
+            }
+            // Another file system: copy beside the destination, then link into place.
+            let tmp = dest.with_file_name(format!(".{id}.jantar-tmp"));
+            let copied = fs::copy(&e.path, &tmp)
+                .and_then(|_| fs::File::open(&tmp)?.sync_all())
+                .and_then(|()| fs::hard_link(&tmp, dest));
+            let _ = fs::remove_file(&tmp);
+            copied.map_err(io_err(dest))?;
+        }
+        let _ = fs::remove_file(&e.path);
+        let entry = self.entries.get_mut(id).expect("present");
+        entry.origin = Origin::Fetched;
+        entry.path = dest.to_path_buf();
+        let out = entry.clone();
+        self.save()?;
+        Ok(out)
+    }
+
+    /// Forgets a file; a replica's data is deleted, shared and fetched files stay on disk.
+    pub fn remove(&mut self, id: &FileId) -> Result<Entry, StoreError> {
+        let e = self.entries.remove(id).ok_or(StoreError::Unknown(*id))?;
+        self.manifests.remove(id);
+        let _ = fs::remove_file(self.manifest_path(id));
+        if e.origin == Origin::Replica {
+            let _ = fs::remove_file(&e.path);
+        }
+        self.save()?;
+        Ok(e)
+    }
+
+    fn save(&self) -> Result<(), StoreError> {
+        let index = self.dir.join("index.json");
+        let entries: Vec<&Entry> = self.entries.values().collect();
+        let bytes = serde_json::to_vec_pretty(&entries)
+            .map_err(io::Error::other)
+            .map_err(io_err(&index))?;
+        write_atomic(&index, &bytes)
+    }
+
+    /// Reads chunk `index` of a held file, checked against its manifest: a file that
+    /// changed on disk is never served (and is dropped from the store).
+    pub fn read_chunk(&mut self, id: &FileId, index: u32) -> Result<Vec<u8>, StoreError> {
+        let (entry, manifest) = match (self.entries.get(id), self.manifests.get(id)) {
+            (Some(e), Some(m)) => (e, m),
+            _ => return Err(StoreError::Unknown(*id)),
+        };
+        if index >= manifest.chunks() {
+            return Err(StoreError::Unknown(*id));
+        }
+        let len = manifest.chunk_len(index) as usize;
+        let path = entry.path.clone();
+        let mut buf = vec![0u8; len];
+        let read = (|| {
+            let mut f = fs::File::open(&path)?;
+            f.seek(SeekFrom::Start(
+                u64::from(index) * u64::from(manifest.chunk_size),
+            ))?;
+            f.read_exact(&mut buf)
+        })();
+        if read.is_err() || !manifest.verify_chunk(index, &buf) {
+            self.remove(id)?;
+            return Err(StoreError::Changed { path });
+        }
+        Ok(buf)
+    }
+}
+
+/// Writes `bytes` to `path` through a temporary file and a rename.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(
+        ".{}.tmp-{}",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("f"),
+        std::process::id()
+    ));
+    let r = (|| {
+        let mut f = fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)
+    })();
+    if r.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    r.map_err(io_err(path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::files::id::hash_file;
+
+    fn add(
+        store: &mut Store,
+        dir: &Path,
+        name: &str,
+        size: usize,
+        origin: Origin,
+        added: u64,
+    ) -> FileId {
+        let p = dir.join(name);
+        fs::write(&p, vec![name.as_bytes()[0]; size]).unwrap();
+        let m = hash_file(&p).unwrap();
+        let id = m.root();
+        store
+            .insert(
+                Entry {
+                    id,
+                    name: name.into(),
+                    size: size as u64,
+                    path: p,
+                    origin,
+                    added,
+                },
+                m,
+            )
+            .unwrap();
+        id
+    }
+
+    #[test]
+    fn persists_and_serves_verified_chunks() {
+        let d = tempfile::tempdir().unwrap();
+        let mut s = Store::open(d.path(), 1 << 30).unwrap();
+        let id = add(&mut s, d.path(), "a", 3000, Origin::Shared, 1);
+        assert_eq!(s.read_chunk(&id, 0).unwrap().len(), 3000);
+        let s2 = Store::open(d.path(), 1 << 30).unwrap();
+        assert_eq!(s2.get(&id).unwrap().name, "a");
+        // The file changes on disk: never served, dropped.
+        let mut s = s2;
+        fs::write(d.path().join("a"), vec![b'x'; 3000]).unwrap();
+        assert!(matches!(
+            s.read_chunk(&id, 0),
+            Err(StoreError::Changed { .. })
+        ));
+        assert!(s.get(&id).is_none());
+    }
+
+    #[test]
+    fn quota_evicts_oldest_replicas_only() {
+        let d = tempfile::tempdir().unwrap();
+        let mut s = Store::open(d.path(), 10_000).unwrap();
+        let r1 = add(&mut s, d.path(), "r1", 4000, Origin::Replica, 1);
+        let r2 = add(&mut s, d.path(), "r2", 4000, Origin::Replica, 2);
+        let f = add(&mut s, d.path(), "f", 2000, Origin::Fetched, 0);
+        add(&mut s, d.path(), "s", 50_000, Origin::Shared, 0);
+        assert_eq!(s.used(), 10_000);
+        let ev = s.make_room("new", 3000).unwrap();
+        assert_eq!(ev, vec![r1]);
+        assert!(s.get(&r2).is_some() && s.get(&f).is_some());
+        assert!(
+            !d.path().join("r1").exists(),
+            "evicted replica data is deleted"
+        );
+        let err = s.make_room("huge", 9000).unwrap_err();
+        assert!(err.to_string().contains("storage quota"), "{err}");
+        assert!(s.get(&r2).is_some(), "a refused request evicts nothing");
+    }
+
+    #[test]
+    fn corrupt_index_is_an_error_naming_the_file() {
+        let d = tempfile::tempdir().unwrap();
+        fs::create_dir_all(d.path().join("files")).unwrap();
+        fs::write(d.path().join("files/index.json"), b"{").unwrap();
+        let err = Store::open(d.path(), 1).err().unwrap();
+        assert!(err.to_string().contains("index.json"), "{err}");
+    }
+}
