@@ -338,7 +338,9 @@ mod tests {
         added: u64,
     ) -> FileId {
         let p = dir.join(name);
-        fs::write(&p, vec![name.as_bytes()[0]; size]).unwrap();
+        // Distinct names give distinct contents, hence distinct IDs.
+        let data: Vec<u8> = name.bytes().cycle().take(size).collect();
+        fs::write(&p, data).unwrap();
         let m = hash_file(&p).unwrap();
         let id = m.root();
         store
