@@ -222,8 +222,10 @@ fn kademlia(config: &Config, peer_id: PeerId) -> kad::Behaviour<MemoryStore> {
         kad::Behaviour::with_config(peer_id, MemoryStore::with_config(peer_id, store_config), kc);
     kad.set_mode(Some(match config.role {
         Role::Bootstrap | Role::Relay => kad::Mode::Server,
-        // Peers serve the DHT only once AutoNAT confirms they are publicly reachable.
-        Role::Peer => kad::Mode::Client,
+        // Peers serve the DHT only once AutoNAT confirms they are publicly reachable,
+        // or from the start when their config declares public addresses.
+        Role::Peer if config.network.external_addresses.is_empty() => kad::Mode::Client,
+        Role::Peer => kad::Mode::Server,
     }));
     kad
 }
