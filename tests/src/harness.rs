@@ -184,6 +184,11 @@ impl Node {
         Ok(node)
     }
 
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// The first listen address with `/p2p/<peer id>` appended.
     pub fn addr(&self) -> String {
         format!("{}/p2p/{}", self.listen[0], self.peer_id)

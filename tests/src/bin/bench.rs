@@ -1,0 +1,247 @@
+//! `bench`: file-transfer figures on loopback, each against a baseline measured in the
+//! same run. Build with `--release` for meaningful numbers:
+//!
+//! ```text
+//! cargo run --release -p jantar-tests --bin bench -- transfer --size-mib 256
+//! cargo run --release -p jantar-tests --bin bench -- spread --peers 10 --size-mib 32
+//! cargo run --release -p jantar-tests --bin bench -- memory --size-mib 1024
+//! ```
+
+use std::{
+    io::{Read, Write},
+    path::Path,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use jantar_tests::harness::{Node, Role, run_to_end};
+
+#[derive(Parser)]
+struct Args {
+    #[command(subcommand)]
+    bench: Bench,
+}
+
+#[derive(Subcommand)]
+enum Bench {
+    /// Throughput of one peer fetching from another, against a plain TCP copy.
+    Transfer {
+        #[arg(long, default_value_t = 256)]
+        size_mib: usize,
+    },
+    /// Time for a shared file to reach every peer by replication.
+    Spread {
+        #[arg(long, default_value_t = 10)]
+        peers: usize,
+        #[arg(long, default_value_t = 32)]
+        size_mib: usize,
+    },
+    /// Peak memory of a peer while it fetches a large file.
+    Memory {
+        #[arg(long, default_value_t = 1024)]
+        size_mib: usize,
+    },
+}
+
+const FAST: &str = "  autonat: {only_global_ips: false, boot_delay: 1s}\n  dht: {discovery_interval: 1s}\n";
+
+fn write_random(path: &Path, size: usize) -> Result<()> {
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path)?);
+    let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut left = size;
+    while left > 0 {
+        for c in buf.chunks_mut(8) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            c.copy_from_slice(&x.to_le_bytes()[..c.len()]);
+        }
+        let n = left.min(buf.len());
+        f.write_all(&buf[..n])?;
+        left -= n;
+    }
+    f.flush()?;
+    Ok(())
+}
+
+/// Copies a file to another file through a loopback TCP connection: the baseline.
+fn tcp_copy(src: &Path, dst: &Path) -> Result<Duration> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let addr = listener.local_addr()?;
+    let dst = dst.to_path_buf();
+    let start = Instant::now();
+    let receiver = std::thread::spawn(move || -> std::io::Result<()> {
+        let (mut s, _) = listener.accept()?;
+        let mut out = std::fs::File::create(&dst)?;
+        std::io::copy(&mut s, &mut out)?;
+        out.sync_all()
+    });
+    let mut s = std::net::TcpStream::connect(addr)?;
+    let mut f = std::fs::File::open(src)?;
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        s.write_all(&buf[..n])?;
+    }
+    drop(s);
+    receiver.join().map_err(|_| anyhow::anyhow!("receiver panicked"))??;
+    Ok(start.elapsed())
+}
+
+struct Net {
+    root: std::path::PathBuf,
+    boot: Node,
+}
+
+impl Net {
+    async fn start(root: &Path) -> Result<Net> {
+        let mut boot = Node::start(root, "boot", Role::Bootstrap, &format!("network:\n  listen_addresses: [\"/ip4/127.0.0.1/tcp/0\"]\n{FAST}")).await?;
+        boot.wait_ready(Duration::from_secs(30)).await?;
+        Ok(Net { root: root.to_path_buf(), boot })
+    }
+
+    async fn peer(&self, name: &str, extra: &str) -> Result<Node> {
+        let mut p = Node::start(
+            &self.root,
+            name,
+            Role::Peer,
+            &format!(
+                "download_dir: {}\n{extra}network:\n  enable_mdns: false\n  enable_upnp: false\n  listen_addresses: [\"/ip4/127.0.0.1/tcp/0\"]\n  bootstrap_nodes: [\"{}\"]\n{FAST}",
+                self.root.join(name).join("downloads").display(),
+                self.boot.addr()
+            ),
+        )
+        .await?;
+        p.wait_ready(Duration::from_secs(30)).await?;
+        Ok(p)
+    }
+}
+
+fn cli(node: &Node, args: &[&str]) -> Result<String> {
+    let cfg = node.dir.join("node.cfg");
+    let mut full = vec!["-c", cfg.to_str().unwrap(), "--admin-listen", &node.admin];
+    full.extend_from_slice(args);
+    let (status, out, err) = run_to_end(Role::Peer, &full)?;
+    if !status.success() {
+        bail!("jantar-peer {args:?}: {err}");
+    }
+    Ok(out)
+}
+
+fn share(node: &Node, path: &Path) -> Result<String> {
+    cli(node, &["share", path.to_str().unwrap()])?
+        .lines()
+        .nth(1)
+        .map(str::to_string)
+        .context("no ID")
+}
+
+fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    s.lines()
+        .find(|l| l.starts_with("VmHWM:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+fn mib_s(bytes: usize, d: Duration) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0) / d.as_secs_f64()
+}
+
+async fn wait_connected(n: &mut Node, count: u64) -> Result<()> {
+    n.wait_until(Duration::from_secs(60), "connections", async |n: &Node| {
+        Ok(n.status().await?["connected_peers"].as_u64() >= Some(count))
+    })
+    .await
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    let tmp = tempfile::tempdir()?;
+    let root = tmp.path();
+    let profile = jantar_tests::harness::bin_dir().display().to_string();
+    println!("binaries: {profile}");
+    match args.bench {
+        Bench::Transfer { size_mib } => {
+            let size = size_mib << 20;
+            let src = root.join("data.bin");
+            write_random(&src, size)?;
+            let base = tcp_copy(&src, &root.join("tcp-copy.bin"))?;
+            let net = Net::start(root).await?;
+            let a = net.peer("a", "").await?;
+            let mut b = net.peer("b", "min_file_size: 1TiB\nmax_storage_size: 64GiB\n").await?;
+            wait_connected(&mut b, 2).await?;
+            let id = share(&a, &src)?;
+            let start = Instant::now();
+            cli(&b, &["get", &id])?;
+            let took = start.elapsed();
+            println!("file size:            {size_mib} MiB");
+            println!("plain TCP copy:       {:>8.1} MiB/s ({:.2} s)", mib_s(size, base), base.as_secs_f64());
+            println!("jantar get:           {:>8.1} MiB/s ({:.2} s, includes provider lookup)", mib_s(size, took), took.as_secs_f64());
+            println!("ratio jantar/TCP:     {:>8.2}", base.as_secs_f64() / took.as_secs_f64());
+        }
+        Bench::Spread { peers, size_mib } => {
+            let size = size_mib << 20;
+            let src = root.join("data.bin");
+            write_random(&src, size)?;
+            let net = Net::start(root).await?;
+            let mut nodes = vec![];
+            for i in 0..peers {
+                nodes.push(net.peer(&format!("p{i}"), "max_storage_size: 64GiB\n").await?);
+            }
+            for n in nodes.iter_mut() {
+                wait_connected(n, 2).await?;
+            }
+            let id = share(&nodes[0], &src)?;
+            let start = Instant::now();
+            let mut times = vec![];
+            for n in nodes[1..].iter_mut() {
+                let id = id.clone();
+                n.wait_until(Duration::from_secs(600), "replica", async |n: &Node| {
+                    let v: serde_json::Value = serde_json::from_str(&cli(n, &["ls", "--json"])?)?;
+                    Ok(v["files"].as_array().is_some_and(|f| f.iter().any(|f| f["id"] == id.as_str())))
+                })
+                .await?;
+                times.push(start.elapsed());
+            }
+            let last = times.iter().max().copied().unwrap_or_default();
+            let single = tcp_copy(&src, &root.join("tcp-copy.bin"))?;
+            println!("peers:                {peers} (1 publisher)");
+            println!("file size:            {size_mib} MiB");
+            println!("all peers have it:    {:.2} s", last.as_secs_f64());
+            println!("first / median:       {:.2} s / {:.2} s", times.iter().min().unwrap().as_secs_f64(), {
+                let mut t = times.clone();
+                t.sort();
+                t[t.len() / 2].as_secs_f64()
+            });
+            println!("baseline: one TCP copy {:.2} s; {} sequential copies {:.2} s", single.as_secs_f64(), peers - 1, single.as_secs_f64() * (peers - 1) as f64);
+        }
+        Bench::Memory { size_mib } => {
+            let size = size_mib << 20;
+            let src = root.join("data.bin");
+            write_random(&src, size)?;
+            let net = Net::start(root).await?;
+            let a = net.peer("a", "").await?;
+            let mut b = net.peer("b", "min_file_size: 1TiB\nmax_storage_size: 64GiB\n").await?;
+            wait_connected(&mut b, 2).await?;
+            let idle_b = peak_rss_kib(b.pid().context("pid")?).unwrap_or(0);
+            let id = share(&a, &src)?;
+            cli(&b, &["get", &id])?;
+            let peak_b = peak_rss_kib(b.pid().context("pid")?).unwrap_or(0);
+            let peak_a = peak_rss_kib(a.pid().context("pid")?).unwrap_or(0);
+            println!("file size:            {size_mib} MiB");
+            println!("fetcher peak RSS:     {} MiB (before the fetch: {} MiB)", peak_b / 1024, idle_b / 1024);
+            println!("provider peak RSS:    {} MiB", peak_a / 1024);
+            println!("ratio peak/file size: {:.3}", (peak_b as f64 / 1024.0) / size_mib as f64);
+        }
+    }
+    Ok(())
+}
