@@ -143,3 +143,69 @@ fn generates_completions_and_man_pages() -> Result<()> {
     }
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_token_is_enforced() -> Result<()> {
+    let d = tempfile::tempdir()?;
+    let token = "0123456789abcdef-test-token";
+    let mut node = Node::start(
+        d.path(),
+        "p",
+        Role::Peer,
+        "network:\n  enable_mdns: false\n  enable_upnp: false\n  listen_addresses: [\"/ip4/127.0.0.1/tcp/0\"]\n",
+    )
+    .await?;
+    drop(node);
+    // The harness writes `admin.listen`; add the token to that section.
+    let cfg = d.path().join("p/node.cfg");
+    let text = std::fs::read_to_string(&cfg)?
+        .replace("admin:\n", &format!("admin:\n  token: \"{token}\"\n"));
+    std::fs::write(&cfg, &text)?;
+    let log = d.path().join("p/node2.log");
+    let child = Command::new(Role::Peer.path())
+        .args(["-c", cfg.to_str().unwrap(), "run"])
+        .stdout(std::fs::File::create(&log)?)
+        .stderr(std::fs::File::create(&log)?)
+        .spawn()?;
+    node = Node::attach("p", Role::Peer, child, log, d.path().join("p")).await?;
+    let http = reqwest::Client::new();
+    let url = |p: &str| format!("http://{}{p}", node.admin);
+    ensure!(
+        http.get(url("/status")).send().await?.status() == 401,
+        "status without token must be refused"
+    );
+    ensure!(
+        http.get(url("/metrics"))
+            .bearer_auth("wrong-token-wrong-token")
+            .send()
+            .await?
+            .status()
+            == 401
+    );
+    ensure!(
+        http.get(url("/status"))
+            .bearer_auth(token)
+            .send()
+            .await?
+            .status()
+            == 200
+    );
+    ensure!(
+        http.get(url("/livez")).send().await?.status() == 200,
+        "liveness needs no token"
+    );
+    // The CLI reads the token from the same config.
+    let (status, out, err) = run_to_end(
+        Role::Peer,
+        &[
+            "-c",
+            cfg.to_str().unwrap(),
+            "--admin-listen",
+            &node.admin,
+            "status",
+        ],
+    )?;
+    ensure!(status.success() && out.contains("peer id:"), "{out}{err}");
+    node.terminate(Duration::from_secs(12)).await?;
+    Ok(())
+}

@@ -335,3 +335,21 @@ fn tls_certificate_needs_its_key() {
         vec![PathBuf::from("/etc/jantar/relay.pem")]
     );
 }
+
+#[test]
+fn non_loopback_admin_needs_a_token() {
+    let e = err(Role::Relay, "admin:\n  listen: \"0.0.0.0:9090\"\n");
+    assert_eq!(e.key(), Some("admin.listen"));
+    assert!(e.to_string().contains("admin.token"), "{e}");
+    let e = err(
+        Role::Relay,
+        "admin:\n  listen: \"0.0.0.0:9090\"\n  token: short\n",
+    );
+    assert_eq!(e.key(), Some("admin.token"));
+    let c = parse(
+        Role::Relay,
+        "admin:\n  listen: \"0.0.0.0:9090\"\n  token: \"0123456789abcdef\"\n",
+    )
+    .unwrap();
+    assert_eq!(c.config.admin_token.as_deref(), Some("0123456789abcdef"));
+}

@@ -44,7 +44,8 @@ enum Bench {
     },
 }
 
-const FAST: &str = "  autonat: {only_global_ips: false, boot_delay: 1s}\n  dht: {discovery_interval: 1s}\n";
+const FAST: &str =
+    "  autonat: {only_global_ips: false, boot_delay: 1s}\n  dht: {discovery_interval: 1s}\n";
 
 fn write_random(path: &Path, size: usize) -> Result<()> {
     let mut f = std::io::BufWriter::new(std::fs::File::create(path)?);
@@ -89,7 +90,9 @@ fn tcp_copy(src: &Path, dst: &Path) -> Result<Duration> {
         s.write_all(&buf[..n])?;
     }
     drop(s);
-    receiver.join().map_err(|_| anyhow::anyhow!("receiver panicked"))??;
+    receiver
+        .join()
+        .map_err(|_| anyhow::anyhow!("receiver panicked"))??;
     Ok(start.elapsed())
 }
 
@@ -100,18 +103,29 @@ struct Net {
 
 impl Net {
     async fn start(root: &Path) -> Result<Net> {
-        let mut boot = Node::start(root, "boot", Role::Bootstrap, &format!("network:\n  listen_addresses: [\"/ip4/127.0.0.1/tcp/0\"]\n{FAST}")).await?;
+        let mut boot = Node::start(
+            root,
+            "boot",
+            Role::Bootstrap,
+            &format!("network:\n  listen_addresses: [\"/ip4/127.0.0.1/tcp/0\"]\n{FAST}"),
+        )
+        .await?;
         boot.wait_ready(Duration::from_secs(30)).await?;
-        Ok(Net { root: root.to_path_buf(), boot })
+        Ok(Net {
+            root: root.to_path_buf(),
+            boot,
+        })
     }
 
+    /// A peer on 127.0.0.1; all peers share that IP here, so the per-IP inbound
+    /// connection limit is lifted.
     async fn peer(&self, name: &str, extra: &str) -> Result<Node> {
         let mut p = Node::start(
             &self.root,
             name,
             Role::Peer,
             &format!(
-                "download_dir: {}\n{extra}network:\n  enable_mdns: false\n  enable_upnp: false\n  listen_addresses: [\"/ip4/127.0.0.1/tcp/0\"]\n  bootstrap_nodes: [\"{}\"]\n{FAST}",
+                "download_dir: {}\n{extra}network:\n  enable_mdns: false\n  enable_upnp: false\n  listen_addresses: [\"/ip4/127.0.0.1/tcp/0\"]\n  connection_limits: {{max_connections_per_ip: 64}}\n  bootstrap_nodes: [\"{}\"]\n{FAST}",
                 self.root.join(name).join("downloads").display(),
                 self.boot.addr()
             ),
@@ -177,16 +191,29 @@ async fn main() -> Result<()> {
             let base = tcp_copy(&src, &root.join("tcp-copy.bin"))?;
             let net = Net::start(root).await?;
             let a = net.peer("a", "").await?;
-            let mut b = net.peer("b", "min_file_size: 1TiB\nmax_storage_size: 64GiB\n").await?;
+            let mut b = net
+                .peer("b", "min_file_size: 1TiB\nmax_storage_size: 64GiB\n")
+                .await?;
             wait_connected(&mut b, 2).await?;
             let id = share(&a, &src)?;
             let start = Instant::now();
             cli(&b, &["get", &id])?;
             let took = start.elapsed();
             println!("file size:            {size_mib} MiB");
-            println!("plain TCP copy:       {:>8.1} MiB/s ({:.2} s)", mib_s(size, base), base.as_secs_f64());
-            println!("jantar get:           {:>8.1} MiB/s ({:.2} s, includes provider lookup)", mib_s(size, took), took.as_secs_f64());
-            println!("ratio jantar/TCP:     {:>8.2}", base.as_secs_f64() / took.as_secs_f64());
+            println!(
+                "plain TCP copy:       {:>8.1} MiB/s ({:.2} s)",
+                mib_s(size, base),
+                base.as_secs_f64()
+            );
+            println!(
+                "jantar get:           {:>8.1} MiB/s ({:.2} s, includes provider lookup)",
+                mib_s(size, took),
+                took.as_secs_f64()
+            );
+            println!(
+                "ratio jantar/TCP:     {:>8.2}",
+                base.as_secs_f64() / took.as_secs_f64()
+            );
         }
         Bench::Spread { peers, size_mib } => {
             let size = size_mib << 20;
@@ -195,7 +222,10 @@ async fn main() -> Result<()> {
             let net = Net::start(root).await?;
             let mut nodes = vec![];
             for i in 0..peers {
-                nodes.push(net.peer(&format!("p{i}"), "max_storage_size: 64GiB\n").await?);
+                nodes.push(
+                    net.peer(&format!("p{i}"), "max_storage_size: 64GiB\n")
+                        .await?,
+                );
             }
             for n in nodes.iter_mut() {
                 wait_connected(n, 2).await?;
@@ -207,7 +237,9 @@ async fn main() -> Result<()> {
                 let id = id.clone();
                 n.wait_until(Duration::from_secs(600), "replica", async |n: &Node| {
                     let v: serde_json::Value = serde_json::from_str(&cli(n, &["ls", "--json"])?)?;
-                    Ok(v["files"].as_array().is_some_and(|f| f.iter().any(|f| f["id"] == id.as_str())))
+                    Ok(v["files"]
+                        .as_array()
+                        .is_some_and(|f| f.iter().any(|f| f["id"] == id.as_str())))
                 })
                 .await?;
                 times.push(start.elapsed());
@@ -217,12 +249,21 @@ async fn main() -> Result<()> {
             println!("peers:                {peers} (1 publisher)");
             println!("file size:            {size_mib} MiB");
             println!("all peers have it:    {:.2} s", last.as_secs_f64());
-            println!("first / median:       {:.2} s / {:.2} s", times.iter().min().unwrap().as_secs_f64(), {
-                let mut t = times.clone();
-                t.sort();
-                t[t.len() / 2].as_secs_f64()
-            });
-            println!("baseline: one TCP copy {:.2} s; {} sequential copies {:.2} s", single.as_secs_f64(), peers - 1, single.as_secs_f64() * (peers - 1) as f64);
+            println!(
+                "first / median:       {:.2} s / {:.2} s",
+                times.iter().min().unwrap().as_secs_f64(),
+                {
+                    let mut t = times.clone();
+                    t.sort();
+                    t[t.len() / 2].as_secs_f64()
+                }
+            );
+            println!(
+                "baseline: one TCP copy {:.2} s; {} sequential copies {:.2} s",
+                single.as_secs_f64(),
+                peers - 1,
+                single.as_secs_f64() * (peers - 1) as f64
+            );
         }
         Bench::Memory { size_mib } => {
             let size = size_mib << 20;
@@ -230,7 +271,9 @@ async fn main() -> Result<()> {
             write_random(&src, size)?;
             let net = Net::start(root).await?;
             let a = net.peer("a", "").await?;
-            let mut b = net.peer("b", "min_file_size: 1TiB\nmax_storage_size: 64GiB\n").await?;
+            let mut b = net
+                .peer("b", "min_file_size: 1TiB\nmax_storage_size: 64GiB\n")
+                .await?;
             wait_connected(&mut b, 2).await?;
             let idle_b = peak_rss_kib(b.pid().context("pid")?).unwrap_or(0);
             let id = share(&a, &src)?;
@@ -238,9 +281,16 @@ async fn main() -> Result<()> {
             let peak_b = peak_rss_kib(b.pid().context("pid")?).unwrap_or(0);
             let peak_a = peak_rss_kib(a.pid().context("pid")?).unwrap_or(0);
             println!("file size:            {size_mib} MiB");
-            println!("fetcher peak RSS:     {} MiB (before the fetch: {} MiB)", peak_b / 1024, idle_b / 1024);
+            println!(
+                "fetcher peak RSS:     {} MiB (before the fetch: {} MiB)",
+                peak_b / 1024,
+                idle_b / 1024
+            );
             println!("provider peak RSS:    {} MiB", peak_a / 1024);
-            println!("ratio peak/file size: {:.3}", (peak_b as f64 / 1024.0) / size_mib as f64);
+            println!(
+                "ratio peak/file size: {:.3}",
+                (peak_b as f64 / 1024.0) / size_mib as f64
+            );
         }
     }
     Ok(())
