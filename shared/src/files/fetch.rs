@@ -351,3 +351,132 @@ pub fn free_destination(dir: &Path, name: &str, id: &FileId) -> PathBuf {
     }
     dir.join(format!("{name}.{}", &id.to_string()[..12]))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::files::id::hash_file;
+
+    /// Request ids come from a real behaviour; a fetch only compares them.
+    fn request_ids(n: usize) -> Vec<OutboundRequestId> {
+        let mut rr = crate::files::protocol::behaviour();
+        let peer = PeerId::random();
+        (0..n)
+            .map(|_| rr.send_request(&peer, Request::Manifest(FileId([0; 32]))))
+            .collect()
+    }
+
+    #[test]
+    fn corrupt_chunk_drops_the_provider_and_honest_data_completes() {
+        let d = tempfile::tempdir().unwrap();
+        let src = d.path().join("src");
+        let data: Vec<u8> = (0..(2 * 1024 * 1024 + 5))
+            .map(|i: u32| (i.wrapping_mul(2654435761) >> 11) as u8)
+            .collect();
+        std::fs::write(&src, &data).unwrap();
+        let m = hash_file(&src).unwrap();
+        let id = m.root();
+        let dest = d.path().join("out/file");
+        let mut f = Fetch::new(
+            id,
+            "file".into(),
+            dest.clone(),
+            Origin::Fetched,
+            &d.path().join("partial"),
+        );
+        let (liar, honest) = (PeerId::random(), PeerId::random());
+        f.add_provider(liar);
+        let ids = request_ids(8);
+
+        // A manifest that does not hash to the ID is refused.
+        f.sent(ids[0], liar, None);
+        let mut forged = m.clone();
+        forged.leaves[0][0] ^= 1;
+        assert!(f.on_manifest(&ids[0], forged).is_err());
+        assert!(!f.has_providers(), "the forger is dropped");
+        f.add_provider(liar);
+        assert!(!f.has_providers(), "and stays dropped");
+
+        // The honest manifest, then a corrupt chunk from a second bad source.
+        let liar2 = PeerId::random();
+        f.add_provider(liar2);
+        f.sent(ids[1], liar2, None);
+        f.on_manifest(&ids[1], m.clone()).unwrap();
+        let to_liar = f.next_requests();
+        assert_eq!(to_liar.len(), 3);
+        // Each request goes out; ids[2..5] stand for them (chunks 0, 1, 2 in order).
+        let liar_ids = request_ids(3);
+        for (k, (p, _)) in to_liar.iter().enumerate() {
+            f.sent(liar_ids[k], *p, Some(k as u32));
+        }
+        let mut bad = data[..1 << 20].to_vec();
+        bad[7] ^= 0x80;
+        let err = f.on_chunk(&liar_ids[0], &bad).unwrap_err();
+        assert_eq!(err.peer, liar2);
+        // Its other requests fail as the connection goes; their chunks are requeued.
+        f.failed(&liar_ids[1]);
+        f.failed(&liar_ids[2]);
+        assert_eq!(f.progress().chunks_done, 0, "nothing corrupt is kept");
+        assert_eq!(f.progress().bad_providers.len(), 2);
+
+        // An honest provider completes it; the chunk that failed is asked again.
+        f.add_provider(honest);
+        let reqs = f.next_requests();
+        assert_eq!(reqs.len(), 3);
+        assert!(reqs.iter().all(|(p, _)| *p == honest));
+        for (k, (_, req)) in reqs.into_iter().enumerate() {
+            let Request::Chunk { index, .. } = req else {
+                panic!("chunk request expected")
+            };
+            let start = index as usize * (1 << 20);
+            let end = (start + (1 << 20)).min(data.len());
+            f.sent(ids[3 + k], honest, Some(index));
+            let done = f.on_chunk(&ids[3 + k], &data[start..end]).unwrap();
+            assert_eq!(done, k == 2);
+        }
+        let path = f.finish().unwrap();
+        assert_eq!(std::fs::read(path).unwrap(), data);
+        assert!(!d.path().join("partial").join(format!("{id}.part")).exists());
+    }
+
+    #[test]
+    fn resumes_verified_chunks_from_a_partial_file() {
+        let d = tempfile::tempdir().unwrap();
+        let src = d.path().join("src");
+        let data: Vec<u8> = (0..(3 * 1024 * 1024))
+            .map(|i: u32| (i.wrapping_mul(40503) >> 7) as u8)
+            .collect();
+        std::fs::write(&src, &data).unwrap();
+        let m = hash_file(&src).unwrap();
+        let id = m.root();
+        let partial = d.path().join("partial");
+        std::fs::create_dir_all(&partial).unwrap();
+        // Chunk 0 good, chunk 1 damaged, chunk 2 missing.
+        let mut part = data[..2 << 20].to_vec();
+        part[(1 << 20) + 3] ^= 1;
+        std::fs::write(partial.join(format!("{id}.part")), &part).unwrap();
+        let mut f = Fetch::new(
+            id,
+            "file".into(),
+            d.path().join("file"),
+            Origin::Fetched,
+            &partial,
+        );
+        let p = PeerId::random();
+        f.add_provider(p);
+        let ids = request_ids(1);
+        f.sent(ids[0], p, None);
+        f.on_manifest(&ids[0], m).unwrap();
+        let prog = f.progress();
+        assert_eq!(prog.chunks_resumed, 1);
+        let wanted: Vec<u32> = f
+            .next_requests()
+            .into_iter()
+            .map(|(_, r)| match r {
+                Request::Chunk { index, .. } => index,
+                Request::Manifest(_) => u32::MAX,
+            })
+            .collect();
+        assert_eq!(wanted, vec![1, 2]);
+    }
+}

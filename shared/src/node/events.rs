@@ -21,6 +21,14 @@ use crate::{
     status::{ConnectionKind, ConnectionStatus, NatStatus},
 };
 
+fn is_loopback(addr: &libp2p::Multiaddr) -> bool {
+    addr.iter().any(|p| match p {
+        libp2p::multiaddr::Protocol::Ip4(ip) => ip.is_loopback(),
+        libp2p::multiaddr::Protocol::Ip6(ip) => ip.is_loopback(),
+        _ => false,
+    })
+}
+
 /// An error with its sources, on one line.
 pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
@@ -202,6 +210,16 @@ impl Node {
             BehaviourEvent::Upnp(e) => self.on_upnp(e),
             BehaviourEvent::Gossipsub(e) => self.on_gossip(e),
             BehaviourEvent::Files(e) => self.on_transfer(e),
+            BehaviourEvent::Ping(libp2p::ping::Event {
+                peer,
+                connection,
+                result: Err(e),
+            }) => {
+                // A connection that no longer answers pings is dead (a NAT dropped its
+                // mapping, a link went down): close it so reservations and routes recover.
+                info!(%peer, error = %e, "ping failed; closing the connection");
+                self.swarm.close_connection(connection);
+            }
             BehaviourEvent::Ping(_)
             | BehaviourEvent::ConnectionLimits(_)
             | BehaviourEvent::PeerLimits(_) => {}
@@ -209,9 +227,21 @@ impl Node {
     }
 
     fn on_identify(&mut self, e: identify::Event) {
-        let identify::Event::Received { peer_id, info, .. } = e else {
+        let identify::Event::Received {
+            peer_id, mut info, ..
+        } = e
+        else {
             return;
         };
+        // A peer's loopback addresses are only worth keeping when we reach it over
+        // loopback ourselves; otherwise dialing them reaches this host, not that peer.
+        let via_loopback = self
+            .connections
+            .values()
+            .any(|c| c.peer == peer_id && is_loopback(&c.addr));
+        if !via_loopback {
+            info.listen_addrs.retain(|a| !is_loopback(a));
+        }
         if let Some(kad) = self.swarm.behaviour_mut().kad.as_mut() {
             if info.protocols.contains(&KAD_PROTOCOL) {
                 for addr in &info.listen_addrs {

@@ -40,7 +40,7 @@ const PENALTY: Duration = Duration::from_secs(600);
 /// How often a fetch without providers looks them up again.
 const PROVIDER_RETRY: Duration = Duration::from_secs(5);
 /// Lookups that find nobody before a fetch that never started gives up.
-const MAX_EMPTY_LOOKUPS: u32 = 3;
+const MAX_EMPTY_LOOKUPS: u32 = 6;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct FileInfo {

@@ -12,6 +12,8 @@
 //! * `udp-send`: fires a few datagrams from a chosen local port.
 //! * `tcp-probe`: connects to targets and reports the mapped address or error.
 //! * `tcp-bulk`: uploads a number of bytes to a sink and reports the rate.
+//! * `p2p-echo`: connects to a Jantar node over libp2p (relay circuits
+//!   included) and times pings and a bulk transfer echoed by the node.
 
 use std::{
     net::{Ipv4Addr, SocketAddr},
@@ -94,6 +96,21 @@ enum Cmd {
         #[arg(long, default_value_t = 1500)]
         timeout_ms: u64,
     },
+    /// Exchange data with a Jantar node over libp2p: pings, then a bulk
+    /// transfer, both echoed by the node's ping protocol.
+    P2pEcho {
+        /// Address of the node, ending in `/p2p/<peer id>` (may be a
+        /// `/p2p-circuit` address).
+        #[arg(long)]
+        target: String,
+        #[arg(long, default_value_t = 5)]
+        pings: u32,
+        /// Bytes to send and get echoed after the pings.
+        #[arg(long, default_value_t = 0)]
+        bulk_bytes: u64,
+        #[arg(long, default_value_t = 60_000)]
+        timeout_ms: u64,
+    },
     /// Upload bytes to a TCP sink and report the achieved rate.
     TcpBulk {
         #[arg(long)]
@@ -156,6 +173,27 @@ async fn main() -> Result<()> {
             bytes,
             timeout_ms,
         } => tcp_bulk(target, bytes, Duration::from_millis(timeout_ms)).await,
+        Cmd::P2pEcho {
+            target,
+            pings,
+            bulk_bytes,
+            timeout_ms,
+        } => {
+            let opts = jantar_tests::lab::EchoOptions {
+                target: target
+                    .parse()
+                    .with_context(|| format!("bad multiaddr {target}"))?,
+                pings,
+                bulk_bytes,
+                timeout: Duration::from_millis(timeout_ms),
+            };
+            let result = jantar_tests::lab::run_echo(opts, emit).await;
+            if let Err(e) = &result {
+                emit(json!({"event": "p2p_failed", "error": format!("{e:#}")}));
+                emit(json!({"event": "done"}));
+            }
+            Ok(())
+        }
     }
 }
 

@@ -79,6 +79,48 @@ impl LabRouter {
         self.router.downstream_gw()
     }
 
+    /// Name of the upstream (WAN) interface inside the router's namespace.
+    pub fn wan_iface(&self) -> String {
+        self.router
+            .interfaces()
+            .first()
+            .map(|i| i.name().to_string())
+            .unwrap_or_else(|| "ix".to_string())
+    }
+
+    /// Takes the router's upstream link down, cutting every host behind it
+    /// off the rest of the lab (their own LAN keeps working). NAT and
+    /// conntrack state stay as they are, as on a real router whose uplink
+    /// fails. Call [`UplinkCut::restore`] to bring the link back.
+    pub async fn cut_uplink(&self) -> Result<UplinkCut> {
+        let wan = self.wan_iface();
+        // Linux drops the routes through an interface that goes down; keep
+        // them to put them back afterwards.
+        let routes = run_ok(
+            Ns::Router(&self.router),
+            "ip",
+            &["-4", "route", "show", "dev", &wan],
+        )
+        .await?;
+        let routes: Vec<String> = routes
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.contains("proto kernel"))
+            .map(str::to_string)
+            .collect();
+        run_ok(
+            Ns::Router(&self.router),
+            "ip",
+            &["link", "set", "dev", &wan, "down"],
+        )
+        .await?;
+        Ok(UplinkCut {
+            router: self.clone(),
+            wan,
+            routes,
+        })
+    }
+
     /// Output of `nft list ruleset` inside this router's namespace.
     pub async fn nft_ruleset(&self) -> Result<String> {
         run_ok(Ns::Router(&self.router), "nft", &["list", "ruleset"]).await
@@ -87,6 +129,38 @@ impl LabRouter {
     /// The underlying patchbay router, for anything this wrapper lacks.
     pub fn patchbay(&self) -> &patchbay::Router {
         &self.router
+    }
+}
+
+/// A router whose upstream link is down, from [`LabRouter::cut_uplink`].
+#[derive(Debug)]
+#[must_use = "the uplink stays down until restore() is called"]
+pub struct UplinkCut {
+    router: LabRouter,
+    wan: String,
+    routes: Vec<String>,
+}
+
+impl UplinkCut {
+    /// The routes through the WAN interface that Linux dropped with the link
+    /// and [`restore`](Self::restore) puts back.
+    pub fn routes(&self) -> &[String] {
+        &self.routes
+    }
+
+    /// Brings the upstream link back up and restores its routes.
+    pub async fn restore(self) -> Result<()> {
+        let ns = Ns::Router(&self.router.router);
+        run_ok(ns, "ip", &["link", "set", "dev", &self.wan, "up"]).await?;
+        for route in &self.routes {
+            let mut args = vec!["-4", "route", "replace"];
+            args.extend(route.split_whitespace());
+            args.extend(["dev", self.wan.as_str()]);
+            run_ok(ns, "ip", &args)
+                .await
+                .with_context(|| format!("restore route `{route}` on {}", self.router.name()))?;
+        }
+        Ok(())
     }
 }
 

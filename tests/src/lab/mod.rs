@@ -23,12 +23,16 @@
 //!
 //! See `docs/nat-lab.md` for how each [`NatKind`] is configured.
 
+mod echo;
 mod env;
 mod host;
 mod link;
+mod net;
+mod node;
 mod observe;
 mod probe;
 mod process;
+mod punch;
 mod tool;
 
 use std::{
@@ -48,15 +52,29 @@ use anyhow::{Context, Result, anyhow};
 use patchbay::{Firewall, FirewallConfig, IpSupport, Ipv4Net, Nat, RouterPreset};
 
 pub use self::{
+    echo::{EchoOptions, run as run_echo},
     env::{Unavailable, check_environment},
-    host::{HomeNetwork, LabHost, LabRouter, Placement, RouterRole},
+    host::{HomeNetwork, LabHost, LabRouter, Placement, RouterRole, UplinkCut},
     link::{LinkBackend, LinkCapabilities, LinkCondition, LinkDirection, LinkReport},
+    net::{
+        JantarNet, READY_TIMEOUT, Topology, TopologySpec, active_circuit, bootstrap_config,
+        connections_to, discovered, peer_config, relay_certificate, relay_config, wait_ready,
+        wait_reservation,
+    },
+    node::{
+        ADMIN_PORT, LOG_LEVEL, LabNode, NodeConfig, P2P_PORT, Transport, WSS_PORT, admin_request,
+        diagnose_nodes, line_time, parse_log, parse_timestamp, strings,
+    },
     observe::{Filtering, Mapping, NatObservation, ObservationServers, observe_host, render_table},
     probe::{
-        BulkResult, ProbeServer, Prober, TcpResult, UdpProbeOptions, UdpProbeReport,
+        BulkResult, EchoReport, ProbeServer, Prober, TcpResult, UdpProbeOptions, UdpProbeReport,
         UdpProbeSession,
     },
     process::{LabProcess, ProcessSpec},
+    punch::{
+        MatrixCell, PUNCH_FAILED, PUNCH_OK, PairOutcome, PunchLab, matrix, punch_peer_config,
+        quantile, render_matrix,
+    },
 };
 
 /// The NAT in front of a home host.

@@ -208,6 +208,59 @@ impl Prober {
         Ok(results)
     }
 
+    /// Connects from `host` to a Jantar node at `target` (any multiaddr
+    /// ending in `/p2p/<id>`, a relay circuit included) with libp2p, times
+    /// `pings` round trips and then has `bulk_bytes` echoed back by the
+    /// node's ping protocol.
+    pub async fn p2p_echo(
+        &self,
+        host: &LabHost,
+        target: &str,
+        pings: u32,
+        bulk_bytes: u64,
+        limit: Duration,
+    ) -> Result<EchoReport> {
+        let spec = self
+            .spec()
+            .arg("p2p-echo")
+            .args(["--target", target])
+            .args(["--pings", &pings.to_string()])
+            .args(["--bulk-bytes", &bulk_bytes.to_string()])
+            .args(["--timeout-ms", &limit.as_millis().to_string()])
+            .env_remove("RUST_LOG");
+        let mut process = host.spawn(spec)?;
+        let events = finish(&mut process, limit + PROBE_SLACK).await?;
+        let mut report = EchoReport {
+            log: process.log_path().to_path_buf(),
+            ..EchoReport::default()
+        };
+        for ev in &events {
+            match event_name(ev) {
+                "p2p_connected" => {
+                    report.address = str_field(ev, "address").map(str::to_string);
+                    report.relayed = ev["relayed"].as_bool();
+                }
+                "p2p_ping" => report
+                    .ping_rtts
+                    .push(Duration::from_micros(u64_field(ev, "rtt_us")?)),
+                "p2p_bulk" => {
+                    report.bulk_bytes = u64_field(ev, "bytes")?;
+                    report.bulk_millis = Some(u64_field(ev, "millis")?);
+                }
+                "p2p_bulk_failed" => report.bulk_bytes = u64_field(ev, "bytes_echoed")?,
+                "p2p_failed" => {
+                    let mut err = str_field(ev, "error").unwrap_or("unknown").to_string();
+                    if let Some(c) = str_field(ev, "connection_closed") {
+                        err.push_str(&format!(" (connection closed: {c})"));
+                    }
+                    report.error = Some(err);
+                }
+                _ => {}
+            }
+        }
+        Ok(report)
+    }
+
     /// Uploads `bytes` from `host` to a sink at `target` and reports the
     /// achieved rate.
     pub async fn tcp_bulk(
@@ -248,6 +301,25 @@ impl Prober {
             process.log_tail()
         )
     }
+}
+
+/// What a `p2p-echo` run reported.
+#[derive(Clone, Debug, Default)]
+pub struct EchoReport {
+    /// Remote address of the connection to the node.
+    pub address: Option<String>,
+    /// Whether that connection went through a relay.
+    pub relayed: Option<bool>,
+    /// Round-trip times of the single pings.
+    pub ping_rtts: Vec<Duration>,
+    /// Bytes echoed back in the bulk phase (all of them on success).
+    pub bulk_bytes: u64,
+    /// Duration of a completed bulk transfer.
+    pub bulk_millis: Option<u64>,
+    /// Why the run stopped early.
+    pub error: Option<String>,
+    /// The probe's output.
+    pub log: PathBuf,
 }
 
 /// Settings of one `udp-probe` run.

@@ -31,6 +31,7 @@ pub struct ProcessSpec {
     pub(crate) program: PathBuf,
     pub(crate) args: Vec<OsString>,
     pub(crate) env: Vec<(OsString, OsString)>,
+    pub(crate) env_remove: Vec<OsString>,
     pub(crate) env_clear: bool,
     pub(crate) cwd: Option<PathBuf>,
     pub(crate) log: Option<PathBuf>,
@@ -44,6 +45,7 @@ impl ProcessSpec {
             program: program.into(),
             args: Vec::new(),
             env: Vec::new(),
+            env_remove: Vec::new(),
             env_clear: false,
             cwd: None,
             log: None,
@@ -81,6 +83,13 @@ impl ProcessSpec {
     {
         self.env
             .extend(vars.into_iter().map(|(k, v)| (k.into(), v.into())));
+        self
+    }
+
+    /// Removes one inherited environment variable (for example `RUST_LOG`,
+    /// which would override a node's configured log filter).
+    pub fn env_remove(mut self, key: impl Into<OsString>) -> Self {
+        self.env_remove.push(key.into());
         self
     }
 
@@ -134,6 +143,9 @@ impl ProcessSpec {
             .stderr(stderr);
         if self.env_clear {
             cmd.env_clear();
+        }
+        for key in &self.env_remove {
+            cmd.env_remove(key);
         }
         cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         if let Some(dir) = &self.cwd {
@@ -249,6 +261,34 @@ impl LabProcess {
                     "{} did not log {needle:?} within {limit:?}\n{}",
                     self.describe(),
                     self.log_tail()
+                );
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// Sends SIGTERM and waits up to `grace` for the process to exit; kills it
+    /// when it does not. Returns the exit status and how long the exit took.
+    pub async fn terminate(&mut self, grace: Duration) -> Result<(ExitStatus, Duration)> {
+        let start = Instant::now();
+        if let Some(status) = self.try_wait()? {
+            return Ok((status, Duration::ZERO));
+        }
+        let pid = nix::unistd::Pid::from_raw(
+            i32::try_from(self.child.id()).context("process id out of range")?,
+        );
+        // The process may have exited since the check; wait() below settles it.
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        loop {
+            if let Some(status) = self.try_wait()? {
+                return Ok((status, start.elapsed()));
+            }
+            if start.elapsed() >= grace {
+                let tail = self.log_tail();
+                self.kill()?;
+                bail!(
+                    "{} did not exit within {grace:?} of SIGTERM; killed\n{tail}",
+                    self.describe()
                 );
             }
             tokio::time::sleep(POLL).await;
