@@ -349,10 +349,7 @@ impl Node {
             .and_then(|n| safe_name(n.trim()));
         let name = match (saved, &announced) {
             (Some(n), _) => n,
-            (None, Some((a, _))) => {
-                let _ = std::fs::write(&name_file, &a.name);
-                a.name.clone()
-            }
+            (None, Some((a, _))) => a.name.clone(),
             (None, None) => id.to_string(),
         };
         if let Some((a, _)) = &announced {
@@ -360,6 +357,8 @@ impl Node {
                 .store
                 .make_room(&a.name, a.size)
                 .map_err(|e| e.to_string())?;
+            // Remembered for a resumed fetch, once the fetch may go ahead.
+            let _ = std::fs::write(&name_file, &name);
         }
         let dest = match (origin, out) {
             (Origin::Replica, _) => files.store.replica_path(&id),
@@ -634,9 +633,9 @@ impl Node {
                         let f = files.fetches.get_mut(&id).expect("present");
                         f.error = Some(e.to_string());
                         f.abandon();
-                        let _ = std::fs::remove_file(
-                            files.store.partial_dir().join(format!("{id}.part")),
-                        );
+                        let partial = files.store.partial_dir();
+                        let _ = std::fs::remove_file(partial.join(format!("{id}.part")));
+                        let _ = std::fs::remove_file(partial.join(format!("{id}.name")));
                     }
                 }
                 r
