@@ -79,7 +79,9 @@ impl Behaviour {
             identify::Config::new(PROTOCOL_VERSION.to_string(), key.public())
                 .with_agent_version(format!("{}/{}", role.binary(), env!("CARGO_PKG_VERSION")))
                 .with_push_listen_addr_updates(true)
-                .with_cache_size(256),
+                // No address cache: it would hand out peers' unfiltered (loopback)
+                // addresses for dialing; Kademlia and connections supply addresses.
+                .with_cache_size(0),
         );
 
         let kad = net.dht.enabled.then(|| kademlia(config, peer_id));

@@ -47,6 +47,30 @@ impl Node {
                 kad.add_address(&b.peer_id, b.addr.clone());
             }
         }
+        // Configured infrastructure answers AutoNAT probes, and a peer whose only way
+        // out is its relay (a strict firewall) learns from the relay that it is private.
+        for n in net.bootstrap_nodes.iter().chain(&net.relay_nodes) {
+            if n.peer_id != self.peer_id && !n.addr.is_empty() {
+                self.swarm
+                    .behaviour_mut()
+                    .autonat
+                    .add_server(n.peer_id, Some(n.addr.clone()));
+            }
+        }
+        let me = self.peer_id;
+        for r in net
+            .relay_nodes
+            .iter()
+            .filter(|r| !r.addr.is_empty() && r.peer_id != me)
+        {
+            let opts = DialOpts::peer_id(r.peer_id)
+                .condition(PeerCondition::DisconnectedAndNotDialing)
+                .addresses(vec![r.addr.clone()])
+                .build();
+            if let Err(e) = self.swarm.dial(opts) {
+                debug!(relay = %r.peer_id, error = %e, "cannot dial relay");
+            }
+        }
         self.bootstrap_retry.due(Instant::now());
         self.dial_bootstrap_nodes();
         self.manage_reservations();

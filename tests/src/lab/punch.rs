@@ -57,26 +57,12 @@ impl std::fmt::Debug for PunchLab {
     }
 }
 
-/// Whether AutoNAT dial-backs stay on in a [`PunchLab`]
-/// (`JANTAR_LAB_PUNCH_AUTONAT=1`).
-///
-/// Off by default: peers reserve with `relay_reservations: always` and do
-/// not need AutoNAT, and with dial-backs on, a peer's connection to the relay
-/// sometimes stalls about a second after its reservation, so that its
-/// circuit dials time out (open issue in docs/nat-lab.md). Off means
-/// `network.autonat.only_global_ips: true` (the binaries' default) on the
-/// relay and the peers: no node dials back a lab address.
-fn punch_autonat() -> bool {
-    std::env::var_os("JANTAR_LAB_PUNCH_AUTONAT").is_some_and(|v| v == "1")
-}
-
 /// Config of a peer in a [`PunchLab`].
 pub fn punch_peer_config(name: &str, transport: Transport, relay: &LabNode) -> NodeConfig {
     NodeConfig::new(Role::Peer, name)
         .only(transport)
         .set("network.enable_dht", false)
         .set("network.relay_reservations", "always")
-        .set("network.autonat.only_global_ips", !punch_autonat())
         .relay_nodes(&[relay.addr(transport)])
 }
 
@@ -105,8 +91,7 @@ impl PunchLab {
         let host = lab.add_datacenter_host("relay").await?;
         let mut relay_cfg = relay_config("relay", &host, &[], false)
             .set("relay.max_circuits", 64)
-            .set("relay.max_circuits_per_peer", 16)
-            .set("network.autonat.only_global_ips", !punch_autonat());
+            .set("relay.max_circuits_per_peer", 16);
         for (k, v) in relay_settings {
             relay_cfg = relay_cfg.set(k, v.clone());
         }
