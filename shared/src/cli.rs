@@ -318,15 +318,9 @@ fn run_node(config: Config, warnings: Vec<crate::config::Warning>, key: Keypair)
     for w in &warnings {
         warn!("{w}");
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime(bin, true) {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("{bin}: cannot start the async runtime: {e}");
-            return ExitCode::from(EXIT_FAILURE);
-        }
+        Err(code) => return code,
     };
     let result = runtime.block_on(run(Arc::new(config), key));
     // Background threads (DNS, interface watching) must not delay the exit.
@@ -346,21 +340,29 @@ fn run_node(config: Config, warnings: Vec<crate::config::Warning>, key: Keypair)
     }
 }
 
+/// A tokio runtime (multi-threaded for a node, single-threaded for a short client
+/// command), or the exit code after saying why there is none.
+pub(crate) fn runtime(bin: &str, multi_thread: bool) -> Result<tokio::runtime::Runtime, ExitCode> {
+    let mut builder = if multi_thread {
+        tokio::runtime::Builder::new_multi_thread()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+    };
+    builder.enable_all().build().map_err(|e| {
+        eprintln!("{bin}: cannot start the async runtime: {e}");
+        ExitCode::from(EXIT_FAILURE)
+    })
+}
+
 fn healthcheck(config: &Config) -> ExitCode {
     let bin = config.role.binary();
     let Some(addr) = config.admin_listen else {
         eprintln!("{bin}: the admin endpoint is off (admin.listen: off); nothing to ask");
         return ExitCode::from(EXIT_FAILURE);
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime(bin, false) {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("{bin}: cannot start the async runtime: {e}");
-            return ExitCode::from(EXIT_FAILURE);
-        }
+        Err(code) => return code,
     };
     match runtime.block_on(crate::admin::probe_ready(addr)) {
         Ok(200) => {

@@ -122,15 +122,9 @@ pub fn run(config: &Config, cmd: ClientCommand, json: bool) -> ExitCode {
         addr,
         token: config.admin_token.clone(),
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match crate::cli::runtime("jantar-peer", false) {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("jantar-peer: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     match runtime.block_on(execute(&client, cmd, json)) {
         Ok(()) => ExitCode::SUCCESS,

@@ -5,8 +5,10 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
-use jantar_tests::harness::{Node, Role, diagnose_all};
-use serde_json::Value;
+use jantar_tests::{
+    harness::{Node, Role, diagnose_all},
+    lab::strings,
+};
 
 const WAIT: Duration = Duration::from_secs(60);
 /// Fast discovery and AutoNAT for a test network on 127.0.0.1.
@@ -25,16 +27,6 @@ fn has_metric(text: &str, name: &str, labels: &str, min: f64) -> bool {
                 .and_then(|v| v.parse::<f64>().ok())
                 .is_some_and(|v| v >= min)
     })
-}
-
-fn strings(v: &Value) -> Vec<String> {
-    v.as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|s| s.as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -367,7 +367,6 @@ impl Node {
     /// grace period is over.
     async fn drain(mut self) -> bool {
         let grace = self.config.shutdown_grace_period;
-        let listeners: Vec<_> = self.swarm.listeners().cloned().collect();
         info!(
             connections = self.connections.len(),
             ?grace,
@@ -395,7 +394,6 @@ impl Node {
                 }
             }
         }
-        drop(listeners);
         true
     }
 
