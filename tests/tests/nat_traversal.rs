@@ -445,6 +445,13 @@ async fn strict_pairs_scenario(name: &str, transport: Transport) -> Result<()> {
 /// topology's corporate setting); `auto` is the test below.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn corporate_peer_uses_the_relay_over_wss() -> Result<()> {
+    if !full_run(
+        "nat_corporate_wss",
+        "circuit dials through the relay sometimes time out (the relay-connection stall, \
+         open issue in docs/nat-lab.md); seen in CI runs on 2026-11-26",
+    ) {
+        return Ok(());
+    }
     run_scenario("nat_corporate_wss", Duration::from_secs(150), async |lab| {
         let net = JantarNet::new(lab);
         net.checked(async {
@@ -514,6 +521,13 @@ fn full_run(name: &str, why: &str) -> bool {
 /// it is private, and then reserve. The test above uses `always`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn corporate_peer_with_auto_reservations_learns_private_and_reserves() -> Result<()> {
+    if !full_run(
+        "nat_corporate_auto",
+        "circuit dials through the relay sometimes time out (the relay-connection stall, \
+         open issue in docs/nat-lab.md); seen in CI runs on 2026-11-26",
+    ) {
+        return Ok(());
+    }
     const NAME: &str = "nat_corporate_auto";
     run_scenario(NAME, Duration::from_secs(120), async |lab| {
         let net = JantarNet::new(lab);
@@ -547,6 +561,13 @@ async fn corporate_peer_with_auto_reservations_learns_private_and_reserves() -> 
 /// back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bootstrap_failover_and_rejoin_with_backoff() -> Result<()> {
+    if !full_run(
+        "nat_failover",
+        "circuit dials through the relay sometimes time out (the relay-connection stall, \
+         open issue in docs/nat-lab.md); seen in CI runs on 2026-11-26",
+    ) {
+        return Ok(());
+    }
     run_scenario(
         "nat_bootstrap_failover",
         Duration::from_secs(240),
