@@ -58,10 +58,13 @@ impl Node {
             }
         }
         let me = self.peer_id;
+        // Reservations requested right away dial the relay themselves; a second dial
+        // racing them makes the first reservation attempt fail.
+        let reserving_now = self.wants_reservations();
         for r in net
             .relay_nodes
             .iter()
-            .filter(|r| !r.addr.is_empty() && r.peer_id != me)
+            .filter(|r| !reserving_now && !r.addr.is_empty() && r.peer_id != me)
         {
             let opts = DialOpts::peer_id(r.peer_id)
                 .condition(PeerCondition::DisconnectedAndNotDialing)
