@@ -13,11 +13,14 @@ use libp2p::{
     core::transport::ListenerId,
     kad,
     multiaddr::Protocol,
-    swarm::dial_opts::{DialOpts, PeerCondition},
+    swarm::{
+        DialError,
+        dial_opts::{DialOpts, PeerCondition},
+    },
 };
 use tracing::{debug, info, warn};
 
-use super::{Node, Reservation};
+use super::{Node, Reservation, events::error_chain};
 use crate::{config::Role, metrics as m};
 
 /// Rendezvous key under which every Jantar peer announces itself.
@@ -27,6 +30,8 @@ pub const RELAYS_KEY: &[u8] = b"/jantar/relays/v1";
 
 /// How long a relay that refused or dropped a reservation is left alone.
 const RELAY_BACKOFF: Duration = Duration::from_secs(30);
+/// How long a relay may take to answer the dial that precedes a reservation.
+const RELAY_DIAL_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl Node {
     /// First contact: dial the bootstrap nodes, learn the configured relays.
@@ -58,13 +63,10 @@ impl Node {
             }
         }
         let me = self.peer_id;
-        // Reservations requested right away dial the relay themselves; a second dial
-        // racing them makes the first reservation attempt fail.
-        let reserving_now = self.wants_reservations();
         for r in net
             .relay_nodes
             .iter()
-            .filter(|r| !reserving_now && !r.addr.is_empty() && r.peer_id != me)
+            .filter(|r| !r.addr.is_empty() && r.peer_id != me)
         {
             let opts = DialOpts::peer_id(r.peer_id)
                 .condition(PeerCondition::DisconnectedAndNotDialing)
@@ -300,7 +302,7 @@ impl Node {
     pub(super) fn reservation_of(&self, listener: ListenerId) -> Option<PeerId> {
         self.reservations
             .iter()
-            .find(|(_, r)| r.listener == listener)
+            .find(|(_, r)| r.listener == Some(listener))
             .map(|(p, _)| *p)
     }
 
@@ -331,7 +333,9 @@ impl Node {
                     "dropping relay reservations: no longer needed"
                 );
                 for (_, r) in self.reservations.drain() {
-                    self.swarm.remove_listener(r.listener);
+                    if let Some(listener) = r.listener {
+                        self.swarm.remove_listener(listener);
+                    }
                 }
                 self.update_reservation_gauge();
             }
@@ -339,6 +343,7 @@ impl Node {
         }
         let now = Instant::now();
         self.relay_backoff.retain(|_, until| *until > now);
+        self.request_reservations_on_connected_relays(now);
         let configured: Vec<PeerId> = self
             .config
             .network
@@ -363,27 +368,92 @@ impl Node {
             if self.reservations.len() >= self.config.network.max_relays {
                 break;
             }
-            let addr = self.relays[&relay][0]
-                .clone()
-                .with(Protocol::P2p(relay))
-                .with(Protocol::P2pCircuit);
-            match self.swarm.listen_on(addr.clone()) {
-                Ok(listener) => {
-                    info!(%relay, %addr, "requesting relay reservation");
-                    self.reservations.insert(
-                        relay,
-                        Reservation {
-                            listener,
-                            accepted: false,
-                            addr: None,
-                        },
-                    );
-                }
+            self.reservations.insert(
+                relay,
+                Reservation {
+                    listener: None,
+                    accepted: false,
+                    addr: None,
+                    since: now,
+                },
+            );
+            if self.swarm.is_connected(&relay) {
+                self.request_reservation(relay, now);
+                continue;
+            }
+            let opts = DialOpts::peer_id(relay)
+                .condition(PeerCondition::DisconnectedAndNotDialing)
+                .addresses(self.relays[&relay].clone())
+                .build();
+            match self.swarm.dial(opts) {
+                Ok(()) => debug!(%relay, "dialing relay for a reservation"),
+                // Already being dialed (for example as a configured relay at start).
+                Err(DialError::DialPeerConditionFalse(_)) => {}
                 Err(e) => {
-                    warn!(%relay, %addr, error = %e, "cannot request relay reservation");
+                    warn!(%relay, error = %error_chain(&e), "cannot dial relay for a reservation");
+                    self.reservations.remove(&relay);
                     self.relay_backoff.insert(relay, now + RELAY_BACKOFF);
                 }
             }
+        }
+    }
+
+    /// Requests the reservations whose relay is now connected, and gives up on relays
+    /// that could not be reached within [`RELAY_DIAL_TIMEOUT`].
+    fn request_reservations_on_connected_relays(&mut self, now: Instant) {
+        let waiting: Vec<(PeerId, Instant)> = self
+            .reservations
+            .iter()
+            .filter(|(_, r)| r.listener.is_none())
+            .map(|(p, r)| (*p, r.since))
+            .collect();
+        for (relay, since) in waiting {
+            if self.swarm.is_connected(&relay) {
+                self.request_reservation(relay, now);
+            } else if now.duration_since(since) >= RELAY_DIAL_TIMEOUT {
+                warn!(%relay, "relay not reachable; trying another one later");
+                self.reservation_lost(relay);
+            }
+        }
+    }
+
+    /// Asks a connected relay for a reservation: the relay client uses the existing
+    /// connection and does not dial.
+    fn request_reservation(&mut self, relay: PeerId, now: Instant) {
+        let Some(base) = self.relays.get(&relay).and_then(|a| a.first()) else {
+            self.reservations.remove(&relay);
+            return;
+        };
+        let addr = base
+            .clone()
+            .with(Protocol::P2p(relay))
+            .with(Protocol::P2pCircuit);
+        match self.swarm.listen_on(addr.clone()) {
+            Ok(listener) => {
+                info!(%relay, %addr, "requesting relay reservation");
+                if let Some(r) = self.reservations.get_mut(&relay) {
+                    r.listener = Some(listener);
+                    r.since = now;
+                }
+            }
+            Err(e) => {
+                warn!(%relay, %addr, error = %e, "cannot request relay reservation");
+                self.reservations.remove(&relay);
+                self.relay_backoff.insert(relay, now + RELAY_BACKOFF);
+            }
+        }
+    }
+
+    /// A dial failed: a reservation waiting for that relay's connection tries the
+    /// relay's next address after the backoff.
+    pub(super) fn relay_dial_failed(&mut self, relay: PeerId) {
+        let waiting = self
+            .reservations
+            .get(&relay)
+            .is_some_and(|r| r.listener.is_none());
+        if waiting && !self.swarm.is_connected(&relay) {
+            debug!(%relay, "relay dial failed; trying another relay later");
+            self.reservation_lost(relay);
         }
     }
 }

@@ -131,6 +131,13 @@ impl Node {
                 }
                 self.connections.insert(connection_id, info);
                 self.update_connection_gauges();
+                if self
+                    .reservations
+                    .get(&peer_id)
+                    .is_some_and(|r| r.listener.is_none())
+                {
+                    self.manage_reservations();
+                }
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
@@ -158,6 +165,9 @@ impl Node {
                     metrics::counter!(m::CONNECTIONS_DENIED, "reason" => "limit", "direction" => "outbound").increment(1);
                 }
                 debug!(peer = ?peer_id, error = %msg, "dial failed");
+                if let Some(peer) = peer_id {
+                    self.relay_dial_failed(peer);
+                }
             }
             SwarmEvent::IncomingConnectionError {
                 send_back_addr,

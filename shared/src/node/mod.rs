@@ -184,11 +184,22 @@ struct ConnInfo {
     since: Instant,
 }
 
+/// A relay reservation this peer holds or is working towards.
+///
+/// The relay is dialed first and the reservation requested on the established
+/// connection. Letting the relay client dial by itself makes libp2p race the
+/// configured address against the same address offered by other behaviours (with and
+/// without `/p2p`); over QUIC both attempts share one UDP 4-tuple, and when the
+/// losing attempt is closed the relay can end up keeping the other half-open
+/// connection, so the reservation is held on a connection that carries nothing.
 #[derive(Debug, Clone)]
 struct Reservation {
-    listener: ListenerId,
+    /// `None` while the relay is being dialed.
+    listener: Option<ListenerId>,
     accepted: bool,
     addr: Option<Multiaddr>,
+    /// When the dial or the request started.
+    since: Instant,
 }
 
 #[derive(Debug, Default)]
@@ -296,7 +307,6 @@ pub async fn start_with_swarm(
         }
         node.files = Some(state);
     }
-    node.join_network();
     metrics::gauge!(m::BUILD_INFO, "version" => env!("CARGO_PKG_VERSION"), "role" => config.role.as_str())
         .set(1.0);
     node.set_nat(NatStatus::Unknown);
@@ -343,20 +353,25 @@ impl Node {
         // Sent from the event loop itself, so a stuck loop stops the heartbeats.
         let mut watchdog = crate::systemd::watchdog_interval().map(tokio::time::interval);
         loop {
+            if self.pending_listeners.is_empty()
+                && let Some(tx) = listening.take()
+            {
+                let _ = tx.send(self.swarm.listeners().cloned().collect());
+                // Dial out only once every listener is bound, so that TCP dials reuse
+                // the listening port (what the other side observes, and what hole
+                // punching needs) instead of an ephemeral one.
+                self.join_network();
+            }
+            let joined = listening.is_none();
             tokio::select! {
                 _ = async { watchdog.as_mut().expect("guarded").tick().await }, if watchdog.is_some() => {
                     crate::systemd::watchdog();
                 }
                 event = self.swarm.select_next_some() => self.on_swarm_event(event),
                 Some(cmd) = commands.recv() => self.on_command(cmd),
-                _ = discovery.tick() => self.discover(),
-                _ = housekeeping.tick() => self.housekeeping(),
+                _ = discovery.tick(), if joined => self.discover(),
+                _ = housekeeping.tick(), if joined => self.housekeeping(),
                 _ = cancel.cancelled() => break,
-            }
-            if self.pending_listeners.is_empty()
-                && let Some(tx) = listening.take()
-            {
-                let _ = tx.send(self.swarm.listeners().cloned().collect());
             }
             self.update_ready();
         }
@@ -372,7 +387,11 @@ impl Node {
             ?grace,
             "shutting down"
         );
-        let ids: Vec<ListenerId> = self.reservations.values().map(|r| r.listener).collect();
+        let ids: Vec<ListenerId> = self
+            .reservations
+            .values()
+            .filter_map(|r| r.listener)
+            .collect();
         for id in ids {
             self.swarm.remove_listener(id);
         }

@@ -48,7 +48,7 @@ use std::{
     time::Duration,
 };
 
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Context, Result, anyhow, ensure};
 use patchbay::{Firewall, FirewallConfig, IpSupport, Ipv4Net, Nat, RouterPreset};
 
 pub use self::{
@@ -283,6 +283,9 @@ impl Lab {
             builder = builder.allow_real_root();
         }
         let pb = builder.build().await.context("create patchbay lab")?;
+        pin_exchange_bridge_address(&pb.ix())
+            .await
+            .context("pin the exchange bridge's MAC address")?;
         let link_caps = link::probe_capabilities(&pb.ix())
             .await
             .context("probe tc qdisc support")?;
@@ -477,6 +480,44 @@ impl Lab {
         }
         text
     }
+}
+
+/// Gives the exchange's bridge a fixed MAC address before any router joins it.
+///
+/// A Linux bridge without an assigned address takes the lowest MAC of its
+/// ports, so it changes whenever a router with a lower (random) veth MAC is
+/// added. Routers that had already resolved the exchange gateway keep sending
+/// to the old MAC, which the bridge drops, until their neighbour entry goes
+/// stale (15 to 45 s): every flow through them dies for that long. Seen as
+/// relay connections going silent right after a later host was added. An
+/// assigned address never changes.
+async fn pin_exchange_bridge_address(ix: &patchbay::Ix) -> Result<()> {
+    let links = tool::run_ok(
+        tool::Ns::Ix(ix),
+        "ip",
+        &["-o", "link", "show", "type", "bridge"],
+    )
+    .await?;
+    let bridges: Vec<&str> = links
+        .lines()
+        .filter_map(|l| l.split(": ").nth(1))
+        .map(|n| n.split('@').next().unwrap_or(n))
+        .collect();
+    ensure!(
+        !bridges.is_empty(),
+        "no bridge in the exchange namespace: {links}"
+    );
+    for (i, br) in bridges.iter().enumerate() {
+        // Locally administered, unicast.
+        let mac = format!("02:4a:61:62:00:{:02x}", i + 1);
+        tool::run_ok(
+            tool::Ns::Ix(ix),
+            "ip",
+            &["link", "set", "dev", br, "address", &mac],
+        )
+        .await?;
+    }
+    Ok(())
 }
 
 fn sanitize(label: &str) -> String {
