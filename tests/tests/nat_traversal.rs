@@ -7,13 +7,9 @@
 //! `/status` are printed, then every router's nft ruleset.
 //!
 //! Needs root (network namespaces); without it every test prints
-//! `SKIP <name>: <reason>` and passes. Scenarios that fail or are unreliable
-//! with the current binaries run only with `JANTAR_LAB_FULL=1` and
-//! otherwise print `SKIP <name>: <why>` (see "Open binary issues" in
-//! docs/nat-lab.md).
+//! `SKIP <name>: <reason>` and passes.
 
 use std::{
-    io::Write as _,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -43,13 +39,6 @@ fn prober() -> Prober {
 /// mode follows.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_peer_joins_the_dht_finds_the_others_and_learns_its_nat() -> Result<()> {
-    if !full_run(
-        "nat_join_and_classify",
-        "in 1 of 3 runs on 2026-11-26 a node's /status answered 503 (event loop not answering \
-         within 5 s) under the lab's load; open issue in docs/nat-lab.md",
-    ) {
-        return Ok(());
-    }
     run_scenario(
         "nat_join_and_classify",
         Duration::from_secs(240),
@@ -135,20 +124,8 @@ async fn every_peer_joins_the_dht_finds_the_others_and_learns_its_nat() -> Resul
 /// reach it through its circuit address: the public peer connects to it
 /// with `POST /connect`, and a libp2p client in the datacenter pings it
 /// through the circuit.
-///
-/// Only with `JANTAR_LAB_FULL=1`: AutoNAT sometimes flips a Moderate peer to
-/// `public`, and it then drops its reservation (open issue in
-/// docs/nat-lab.md).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn private_peers_hold_reservations_and_are_reachable_through_the_relay() -> Result<()> {
-    if !full_run(
-        "nat_reservations",
-        "AutoNAT sometimes classifies the Moderate peer public (a QUIC dial-back from a port it \
-         already talked to passes its NAT) and the peer drops its reservation (open issue in \
-         docs/nat-lab.md)",
-    ) {
-        return Ok(());
-    }
     run_scenario("nat_reservations", Duration::from_secs(180), async |lab| {
         let net = JantarNet::new(lab);
         net.checked(async {
@@ -214,35 +191,44 @@ async fn punch_eim_pairs(net: &JantarNet<'_>, transport: Transport) -> Result<Ve
 }
 
 /// Requirement 3 over QUIC: every pair of Open, Moderate and CGNAT peers, in
-/// both directions, ends up on a direct connection through DCUtR, and the
-/// relayed connection is closed on both sides.
-///
-/// Only with `JANTAR_LAB_FULL=1`, see [`RELAY_STALL`].
+/// both directions, ends up on a direct QUIC connection through DCUtR, and
+/// the relayed connection is closed on both sides.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quic_hole_punching_goes_direct_between_eim_nats() -> Result<()> {
-    if !full_run("nat_punch_quic", RELAY_STALL) {
-        return Ok(());
-    }
-    run_scenario("nat_punch_quic", Duration::from_secs(150), async |lab| {
+    punch_scenario("nat_punch_quic", Transport::Quic).await
+}
+
+/// Requirement 3 over TCP: the same pairs punch through with a simultaneous
+/// TCP open. The first SYN to reach the other NAT finds no mapping and is
+/// dropped by the router; the retransmission passes once the other side's
+/// SYN has opened the mapping (see "TCP hole punching" in docs/nat-lab.md).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_hole_punching_goes_direct_between_eim_nats() -> Result<()> {
+    punch_scenario("nat_punch_tcp", Transport::Tcp).await
+}
+
+async fn punch_scenario(name: &str, transport: Transport) -> Result<()> {
+    run_scenario(name, Duration::from_secs(150), async |lab| {
         let net = JantarNet::new(lab);
         net.checked(async {
-            let outcomes = punch_eim_pairs(&net, Transport::Quic).await?;
+            let outcomes = punch_eim_pairs(&net, transport).await?;
             // Both sides must have no relayed connection left and at least
             // one direct one. Either side may hold more than one direct
             // connection: both dial during the punch, and an AutoNAT
             // dial-back from an ephemeral port adds another (see
             // docs/nat-lab.md).
             let only_direct = |k: &[String]| !k.is_empty() && k.iter().all(|k| k == "direct");
+            let marker = match transport {
+                Transport::Quic => "/quic-v1",
+                Transport::Tcp => "/tcp/",
+            };
             let bad: Vec<String> = outcomes
                 .iter()
                 .filter(|o| {
                     !o.punched()
                         || !only_direct(&o.final_kinds)
                         || !only_direct(&o.listener_final_kinds)
-                        || !o
-                            .direct_addr
-                            .as_deref()
-                            .is_some_and(|a| a.contains("/quic-v1"))
+                        || !o.direct_addr.as_deref().is_some_and(|a| a.contains(marker))
                 })
                 .map(|o| {
                     format!(
@@ -255,47 +241,9 @@ async fn quic_hole_punching_goes_direct_between_eim_nats() -> Result<()> {
                 .collect();
             ensure!(
                 bad.is_empty(),
-                "pairs not left on direct QUIC connections only:\n{}",
+                "pairs not left on direct {transport} connections only:\n{}",
                 bad.join("\n")
             );
-            Ok(())
-        })
-        .await
-    })
-    .await
-}
-
-/// Requirement 3 over TCP, as it really behaves in the lab: patchbay's NATs
-/// keep endpoint-independent mappings for UDP only and answer an
-/// unsolicited inbound SYN on their public address themselves (with a RST),
-/// so a simultaneous TCP open cannot get through. Every pair must still
-/// connect through the relay, DCUtR must try and report the failure, and
-/// the pair must stay connected through the relay.
-///
-/// Only with `JANTAR_LAB_FULL=1`, see [`RELAY_STALL`].
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tcp_hole_punching_fails_in_the_lab_and_pairs_stay_relayed() -> Result<()> {
-    if !full_run("nat_punch_tcp", RELAY_STALL) {
-        return Ok(());
-    }
-    run_scenario("nat_punch_tcp", Duration::from_secs(150), async |lab| {
-        let net = JantarNet::new(lab);
-        net.checked(async {
-            let outcomes = punch_eim_pairs(&net, Transport::Tcp).await?;
-            let mut bad = Vec::new();
-            for o in &outcomes {
-                if o.connect.as_deref() != Ok("relayed") {
-                    bad.push(format!("circuit dial failed: {}", o.describe()));
-                } else if o.punched() {
-                    // Would contradict the analysis above: report it loudly.
-                    bad.push(format!("unexpected TCP punch success: {}", o.describe()));
-                } else if o.failure.is_none() {
-                    bad.push(format!("no DCUtR result: {}", o.describe()));
-                } else if o.final_kinds != ["relayed"] {
-                    bad.push(format!("not relayed at the end: {}", o.describe()));
-                }
-            }
-            ensure!(bad.is_empty(), "TCP pairs:\n{}", bad.join("\n"));
             Ok(())
         })
         .await
@@ -312,32 +260,20 @@ async fn tcp_hole_punching_fails_in_the_lab_and_pairs_stay_relayed() -> Result<(
 /// closes the pair's circuit; both peers see the relayed connection close
 /// and a new `POST /connect` opens a fresh circuit.
 ///
-/// Over TCP here, where DCUtR gives up at once (the routers refuse the
-/// SYNs). Only with `JANTAR_LAB_FULL=1`, see [`RELAY_STALL`].
+/// Over TCP here; over QUIC below.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn strict_pairs_stay_relayed_carry_data_and_respect_circuit_limits() -> Result<()> {
     const NAME: &str = "nat_strict_relayed_tcp";
-    if !full_run(NAME, RELAY_STALL) {
-        return Ok(());
-    }
     strict_pairs_scenario(NAME, Transport::Tcp).await
 }
 
 /// The scenario above over QUIC, where DCUtR times out on the Strict NAT's
-/// endpoint-dependent mappings. Only with `JANTAR_LAB_FULL=1`.
+/// endpoint-dependent mappings.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn strict_pairs_over_quic_stay_relayed_carry_data_and_respect_circuit_limits() -> Result<()> {
     const NAME: &str = "nat_strict_relayed_quic";
-    if !full_run(NAME, RELAY_STALL) {
-        return Ok(());
-    }
     strict_pairs_scenario(NAME, Transport::Quic).await
 }
-
-/// Why the QUIC scenarios on a [`PunchLab`] are outside the default run.
-const RELAY_STALL: &str = "in a PunchLab a peer's connection to the relay stalls right after its \
-     reservation in some labs (5 of 17 in the runs of 2026-11-26, TCP and QUIC) and the circuit \
-     dials through it time out (open issue in docs/nat-lab.md)";
 
 async fn strict_pairs_scenario(name: &str, transport: Transport) -> Result<()> {
     const MAX_BYTES: u64 = 256 * 1024;
@@ -445,13 +381,6 @@ async fn strict_pairs_scenario(name: &str, transport: Transport) -> Result<()> {
 /// topology's corporate setting); `auto` is the test below.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn corporate_peer_uses_the_relay_over_wss() -> Result<()> {
-    if !full_run(
-        "nat_corporate_wss",
-        "circuit dials through the relay sometimes time out (the relay-connection stall, \
-         open issue in docs/nat-lab.md); seen in CI runs on 2026-11-26",
-    ) {
-        return Ok(());
-    }
     run_scenario("nat_corporate_wss", Duration::from_secs(150), async |lab| {
         let net = JantarNet::new(lab);
         net.checked(async {
@@ -502,32 +431,11 @@ async fn corporate_peer_uses_the_relay_over_wss() -> Result<()> {
     .await
 }
 
-/// Whether scenarios outside the default run are wanted
-/// (`JANTAR_LAB_FULL=1`); prints `SKIP <name>: <why>` when not.
-fn full_run(name: &str, why: &str) -> bool {
-    if std::env::var_os("JANTAR_LAB_FULL").is_some_and(|v| v == "1") {
-        return true;
-    }
-    // Written to stderr directly so the test harness does not capture it.
-    let _ = writeln!(
-        std::io::stderr(),
-        "SKIP {name}: {why} (set JANTAR_LAB_FULL=1 to run it)"
-    );
-    false
-}
-
 /// Requirement 5 with the default `relay_reservations: auto`: the corporate
 /// peer must learn from AutoNAT (with its configured relay as server) that
 /// it is private, and then reserve. The test above uses `always`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn corporate_peer_with_auto_reservations_learns_private_and_reserves() -> Result<()> {
-    if !full_run(
-        "nat_corporate_auto",
-        "circuit dials through the relay sometimes time out (the relay-connection stall, \
-         open issue in docs/nat-lab.md); seen in CI runs on 2026-11-26",
-    ) {
-        return Ok(());
-    }
     const NAME: &str = "nat_corporate_auto";
     run_scenario(NAME, Duration::from_secs(120), async |lab| {
         let net = JantarNet::new(lab);
@@ -561,13 +469,6 @@ async fn corporate_peer_with_auto_reservations_learns_private_and_reserves() -> 
 /// back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bootstrap_failover_and_rejoin_with_backoff() -> Result<()> {
-    if !full_run(
-        "nat_failover",
-        "circuit dials through the relay sometimes time out (the relay-connection stall, \
-         open issue in docs/nat-lab.md); seen in CI runs on 2026-11-26",
-    ) {
-        return Ok(());
-    }
     run_scenario(
         "nat_bootstrap_failover",
         Duration::from_secs(240),
@@ -692,13 +593,6 @@ async fn bootstrap_failover_and_rejoin_with_backoff() -> Result<()> {
 /// punches through to another peer again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn partition_recovery_without_restart() -> Result<()> {
-    if !full_run(
-        "nat_partition",
-        "the reservation is not always renewed within 150 s after the uplink returns \
-         (1 of 4 runs on 2026-11-26; likely the relay-connection stall, see docs/nat-lab.md)",
-    ) {
-        return Ok(());
-    }
     run_scenario("nat_partition", Duration::from_secs(330), async |lab| {
         let net = JantarNet::new(lab);
         net.checked(async {

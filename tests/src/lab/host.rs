@@ -121,6 +121,28 @@ impl LabRouter {
         })
     }
 
+    /// Makes the router silently drop new TCP and UDP traffic from its WAN
+    /// side addressed to the router itself, as home routers and carrier NATs
+    /// do (ICMP still passes, so the router answers pings).
+    ///
+    /// Without it the kernel answers such a packet with a TCP RST or an ICMP
+    /// port-unreachable. That matters for TCP hole punching: the first
+    /// simultaneous-open SYN to reach the other NAT finds no mapping yet and
+    /// is delivered to the router itself; a refusing router kills the dial at
+    /// once, a dropping one lets the retransmitted SYN through after the other
+    /// side's own SYN has opened the mapping.
+    pub async fn drop_unsolicited_to_self(&self) -> Result<()> {
+        let wan = self.wan_iface();
+        let script = format!(
+            "add table inet jantar_lab; \
+             add chain inet jantar_lab input {{ type filter hook input priority filter; policy accept; }}; \
+             add rule inet jantar_lab input iifname \"{wan}\" ct state established,related accept; \
+             add rule inet jantar_lab input iifname \"{wan}\" meta l4proto {{ tcp, udp }} drop"
+        );
+        run_ok(Ns::Router(&self.router), "nft", &[&script]).await?;
+        Ok(())
+    }
+
     /// Output of `nft list ruleset` inside this router's namespace.
     pub async fn nft_ruleset(&self) -> Result<String> {
         run_ok(Ns::Router(&self.router), "nft", &["list", "ruleset"]).await

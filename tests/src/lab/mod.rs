@@ -410,6 +410,12 @@ impl Lab {
             .await
             .with_context(|| format!("build {kind} router {name}"))?;
         let gateway = LabRouter::new(gateway, RouterRole::Home(kind));
+        for router in carrier.iter().chain([&gateway]) {
+            router
+                .drop_unsolicited_to_self()
+                .await
+                .with_context(|| format!("input filter of router {}", router.name()))?;
+        }
         {
             let mut routers = self.routers.lock().unwrap();
             routers.extend(carrier.iter().cloned());

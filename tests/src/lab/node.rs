@@ -348,6 +348,8 @@ pub struct LabNode {
     run: Mutex<Option<Run>>,
     /// Log files of earlier runs, oldest first.
     old_logs: Mutex<Vec<PathBuf>>,
+    /// Client commands run so far (numbers their log files).
+    cli_runs: Mutex<u32>,
     starts: Mutex<u32>,
 }
 
@@ -388,6 +390,7 @@ impl LabNode {
             listen: Mutex::new(Vec::new()),
             run: Mutex::new(None),
             old_logs: Mutex::new(Vec::new()),
+            cli_runs: Mutex::new(0),
             starts: Mutex::new(0),
         };
         node.launch().await?;
@@ -602,6 +605,31 @@ impl LabNode {
             }
             tokio::time::sleep(POLL).await;
         }
+    }
+
+    /// Runs `jantar-<role> -c <config> args...` in this node's host (the
+    /// client commands talk to the running daemon through its admin
+    /// endpoint) and waits at most `limit` for it to exit. Returns the exit
+    /// code and everything it printed.
+    pub async fn cli(&self, args: &[&str], limit: Duration) -> Result<(i32, String)> {
+        let seq = {
+            let mut starts = self.cli_runs.lock().unwrap();
+            *starts += 1;
+            *starts
+        };
+        let log = self.dir.join(format!("cli-{seq}.log"));
+        let spec = ProcessSpec::new(self.role.path())
+            .args(["-c".into(), self.config_path().into_os_string()])
+            .args(args.iter().map(std::ffi::OsString::from))
+            .env_remove("RUST_LOG")
+            .env_remove("JANTAR_CONFIG")
+            .log_file(&log);
+        let mut process = self.host.spawn(spec)?;
+        let status = process
+            .wait(limit)
+            .await
+            .with_context(|| format!("{}: `{}`", self.name, args.join(" ")))?;
+        Ok((status.code().unwrap_or(-1), process.read_log()))
     }
 
     /// `GET path` on the admin endpoint: status code and body.
