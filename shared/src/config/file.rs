@@ -186,7 +186,7 @@ pub struct RelayFile {
     pub max_circuits_per_peer: Option<usize>,
     /// Lifetime of one circuit. Default: 2m.
     pub max_circuit_duration: Option<HumanDuration>,
-    /// Bytes relayed by one circuit, both directions together. Default: 128KiB.
+    /// Bytes relayed by one circuit, both directions together. Default: 16MiB.
     pub max_circuit_bytes: Option<ByteSize>,
     /// Reservation requests per peer. Default: 30 per 2m.
     pub reservation_rate_per_peer: Option<RateFile>,

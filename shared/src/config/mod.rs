@@ -666,7 +666,9 @@ impl Config {
             max_circuit_duration: r
                 .max_circuit_duration
                 .map_or(Duration::from_secs(120), |d| d.0),
-            max_circuit_bytes: r.max_circuit_bytes.map_or(128 * 1024, |s| s.0),
+            max_circuit_bytes: r
+                .max_circuit_bytes
+                .map_or(DEFAULT_MAX_CIRCUIT_BYTES, |s| s.0),
             reservation_rate_per_peer: rate(
                 "reservation_rate_per_peer",
                 r.reservation_rate_per_peer,
@@ -684,6 +686,17 @@ impl Config {
         };
         if role == Role::Relay {
             check_relay_limits(&relay).map_err(|(key, msg)| bad(key, msg))?;
+            if role == Role::Relay && relay.max_circuit_bytes < MIN_FILE_CIRCUIT_BYTES {
+                warn(
+                    "relay.max_circuit_bytes",
+                    format!(
+                        "{} bytes is less than two file chunks ({MIN_FILE_CIRCUIT_BYTES} bytes): \
+                         files cannot cross this relay, only hole-punch coordination and small \
+                         messages",
+                        relay.max_circuit_bytes
+                    ),
+                );
+            }
         }
 
         let config = Config {
@@ -724,6 +737,14 @@ impl Config {
 }
 
 /// Cross-field checks of the relay limits; returns the key at fault and why.
+/// Default `relay.max_circuit_bytes`: room for 16 file chunks per circuit.
+/// Together with `relay.circuit_rate_per_peer` (30 circuits per 2 min) this
+/// caps what one peer can relay at about 4 MiB/s.
+pub const DEFAULT_MAX_CIRCUIT_BYTES: u64 = 16 * 1024 * 1024;
+/// Below this a circuit cannot carry file chunks reliably (a chunk is 1 MiB,
+/// and the relay counts both directions).
+pub const MIN_FILE_CIRCUIT_BYTES: u64 = 2 * crate::files::id::CHUNK_SIZE as u64;
+
 fn check_relay_limits(r: &RelayLimits) -> Result<(), (&'static str, String)> {
     if r.max_reservations_per_peer > r.max_reservations {
         return Err((

@@ -131,7 +131,37 @@ fn embedded_defaults_load() {
     let relay = Config::load(Role::Relay, None, &Overrides::default(), &env()).unwrap();
     assert_eq!(relay.config.port, 4001);
     assert!(!relay.config.network.enable_mdns);
-    assert_eq!(relay.config.relay.max_circuit_bytes, 128 * 1024);
+    assert_eq!(relay.config.relay.max_circuit_bytes, 16 * 1024 * 1024);
+}
+
+#[test]
+fn a_relay_too_small_for_files_is_a_warning() {
+    let small = Config::parse(
+        Role::Relay,
+        "relay:\n  max_circuit_bytes: 128KiB\n",
+        None,
+        &Overrides::default(),
+        &env(),
+    )
+    .unwrap();
+    assert!(
+        small
+            .warnings
+            .iter()
+            .any(|w| w.to_string().contains("relay.max_circuit_bytes")
+                && w.to_string().contains("files cannot cross this relay")),
+        "{:?}",
+        small.warnings
+    );
+    let enough = Config::parse(
+        Role::Relay,
+        "relay:\n  max_circuit_bytes: 2MiB\n",
+        None,
+        &Overrides::default(),
+        &env(),
+    )
+    .unwrap();
+    assert!(enough.warnings.is_empty(), "{:?}", enough.warnings);
 }
 
 #[test]

@@ -126,8 +126,21 @@ impl Fetch {
         self.in_flight.contains_key(req)
     }
 
-    /// The requests to send now, spread over the providers.
+    /// The requests to send now, spread over the providers, at most
+    /// [`MAX_PER_PROVIDER`] in flight to each.
     pub fn next_requests(&mut self) -> Vec<(PeerId, Request)> {
+        self.next_requests_with(|_| MAX_PER_PROVIDER)
+    }
+
+    /// Like [`next_requests`](Self::next_requests), with at most
+    /// `per_provider(peer)` requests in flight to each provider. Over a relayed
+    /// connection a fetch asks for one chunk at a time: the relay caps the bytes
+    /// of a circuit, and chunks sent in parallel would share that budget so that
+    /// none might arrive whole before the circuit is cut.
+    pub fn next_requests_with(
+        &mut self,
+        per_provider: impl Fn(&PeerId) -> usize,
+    ) -> Vec<(PeerId, Request)> {
         let mut out = vec![];
         if self.providers.is_empty() || self.error.is_some() {
             return out;
@@ -152,7 +165,7 @@ impl Fetch {
             let p = self.providers[self.next_provider % self.providers.len()];
             self.next_provider += 1;
             let n = per_peer.entry(p).or_default();
-            if *n >= MAX_PER_PROVIDER {
+            if *n >= per_provider(&p).min(MAX_PER_PROVIDER) {
                 tried += 1;
                 continue;
             }
@@ -437,6 +450,49 @@ mod tests {
         let path = f.finish().unwrap();
         assert_eq!(std::fs::read(path).unwrap(), data);
         assert!(!d.path().join("partial").join(format!("{id}.part")).exists());
+    }
+
+    #[test]
+    fn relayed_providers_get_one_chunk_at_a_time() {
+        let d = tempfile::tempdir().unwrap();
+        let src = d.path().join("src");
+        let data: Vec<u8> = (0..(6 * 1024 * 1024))
+            .map(|i: u32| (i % 251) as u8)
+            .collect();
+        std::fs::write(&src, &data).unwrap();
+        let m = hash_file(&src).unwrap();
+        let mut f = Fetch::new(
+            m.root(),
+            "file".into(),
+            d.path().join("out/file"),
+            Origin::Fetched,
+            &d.path().join("partial"),
+        );
+        let (direct, relayed) = (PeerId::random(), PeerId::random());
+        f.add_provider(direct);
+        f.add_provider(relayed);
+        let ids = request_ids(1);
+        f.sent(ids[0], direct, None);
+        f.on_manifest(&ids[0], m).unwrap();
+        let cap = |p: &PeerId| if *p == relayed { 1 } else { MAX_PER_PROVIDER };
+        let reqs = f.next_requests_with(cap);
+        assert_eq!(reqs.len(), 6, "every chunk is asked for");
+        let to_relayed = reqs.iter().filter(|(p, _)| *p == relayed).count();
+        assert_eq!(
+            to_relayed, 1,
+            "one chunk in flight over the relay: {reqs:?}"
+        );
+        let sent = request_ids(reqs.len());
+        for (k, (p, req)) in reqs.iter().enumerate() {
+            let Request::Chunk { index, .. } = req else {
+                panic!("{req:?}")
+            };
+            f.sent(sent[k], *p, Some(*index));
+        }
+        assert!(
+            f.next_requests_with(cap).is_empty(),
+            "nothing more while the relayed one is in flight"
+        );
     }
 
     #[test]

@@ -456,10 +456,22 @@ impl Node {
         let Some(fetch) = files.fetches.get_mut(&id) else {
             return;
         };
+        let connections = &self.connections;
+        let per_provider = |p: &PeerId| {
+            let direct = connections
+                .values()
+                .any(|c| c.peer == *p && c.kind == crate::status::ConnectionKind::Direct);
+            if direct {
+                crate::files::fetch::MAX_PER_PROVIDER
+            } else {
+                1
+            }
+        };
+        let requests = fetch.next_requests_with(per_provider);
         let Some(rr) = self.swarm.behaviour_mut().files.as_mut() else {
             return;
         };
-        for (peer, req) in fetch.next_requests() {
+        for (peer, req) in requests {
             let chunk = match &req {
                 Request::Chunk { index, .. } => Some(*index),
                 Request::Manifest(_) => None,
