@@ -200,8 +200,8 @@ async fn quic_hole_punching_goes_direct_between_eim_nats() -> Result<()> {
 
 /// Requirement 3 over TCP: the same pairs punch through with a simultaneous
 /// TCP open. The first SYN to reach the other NAT finds no mapping and is
-/// dropped by the router; the retransmission passes once the other side's
-/// SYN has opened the mapping (see "TCP hole punching" in docs/nat-lab.md).
+/// dropped by that router, but it has opened its own router's mapping for
+/// the other side's SYN (see "NAT kinds" in docs/nat-lab.md).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tcp_hole_punching_goes_direct_between_eim_nats() -> Result<()> {
     punch_scenario("nat_punch_tcp", Transport::Tcp).await
@@ -598,18 +598,12 @@ async fn partition_recovery_without_restart() -> Result<()> {
         net.checked(async {
             let mut spec = TopologySpec::standard();
             spec.nat_peers = vec![NatKind::Moderate, NatKind::Cgnat];
-            // Listening on 0.0.0.0 gives every peer a 127.0.0.1 listen
-            // address that still reaches the others (open issue in
-            // docs/nat-lab.md): after the restore the home peer's redial of
-            // the other peer would hit itself on loopback, and every such
-            // attempt opens and drops circuits until the relay's per-peer
-            // circuit rate limit refuses the test's own dial.
+            // Listening on the host address keeps 127.0.0.1 out of the
+            // addresses the peers announce (see "Open issues" in
+            // docs/nat-lab.md).
             spec.listen_on_host_ip = true;
-            // DCUtR sends the observed addresses a peer has so far. Over TCP
-            // bootstrap connections the home peer may have only a TCP one
-            // when it punches, and TCP cannot punch in the lab (see
-            // docs/nat-lab.md); a QUIC bootstrap connection gives each peer
-            // its QUIC mapping before the first punch.
+            // A QUIC bootstrap connection gives each peer its UDP mapping
+            // before the first punch.
             spec.bootstrap_transport = Transport::Quic;
             let topo = Topology::build(&net, &spec).await?;
             let home = topo

@@ -225,9 +225,20 @@ impl Node {
         }
         match result {
             kad::QueryResult::Bootstrap(Ok(r)) => {
+                // Kademlia reports a bootstrap as done even when every peer it asked
+                // was unreachable (the configured bootstrap nodes sit in the routing
+                // table from the start): joined means a DHT server answered.
                 if !self.bootstrapped && r.num_remaining == 0 {
-                    self.bootstrapped = true;
-                    info!(routing_table = self.routing_table_size(), "joined the DHT");
+                    if self.joined() {
+                        self.bootstrapped = true;
+                        info!(
+                            routing_table = self.routing_table_size(),
+                            dht_servers = self.dht_servers.len(),
+                            "joined the DHT"
+                        );
+                    } else {
+                        debug!("DHT bootstrap ended without reaching a DHT server");
+                    }
                 }
                 self.update_routing_gauges();
             }

@@ -150,6 +150,11 @@ impl Node {
                         .increment(1);
                 }
                 debug!(%peer_id, cause = ?cause.as_ref().map(|e| e.to_string()), "connection closed");
+                if !self.swarm.is_connected(&peer_id) {
+                    // Only connected DHT servers count as being in touch with the
+                    // network: without any, the bootstrap nodes are dialed again.
+                    self.dht_servers.remove(&peer_id);
+                }
                 self.update_connection_gauges();
             }
             SwarmEvent::OutgoingConnectionError {

@@ -129,8 +129,8 @@ impl LabRouter {
     /// port-unreachable. That matters for TCP hole punching: the first
     /// simultaneous-open SYN to reach the other NAT finds no mapping yet and
     /// is delivered to the router itself; a refusing router kills the dial at
-    /// once, a dropping one lets the retransmitted SYN through after the other
-    /// side's own SYN has opened the mapping.
+    /// once, a dropping one loses only that SYN, which has opened its own
+    /// router's mapping for the other side's SYN.
     pub async fn drop_unsolicited_to_self(&self) -> Result<()> {
         let wan = self.wan_iface();
         let script = format!(

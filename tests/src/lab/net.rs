@@ -178,11 +178,8 @@ impl TopologySpec {
             ],
             relay_settings: Vec::new(),
             peer_settings: Vec::new(),
-            // The binaries neither dial `relay_nodes` at start nor use them
-            // as AutoNAT servers, so with `auto` a peer whose only way out
-            // is its relay stays `unknown` and never reserves (see "Open
-            // binary issues" in docs/nat-lab.md). `always` is the documented
-            // setting for a peer known to be unreachable.
+            // `always` is the documented setting for a peer known to be
+            // unreachable; the default `auto` has its own test.
             corporate_settings: vec![(
                 "network.relay_reservations".to_string(),
                 Value::from("always"),
