@@ -148,3 +148,76 @@ async fn files_cross_nats_directly_and_through_the_relay() -> Result<()> {
     })
     .await
 }
+
+/// A relay configured below two chunks per circuit warns at start, and a
+/// fetch whose only path to the provider is that relay fails with an error
+/// that says so, instead of reopening circuits forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_too_small_for_files_gives_a_clear_error() -> Result<()> {
+    run_scenario(
+        "nat_files_small_relay",
+        Duration::from_secs(300),
+        async |lab| {
+            let net = JantarNet::new(lab);
+            net.checked(async {
+                let mut spec = TopologySpec::standard()
+                    .relay_setting("relay.max_circuit_bytes", "512KiB")
+                    .peer_setting("min_file_size", "1TiB");
+                spec.bootstraps = 1;
+                spec.public_peer = false;
+                spec.nat_peers = vec![NatKind::Moderate, NatKind::Strict];
+                spec.bootstrap_transport = Transport::Quic;
+                let topo = Topology::build(&net, &spec).await?;
+                ensure!(
+                    topo.relay.log_lines().iter().any(|v| {
+                        v["level"] == "WARN"
+                            && v.to_string().contains("files cannot cross this relay")
+                    }),
+                    "the relay did not warn that its circuits are too small for files"
+                );
+                let (sharer, fetcher) = (&topo.nat_peers[0].1, &topo.nat_peers[1].1);
+                for p in [sharer, fetcher] {
+                    wait_ready(p).await?;
+                    wait_reservation(p, Duration::from_secs(60)).await?;
+                }
+                let src = sharer.data_dir().join("shared.bin");
+                write_file(&src, 3 * 1024 * 1024)?;
+                let (code, text) = sharer
+                    .cli(
+                        &["share", src.to_str().context("path")?],
+                        Duration::from_secs(60),
+                    )
+                    .await?;
+                ensure!(code == 0, "share exited {code}: {text}");
+                let id = text
+                    .lines()
+                    .nth(1)
+                    .map(str::trim)
+                    .context("no ID")?
+                    .to_string();
+
+                let out = fetcher.data_dir().join("fetched.bin");
+                let started = std::time::Instant::now();
+                let (code, text) = fetcher
+                    .cli(
+                        &["get", &id, "-o", out.to_str().context("path")?],
+                        GET_LIMIT,
+                    )
+                    .await?;
+                eprintln!("get exited {code} after {:?}:\n{text}", started.elapsed());
+                ensure!(
+                    code != 0,
+                    "the fetch through a 512 KiB relay succeeded:\n{text}"
+                );
+                ensure!(
+                    text.contains("relay") && text.contains("too small"),
+                    "the error does not name the relay's limit:\n{text}"
+                );
+                ensure!(!out.exists(), "a failed fetch left {}", out.display());
+                Ok(())
+            })
+            .await
+        },
+    )
+    .await
+}

@@ -126,6 +126,21 @@ impl Fetch {
         self.in_flight.contains_key(req)
     }
 
+    /// Whether a request to `peer` is in flight.
+    pub fn waiting_on(&self, peer: &PeerId) -> bool {
+        self.in_flight.values().any(|(p, _)| p == peer)
+    }
+
+    /// Stops asking `peer`, which cannot deliver (it did not lie: it is not
+    /// penalized). When no other provider is known the fetch fails with `why`;
+    /// the verified chunks stay in the partial file for a later attempt.
+    pub fn give_up_on(&mut self, peer: PeerId, why: String) {
+        self.mark_bad(peer);
+        if self.providers.is_empty() && self.error.is_none() {
+            self.error = Some(why);
+        }
+    }
+
     /// The requests to send now, spread over the providers, at most
     /// [`MAX_PER_PROVIDER`] in flight to each.
     pub fn next_requests(&mut self) -> Vec<(PeerId, Request)> {
@@ -450,6 +465,26 @@ mod tests {
         let path = f.finish().unwrap();
         assert_eq!(std::fs::read(path).unwrap(), data);
         assert!(!d.path().join("partial").join(format!("{id}.part")).exists());
+    }
+
+    #[test]
+    fn giving_up_on_the_only_provider_fails_the_fetch_with_the_reason() {
+        let d = tempfile::tempdir().unwrap();
+        let mut f = Fetch::new(
+            FileId([7; 32]),
+            "file".into(),
+            d.path().join("out/file"),
+            Origin::Fetched,
+            &d.path().join("partial"),
+        );
+        let (a, b) = (PeerId::random(), PeerId::random());
+        f.add_provider(a);
+        f.add_provider(b);
+        f.give_up_on(a, "a's relay is too small".into());
+        assert!(f.error.is_none(), "b can still deliver");
+        assert!(!f.add_provider(a), "a is not asked again by this fetch");
+        f.give_up_on(b, "b's relay is too small".into());
+        assert_eq!(f.error.as_deref(), Some("b's relay is too small"));
     }
 
     #[test]

@@ -145,15 +145,21 @@ impl Node {
                 cause,
                 ..
             } => {
-                if let Some(c) = self.connections.remove(&connection_id) {
+                let relayed = if let Some(c) = self.connections.remove(&connection_id) {
                     metrics::counter!(m::CONNECTIONS_CLOSED, "kind" => c.kind.as_str())
                         .increment(1);
-                }
+                    c.kind == ConnectionKind::Relayed
+                } else {
+                    false
+                };
                 debug!(%peer_id, cause = ?cause.as_ref().map(|e| e.to_string()), "connection closed");
                 if !self.swarm.is_connected(&peer_id) {
                     // Only connected DHT servers count as being in touch with the
                     // network: without any, the bootstrap nodes are dialed again.
                     self.dht_servers.remove(&peer_id);
+                }
+                if relayed {
+                    self.relayed_connection_lost(peer_id);
                 }
                 self.update_connection_gauges();
             }

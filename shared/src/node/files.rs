@@ -41,6 +41,11 @@ const PENALTY: Duration = Duration::from_secs(600);
 const PROVIDER_RETRY: Duration = Duration::from_secs(5);
 /// Lookups that find nobody before a fetch that never started gives up.
 const MAX_EMPTY_LOOKUPS: u32 = 6;
+/// Relayed connections to a provider that may close with file requests in flight,
+/// in a row and without a whole chunk arriving in between, before the fetch stops
+/// asking that provider: its relay's circuits are too small (or too short) to
+/// carry one chunk.
+const MAX_RELAY_CUTS: u32 = 3;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct FileInfo {
@@ -123,6 +128,9 @@ pub(super) struct FileState {
     upload_rate: u64,
     upload_tokens: u64,
     deferred: VecDeque<(request_response::ResponseChannel<Response>, Response)>,
+    /// Relayed connections to a provider that closed with file requests in flight
+    /// since the last whole chunk from it (see [`MAX_RELAY_CUTS`]).
+    relay_cuts: HashMap<PeerId, u32>,
 }
 
 impl FileState {
@@ -147,6 +155,7 @@ impl FileState {
             upload_rate,
             upload_tokens: upload_rate,
             deferred: VecDeque::new(),
+            relay_cuts: HashMap::new(),
         }
     }
 
@@ -634,6 +643,7 @@ impl Node {
         let Some(fetch) = files.fetches.get_mut(&id) else {
             return;
         };
+        let is_chunk = matches!(response, Response::Chunk(_));
         let result = match response {
             Response::Manifest(manifest) => {
                 let size = manifest.size;
@@ -662,6 +672,12 @@ impl Node {
                 Ok(false)
             }
         };
+        if is_chunk
+            && result.is_ok()
+            && let Some(files) = self.files.as_mut()
+        {
+            files.relay_cuts.remove(&peer);
+        }
         match result {
             Ok(true) => self.complete(id),
             Ok(false) => {}
@@ -676,6 +692,52 @@ impl Node {
         }
         self.finish_failed(id);
         self.pump(id);
+    }
+
+    /// A relayed connection to `peer` closed. When that cuts file requests in flight
+    /// [`MAX_RELAY_CUTS`] times in a row without a whole chunk from `peer` in between,
+    /// its relay cannot carry a chunk: fetches stop asking `peer`, and fail with the
+    /// reason when it was their only provider.
+    pub(super) fn relayed_connection_lost(&mut self, peer: PeerId) {
+        if self.swarm.is_connected(&peer) {
+            return;
+        }
+        let Some(files) = self.files.as_mut() else {
+            return;
+        };
+        let waiting: Vec<FileId> = files
+            .fetches
+            .values()
+            .filter(|f| f.waiting_on(&peer))
+            .map(|f| f.id)
+            .collect();
+        if waiting.is_empty() {
+            return;
+        }
+        let cuts = files.relay_cuts.entry(peer).or_default();
+        *cuts += 1;
+        if *cuts < MAX_RELAY_CUTS {
+            debug!(%peer, cuts = *cuts, "relayed connection to a provider closed mid-transfer; will reconnect");
+            return;
+        }
+        files.relay_cuts.remove(&peer);
+        let why = format!(
+            "provider {peer} is reachable only through a relay, which closed the connection \
+             {MAX_RELAY_CUTS} times in a row before a whole chunk ({} bytes) arrived: the \
+             relay's circuits are too small or too short for files (its relay.max_circuit_bytes \
+             must be at least 2 MiB); the verified chunks are kept, `get` again to resume",
+            crate::files::id::CHUNK_SIZE
+        );
+        warn!(%peer, cuts = MAX_RELAY_CUTS, "no longer fetching from this provider: its relay cuts every chunk");
+        for id in waiting {
+            if let Some(f) = files.fetches.get_mut(&id) {
+                f.give_up_on(peer, why.clone());
+            }
+        }
+        let ids: Vec<FileId> = files.fetches.keys().copied().collect();
+        for id in ids {
+            self.finish_failed(id);
+        }
     }
 
     fn finish_failed(&mut self, id: FileId) {
