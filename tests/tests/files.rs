@@ -1,8 +1,12 @@
 //! File and message propagation between real `jantar-peer` processes on loopback.
 
-use std::{path::Path, time::Duration};
+use std::{
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
 
-use anyhow::{Context, Result, ensure};
+use anyhow::{Context, Result, bail, ensure};
 use jantar_tests::harness::{Node, Role, diagnose_all, run_to_end};
 use serde_json::Value;
 
@@ -273,5 +277,292 @@ async fn quota_and_bad_ids_give_clear_errors() -> Result<()> {
     if let Err(e) = &r {
         eprintln!("{e:#}\n{}", net.diagnose().await);
     }
+    r
+}
+
+/// The `evil-provider` helper: a provider that serves a true manifest and corrupt
+/// chunks, printing what it does as JSON lines into its log.
+struct EvilProvider {
+    peer_id: String,
+    log: PathBuf,
+    child: Child,
+}
+
+impl EvilProvider {
+    /// Starts it for `file`, joining the DHT through `bootstrap` and connecting to
+    /// `peers`, and waits for its start-up line.
+    async fn start(dir: &Path, file: &Path, bootstrap: &str, peers: &[&str]) -> Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        let log = dir.join("evil-provider.log");
+        let out = std::fs::File::create(&log)?;
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_evil-provider"));
+        cmd.arg("--file").arg(file).args(["--bootstrap", bootstrap]);
+        for p in peers {
+            cmd.args(["--dial", p]);
+        }
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .spawn()
+            .context("spawn evil-provider")?;
+        let mut evil = EvilProvider {
+            peer_id: String::new(),
+            log,
+            child,
+        };
+        let started = evil
+            .wait_for(Duration::from_secs(30), "its start-up line", |e| {
+                e["event"] == "started"
+            })
+            .await?;
+        evil.peer_id = started["peer_id"].as_str().unwrap_or_default().to_string();
+        Ok(evil)
+    }
+
+    fn events(&self) -> Vec<Value> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    fn count(&self, event: &str) -> usize {
+        self.events().iter().filter(|e| e["event"] == event).count()
+    }
+
+    fn log_tail(&self, n: usize) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
+    }
+
+    /// Waits for an event matching `pred`, failing early if the process exits.
+    async fn wait_for(
+        &mut self,
+        timeout: Duration,
+        what: &str,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Result<Value> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(e) = self.events().into_iter().find(|e| pred(e)) {
+                return Ok(e);
+            }
+            if let Some(status) = self.child.try_wait()? {
+                bail!(
+                    "evil-provider exited ({status}) before {what}\n{}",
+                    self.log_tail(30)
+                );
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "evil-provider: no {what} within {timeout:?}\n{}",
+                    self.log_tail(30)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Drop for EvilProvider {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Sum of a counter in a Prometheus exposition, over all its label sets.
+fn counter(exposition: &str, name: &str) -> f64 {
+    exposition
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with([' ', '{']))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Names of the entries in `dir` (none when it does not exist).
+fn entries(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+/// A provider that answers with a true manifest but corrupt chunks is caught by the
+/// chunk hashes, dropped as a source and penalized, and the same fetch then completes
+/// from an honest provider with the original bytes.
+///
+/// The malicious provider is the `evil-provider` helper (real libp2p, Jantar's own
+/// protocols and codec); everything else is a real `jantar-peer`. The order makes
+/// the malicious one the fetcher's only source at first, so the test cannot pass
+/// without it being asked for chunks: it announces the file to the fetcher (which
+/// does not replicate on its own), the fetcher runs `jantar-peer get`, rejects the
+/// corrupt chunks and keeps waiting; only then does an honest peer share the file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupt_chunks_from_a_malicious_provider_are_rejected_and_the_file_completes() -> Result<()>
+{
+    // p0 fetches; it and the honest peer only store what they are asked to.
+    let mut net = Net::start(&["min_file_size: 1TiB\n"]).await?;
+    let src = net.root.join("doc.bin");
+    random_file(&src, 5 * 1024 * 1024 + 123)?;
+    let want = std::fs::read(&src)?;
+    let id = jantar_net::files::id::hash_file(&src)?.root().to_string();
+    let evil = EvilProvider::start(
+        &net.root.join("evil"),
+        &src,
+        &net.boot.addr(),
+        &[&net.peers[0].addr()],
+    )
+    .await?;
+    let mut get: Option<tokio::process::Child> = None;
+    let r = async {
+        let fetcher = &mut net.peers[0];
+        let evil_id = evil.peer_id.clone();
+        fetcher
+            .wait_for_log(WAIT, |v| {
+                v["message"] == "file announced" && v["publisher"] == evil_id.as_str()
+            })
+            .await
+            .context("the fetcher never got the malicious provider's announcement")?;
+
+        let cfg = fetcher.dir.join("node.cfg");
+        get = Some(
+            tokio::process::Command::new(Role::Peer.path())
+                .args([
+                    "-c",
+                    cfg.to_str().unwrap(),
+                    "--admin-listen",
+                    &fetcher.admin,
+                ])
+                .args(["get", &id, "--json"])
+                .env_remove("JANTAR_CONFIG")
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .kill_on_drop(true)
+                .spawn()
+                .context("run jantar-peer get")?,
+        );
+
+        // The only source sends corrupt chunks: rejected, nothing kept.
+        let progress = format!("/files/{id}");
+        fetcher
+            .wait_until(
+                WAIT,
+                "the malicious provider to be dropped",
+                async |n: &Node| {
+                    // 404 until `get` has started the fetch.
+                    let (code, body) = n.get(&progress).await?;
+                    let v: Value = serde_json::from_str(&body).unwrap_or_default();
+                    Ok(code == 200
+                        && v["bad_providers"]
+                            .as_array()
+                            .is_some_and(|b| b.iter().any(|p| *p == evil_id.as_str())))
+                },
+            )
+            .await?;
+        let v = fetcher.get_json(&progress).await?;
+        ensure!(
+            v["state"] == "fetching" && v["chunks_done"] == 0 && v["providers"] == 0,
+            "no corrupt chunk kept, still fetching, no source left: {v}"
+        );
+        ensure!(
+            evil.count("corrupt_chunk_served") >= 1,
+            "the malicious provider served no chunk:\n{}",
+            evil.log_tail(20)
+        );
+        fetcher
+            .wait_for_log(WAIT, |l| {
+                l["message"] == "provider sent bad data; dropped as a source and penalized"
+                    && l["peer"] == evil_id.as_str()
+                    && l["id"] == id.as_str()
+            })
+            .await
+            .context("no bad-data warning naming the malicious provider")?;
+        let bad = counter(&fetcher.metrics().await?, "jantar_file_bad_data_total");
+        ensure!(bad >= 1.0, "jantar_file_bad_data_total is {bad}");
+        let downloads = net.root.join("p0/downloads");
+        ensure!(
+            entries(&downloads).is_empty(),
+            "nothing in download_dir before the file is complete: {:?}",
+            entries(&downloads)
+        );
+
+        // An honest peer shares the same bytes; the running fetch completes from it.
+        let honest = net.peer("p1", "min_file_size: 1TiB\n").await?;
+        let (code, conn) = honest
+            .post_json("/connect", &[("addr", &net.peers[0].addr())])
+            .await?;
+        ensure!(code == 200, "honest peer cannot reach the fetcher: {conn}");
+        let copy = net.root.join("p1/doc.bin");
+        std::fs::copy(&src, &copy)?;
+        ensure!(share(&honest, &copy)? == id, "same bytes, same ID");
+        net.peers.push(honest);
+
+        let child = get.take().context("get is running")?;
+        let out = tokio::time::timeout(WAIT, child.wait_with_output())
+            .await
+            .context("`jantar-peer get` did not finish")??;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        ensure!(
+            out.status.success(),
+            "`jantar-peer get` failed: {}{stdout}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: Value = serde_json::from_str(&stdout)?;
+        let got = downloads.join("doc.bin");
+        ensure!(
+            v["state"] == "complete" && v["path"] == got.to_str().unwrap(),
+            "{v}"
+        );
+        ensure!(
+            v["bad_providers"] == serde_json::json!([evil_id]),
+            "only the malicious provider is marked bad: {v}"
+        );
+        let data = std::fs::read(&got)?;
+        ensure!(data == want, "downloaded bytes differ from the original");
+        ensure!(
+            jantar_net::files::id::hash_file(&got)?.root().to_string() == id,
+            "downloaded file does not hash to its ID"
+        );
+        // Only the verified file in download_dir; no partial file or name left behind.
+        ensure!(
+            entries(&downloads) == ["doc.bin"],
+            "download_dir: {:?}",
+            entries(&downloads)
+        );
+        let partial = net.root.join("p0/files/partial");
+        ensure!(
+            entries(&partial).is_empty(),
+            "partial dir: {:?}",
+            entries(&partial)
+        );
+        Ok(())
+    }
+    .await;
+    if let Err(e) = &r {
+        let progress = match net.peers[0].get(&format!("/files/{id}")).await {
+            Ok((_, body)) => body,
+            Err(e) => format!("(no progress: {e})"),
+        };
+        eprintln!(
+            "{e:#}\n--- fetch progress:\n{progress}\n--- evil-provider log tail:\n{}\n{}",
+            evil.log_tail(40),
+            net.diagnose().await
+        );
+    }
+    drop(get);
     r
 }
