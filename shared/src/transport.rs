@@ -10,7 +10,26 @@ use libp2p::{
     noise, tcp, websocket, yamux,
 };
 
+use tracing::warn;
+
 use crate::{behaviour::Behaviour, config::Config};
+
+/// The system's resolver configuration. Without one (a container image with no
+/// `/etc/resolv.conf`) the node still starts and dials IP addresses; `/dns`
+/// addresses then fail to resolve, and a warning says why.
+fn resolver_config() -> (dns::ResolverConfig, dns::ResolverOpts) {
+    match hickory_resolver::system_conf::read_system_conf() {
+        Ok(conf) => conf,
+        Err(e) => {
+            warn!(
+                error = %e,
+                "cannot read the system's DNS configuration (/etc/resolv.conf); /dns addresses \
+                 will not resolve, IP addresses work"
+            );
+            (dns::ResolverConfig::default(), dns::ResolverOpts::default())
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum TransportError {
@@ -32,6 +51,7 @@ pub fn build_swarm(
         }
     };
     let idle = config.network.limits.idle_timeout;
+    let (resolver, resolver_opts) = resolver_config();
     let swarm = SwarmBuilder::with_existing_identity(key)
         .with_tokio()
         .with_tcp(
@@ -44,7 +64,11 @@ pub fn build_swarm(
         .with_other_transport(|key| {
             // DNS inside the websocket transport, so TLS sees the host name (SNI).
             let tcp = tcp::tokio::Transport::new(tcp::Config::default().nodelay(true));
-            let mut ws = websocket::Config::new(dns::tokio::Transport::system(tcp)?);
+            let mut ws = websocket::Config::new(dns::tokio::Transport::custom(
+                tcp,
+                resolver.clone(),
+                resolver_opts.clone(),
+            ));
             ws.set_tls_config(tls);
             let noise = noise::Config::new(key)?;
             Ok::<_, Box<dyn std::error::Error + Send + Sync>>(
@@ -54,8 +78,7 @@ pub fn build_swarm(
             )
         })
         .map_err(|e| err("WebSocket")(&e))?
-        .with_dns()
-        .map_err(|e| err("DNS")(&e))?
+        .with_dns_config(resolver, resolver_opts)
         .with_relay_client(noise::Config::new, yamux::Config::default)
         .map_err(|e| err("relay client")(&e))?
         .with_behaviour(|key, relay_client| {

@@ -209,3 +209,78 @@ async fn admin_token_is_enforced() -> Result<()> {
     node.terminate(Duration::from_secs(12)).await?;
     Ok(())
 }
+
+/// A node starts without any DNS configuration (a container image with no
+/// `/etc/resolv.conf`): it warns that `/dns` addresses will not resolve and
+/// serves on IP addresses. Runs the binary in a private mount namespace with
+/// an empty `/etc`; needs root, and prints `SKIP` without it.
+#[test]
+fn starts_without_a_dns_configuration() -> Result<()> {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIP starts_without_a_dns_configuration: needs root for a mount namespace");
+        return Ok(());
+    }
+    let d = tempfile::tempdir()?;
+    let cfg = d.path().join("bootstrap.cfg");
+    std::fs::write(
+        &cfg,
+        format!(
+            "data_dir: {}\nadmin: {{listen: \"127.0.0.1:0\"}}\nlog: {{format: json}}\n\
+             network:\n  listen_addresses: [\"/ip4/127.0.0.1/tcp/0\"]\n",
+            d.path().join("data").display()
+        ),
+    )?;
+    let bin = Role::Bootstrap.path();
+    let mut child = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c"])
+        .arg(r#"mount -t tmpfs none /etc && exec "$0" -c "$1" run"#)
+        .arg(&bin)
+        .arg(&cfg)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("start the bootstrap node under unshare")?;
+    let stderr = child.stderr.take().context("stderr")?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut lines = Vec::new();
+    let started = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => {
+                let done = line.contains("jantar started");
+                lines.push(line);
+                if done {
+                    break true;
+                }
+            }
+            Err(_) => break false,
+        }
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    ensure!(
+        started,
+        "the node did not start without /etc/resolv.conf; its log:\n{}",
+        lines.join("\n")
+    );
+    ensure!(
+        lines
+            .iter()
+            .any(|l| l.contains("cannot read the system's DNS configuration")),
+        "no warning about the missing DNS configuration; log:\n{}",
+        lines.join("\n")
+    );
+    Ok(())
+}

@@ -232,6 +232,14 @@ impl Node {
             BehaviourEvent::Gossipsub(e) => self.on_gossip(e),
             BehaviourEvent::Files(e) => self.on_transfer(e),
             BehaviourEvent::Ping(libp2p::ping::Event {
+                result: Err(libp2p::ping::Failure::Unsupported),
+                peer,
+                ..
+            }) => {
+                // Not a dead connection: a peer (or tool) that does not speak ping.
+                debug!(%peer, "peer does not support ping");
+            }
+            BehaviourEvent::Ping(libp2p::ping::Event {
                 peer,
                 connection,
                 result: Err(e),

@@ -383,7 +383,11 @@ impl Node {
             (_, None) => free_destination(&files.download_dir, &name, &id),
         };
         let mut fetch = Fetch::new(id, name, dest, origin, &files.store.partial_dir());
-        if let Some((_, publisher)) = &announced {
+        let now = Instant::now();
+        files.penalized.retain(|_, until| *until > now);
+        if let Some((_, publisher)) = &announced
+            && !files.penalized.contains_key(publisher)
+        {
             fetch.add_provider(*publisher);
         }
         let progress = fetch.progress();
@@ -879,10 +883,15 @@ impl Node {
             files.announced.remove(&k);
         }
         files.announced.insert(a.id, (a.clone(), publisher));
-        // A running fetch gains the publisher as a provider.
+        // A running fetch gains the publisher as a provider, unless it sent bad data
+        // recently.
+        let now = Instant::now();
+        files.penalized.retain(|_, until| *until > now);
         if let Some(f) = files.fetches.get_mut(&a.id) {
-            f.add_provider(publisher);
-            self.pump(a.id);
+            if !files.penalized.contains_key(&publisher) {
+                f.add_provider(publisher);
+                self.pump(a.id);
+            }
             return;
         }
         // Replication policy.
