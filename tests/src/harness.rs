@@ -384,3 +384,85 @@ pub async fn diagnose_all(nodes: &[&Node]) -> String {
     }
     s
 }
+
+/// Settings that make loopback nodes settle in seconds: AutoNAT on private
+/// addresses with a 1 s boot delay, DHT discovery every second. Goes under
+/// `network:`.
+pub const LOOPBACK_FAST: &str =
+    "  autonat: {only_global_ips: false, boot_delay: 1s}\n  dht: {discovery_interval: 1s}\n";
+
+/// A bootstrap node and peers on 127.0.0.1, each in its own directory under
+/// `root` (`root/<name>/`, downloads in `root/<name>/downloads`).
+pub struct LoopbackNet {
+    pub root: PathBuf,
+    pub boot: Node,
+    /// Extra lines under every peer's `network:` key.
+    peer_network: String,
+    ready: Duration,
+}
+
+impl LoopbackNet {
+    /// Starts the bootstrap node and waits until it is ready (at most `ready`,
+    /// which also bounds each peer's start).
+    pub async fn start(root: &Path, peer_network: &str, ready: Duration) -> Result<LoopbackNet> {
+        let mut boot = Node::start(
+            root,
+            "boot",
+            Role::Bootstrap,
+            &format!("network:\n  listen_addresses: [\"/ip4/127.0.0.1/tcp/0\"]\n{LOOPBACK_FAST}"),
+        )
+        .await?;
+        boot.wait_ready(ready).await?;
+        Ok(LoopbackNet {
+            root: root.to_path_buf(),
+            boot,
+            peer_network: peer_network.to_string(),
+            ready,
+        })
+    }
+
+    /// Starts peer `name` with `extra` top-level config lines and waits until it
+    /// is ready.
+    pub async fn peer(&self, name: &str, extra: &str) -> Result<Node> {
+        let mut p = Node::start(
+            &self.root,
+            name,
+            Role::Peer,
+            &format!(
+                "download_dir: {}\n{extra}network:\n  enable_mdns: false\n  enable_upnp: false\n  listen_addresses: [\"/ip4/127.0.0.1/tcp/0\"]\n{}  bootstrap_nodes: [\"{}\"]\n{LOOPBACK_FAST}",
+                self.root.join(name).join("downloads").display(),
+                self.peer_network,
+                self.boot.addr()
+            ),
+        )
+        .await?;
+        p.wait_ready(self.ready).await?;
+        Ok(p)
+    }
+}
+
+impl Node {
+    /// Runs a `jantar-peer` client command (`share`, `get`, ...) against this
+    /// node: its config and admin endpoint. Returns exit status, stdout, stderr.
+    pub fn cli(&self, args: &[&str]) -> Result<(ExitStatus, String, String)> {
+        let cfg = self.dir.join("node.cfg");
+        let cfg = cfg.to_str().context("config path is not UTF-8")?;
+        let mut full = vec!["-c", cfg, "--admin-listen", &self.admin];
+        full.extend_from_slice(args);
+        run_to_end(Role::Peer, &full)
+    }
+
+    /// `share PATH` on this node; returns the file's ID (the second line of the
+    /// output), or the command's error output.
+    pub fn share(&self, path: &Path) -> Result<String> {
+        let path = path.to_str().context("path is not UTF-8")?;
+        let (status, out, err) = self.cli(&["share", path])?;
+        if !status.success() {
+            bail!("share {path} failed: {err}");
+        }
+        out.lines()
+            .nth(1)
+            .map(str::to_string)
+            .with_context(|| format!("share printed no ID: {out}"))
+    }
+}

@@ -7,12 +7,10 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail, ensure};
-use jantar_tests::harness::{Node, Role, diagnose_all, run_to_end};
+use jantar_tests::harness::{LoopbackNet, Node, Role, diagnose_all};
 use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(90);
-const FAST: &str =
-    "  autonat: {only_global_ips: false, boot_delay: 1s}\n  dht: {discovery_interval: 1s}\n";
 
 fn random_file(path: &Path, size: usize) -> Result<()> {
     // A deterministic, incompressible pattern (xorshift), so no two chunks repeat.
@@ -29,38 +27,34 @@ fn random_file(path: &Path, size: usize) -> Result<()> {
     Ok(())
 }
 
-/// The peer's own CLI against its daemon.
+/// The peer's own CLI against its daemon: exit code, stdout, stderr.
 fn cli(node: &Node, args: &[&str]) -> Result<(i32, String, String)> {
-    let cfg = node.dir.join("node.cfg");
-    let mut full = vec!["-c", cfg.to_str().unwrap(), "--admin-listen", &node.admin];
-    full.extend_from_slice(args);
-    let (status, out, err) = run_to_end(Role::Peer, &full)?;
+    let (status, out, err) = node.cli(args)?;
     Ok((status.code().unwrap_or(-1), out, err))
 }
 
+/// A [`LoopbackNet`] in its own temporary directory, with the peers started
+/// by [`Net::start`].
 struct Net {
     _root: tempfile::TempDir,
-    root: std::path::PathBuf,
-    boot: Node,
+    net: LoopbackNet,
     peers: Vec<Node>,
+}
+
+impl std::ops::Deref for Net {
+    type Target = LoopbackNet;
+    fn deref(&self) -> &LoopbackNet {
+        &self.net
+    }
 }
 
 impl Net {
     async fn start(peer_extra: &[&str]) -> Result<Net> {
         let root = tempfile::tempdir()?;
-        let path = root.path().to_path_buf();
-        let mut boot = Node::start(
-            &path,
-            "boot",
-            Role::Bootstrap,
-            &format!("network:\n  listen_addresses: [\"/ip4/127.0.0.1/tcp/0\"]\n{FAST}"),
-        )
-        .await?;
-        boot.wait_ready(WAIT).await?;
+        let net = LoopbackNet::start(root.path(), "", WAIT).await?;
         let mut net = Net {
             _root: root,
-            root: path,
-            boot,
+            net,
             peers: vec![],
         };
         for (i, extra) in peer_extra.iter().enumerate() {
@@ -68,22 +62,6 @@ impl Net {
             net.peers.push(p);
         }
         Ok(net)
-    }
-
-    async fn peer(&self, name: &str, extra: &str) -> Result<Node> {
-        let mut p = Node::start(
-            &self.root,
-            name,
-            Role::Peer,
-            &format!(
-                "download_dir: {}\n{extra}network:\n  enable_mdns: false\n  enable_upnp: false\n  listen_addresses: [\"/ip4/127.0.0.1/tcp/0\"]\n  bootstrap_nodes: [\"{}\"]\n{FAST}",
-                self.root.join(name).join("downloads").display(),
-                self.boot.addr()
-            ),
-        )
-        .await?;
-        p.wait_ready(WAIT).await?;
-        Ok(p)
     }
 
     async fn diagnose(&self) -> String {
@@ -102,15 +80,6 @@ async fn wait_peers(n: &mut Node, count: usize) -> Result<()> {
     .await
 }
 
-fn share(node: &Node, path: &Path) -> Result<String> {
-    let (code, out, err) = cli(node, &["share", path.to_str().unwrap()])?;
-    ensure!(code == 0, "share failed: {err}");
-    out.lines()
-        .nth(1)
-        .map(str::to_string)
-        .context("share printed no ID")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shared_file_reaches_every_peer_identically() -> Result<()> {
     let mut net = Net::start(&["", "", ""]).await?;
@@ -120,7 +89,7 @@ async fn shared_file_reaches_every_peer_identically() -> Result<()> {
         }
         let src = net.root.join("photo.bin");
         random_file(&src, 5 * 1024 * 1024 + 777)?;
-        let id = share(&net.peers[0], &src)?;
+        let id = net.peers[0].share(&src)?;
         let want = std::fs::read(&src)?;
         // Peers 1 and 2 replicate it on their own (min_file_size 0, room in the quota).
         for p in net.peers[1..].iter_mut() {
@@ -183,7 +152,7 @@ async fn fetch_resumes_from_another_provider() -> Result<()> {
         wait_peers(&mut net.peers[1], 2).await?;
         let src = net.root.join("video.bin");
         random_file(&src, 24 * 1024 * 1024)?;
-        let id = share(&net.peers[0], &src)?;
+        let id = net.peers[0].share(&src)?;
         let (code, _, err) = cli(&net.peers[1], &["get", &id, "--no-wait"])?;
         ensure!(code == 0, "{err}");
         let id2 = id.clone();
@@ -212,7 +181,7 @@ async fn fetch_resumes_from_another_provider() -> Result<()> {
         let p2 = net.peer("p2", "").await?;
         let copy = net.root.join("copy.bin");
         std::fs::copy(&src, &copy)?;
-        ensure!(share(&p2, &copy)? == id, "same bytes, same ID");
+        ensure!(p2.share(&copy)? == id, "same bytes, same ID");
         net.peers.push(p2);
         let mut p1 = net.peer("p1", "min_file_size: 1TiB\n").await?;
         wait_peers(&mut p1, 2).await?;
@@ -247,7 +216,7 @@ async fn quota_and_bad_ids_give_clear_errors() -> Result<()> {
         wait_peers(&mut net.peers[1], 2).await?;
         let src = net.root.join("large.bin");
         random_file(&src, 3 * 1024 * 1024)?;
-        let id = share(&net.peers[0], &src)?;
+        let id = net.peers[0].share(&src)?;
         let (code, _, err) = cli(&net.peers[1], &["get", &id])?;
         ensure!(
             code != 0 && err.contains("storage quota"),
@@ -508,7 +477,7 @@ async fn corrupt_chunks_from_a_malicious_provider_are_rejected_and_the_file_comp
         ensure!(code == 200, "honest peer cannot reach the fetcher: {conn}");
         let copy = net.root.join("p1/doc.bin");
         std::fs::copy(&src, &copy)?;
-        ensure!(share(&honest, &copy)? == id, "same bytes, same ID");
+        ensure!(honest.share(&copy)? == id, "same bytes, same ID");
         net.peers.push(honest);
 
         let child = get.take().context("get is running")?;

@@ -33,6 +33,24 @@ fn write_file(path: &Path, size: usize) -> Result<Vec<u8>> {
     Ok(data)
 }
 
+/// `share PATH` on `node`; returns the file's ID (the second line of the
+/// output).
+async fn share(node: &LabNode, path: &Path) -> Result<String> {
+    let (code, text) = node
+        .cli(
+            &["share", path.to_str().context("path")?],
+            Duration::from_secs(60),
+        )
+        .await?;
+    ensure!(code == 0, "share exited {code}: {text}");
+    text.lines()
+        .nth(1)
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .with_context(|| format!("no ID in the share output: {text}"))
+}
+
 /// `get ID -o out` on `node`; fails with the command's output unless it
 /// exits 0 and the bytes are the original ones.
 async fn fetch(node: &LabNode, id: &str, want: &[u8]) -> Result<String> {
@@ -93,18 +111,7 @@ async fn files_cross_nats_directly_and_through_the_relay() -> Result<()> {
 
             let src = sharer.data_dir().join("shared.bin");
             let want = write_file(&src, FILE_SIZE)?;
-            let (code, text) = sharer
-                .cli(&["share", src.to_str().context("path")?], Duration::from_secs(60))
-                .await?;
-            ensure!(code == 0, "share exited {code}: {text}");
-            // The second line of `share`'s output is the ID alone.
-            let id = text
-                .lines()
-                .nth(1)
-                .map(str::trim)
-                .filter(|l| !l.is_empty())
-                .with_context(|| format!("no ID in the share output: {text}"))?
-                .to_string();
+            let id = share(sharer, &src).await?;
             eprintln!("shared {FILE_SIZE} bytes as {id}");
 
             // Moderate -> Moderate: over a direct connection.
@@ -191,19 +198,7 @@ async fn a_relay_too_small_for_files_gives_a_clear_error() -> Result<()> {
                 }
                 let src = sharer.data_dir().join("shared.bin");
                 write_file(&src, 3 * 1024 * 1024)?;
-                let (code, text) = sharer
-                    .cli(
-                        &["share", src.to_str().context("path")?],
-                        Duration::from_secs(60),
-                    )
-                    .await?;
-                ensure!(code == 0, "share exited {code}: {text}");
-                let id = text
-                    .lines()
-                    .nth(1)
-                    .map(str::trim)
-                    .context("no ID")?
-                    .to_string();
+                let id = share(sharer, &src).await?;
 
                 let out = fetcher.data_dir().join("fetched.bin");
                 let started = std::time::Instant::now();

@@ -211,13 +211,10 @@ fn group_readable_key_is_refused_and_untouched() {
     );
 }
 
-#[test]
-fn corrupt_key_is_refused_and_untouched() {
-    let (_d, cfg, key) = key_setup();
-    std::fs::create_dir_all(key.parent().unwrap()).unwrap();
-    std::fs::write(&key, b"garbage").unwrap();
-    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let (status, _, err) = run_to_end(
+/// Starts `jantar-peer run` on `cfg` (admin on an ephemeral port) and waits for it to
+/// exit: these configs are refused before anything is served.
+fn run_peer(cfg: &Path) -> (std::process::ExitStatus, String, String) {
+    run_to_end(
         Role::Peer,
         &[
             "-c",
@@ -227,7 +224,16 @@ fn corrupt_key_is_refused_and_untouched() {
             "run",
         ],
     )
-    .unwrap();
+    .unwrap()
+}
+
+#[test]
+fn corrupt_key_is_refused_and_untouched() {
+    let (_d, cfg, key) = key_setup();
+    std::fs::create_dir_all(key.parent().unwrap()).unwrap();
+    std::fs::write(&key, b"garbage").unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let (status, _, err) = run_peer(&cfg);
     assert_eq!(status.code(), Some(78), "{err}");
     assert!(err.contains("corrupt"), "{err}");
     assert_eq!(std::fs::read(&key).unwrap(), b"garbage");
@@ -316,17 +322,7 @@ fn bad_tls_files_are_refused() {
         "{err}"
     );
     // Starting for real fails the same way, before serving anything.
-    let (status, _, err) = run_to_end(
-        Role::Peer,
-        &[
-            "-c",
-            cfg.to_str().unwrap(),
-            "--admin-listen",
-            "127.0.0.1:0",
-            "run",
-        ],
-    )
-    .unwrap();
+    let (status, _, err) = run_peer(&cfg);
     assert_eq!(status.code(), Some(78), "{err}");
     assert!(err.contains("no PEM certificate"), "{err}");
 }

@@ -2,7 +2,7 @@
 //! announcements and replication, and the message log.
 
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::{HashMap, HashSet, VecDeque},
     path::PathBuf,
     time::{Duration, Instant},
 };
@@ -469,12 +469,14 @@ impl Node {
         let Some(fetch) = files.fetches.get_mut(&id) else {
             return;
         };
-        let connections = &self.connections;
+        let direct: HashSet<PeerId> = self
+            .connections
+            .values()
+            .filter(|c| c.kind == crate::status::ConnectionKind::Direct)
+            .map(|c| c.peer)
+            .collect();
         let per_provider = |p: &PeerId| {
-            let direct = connections
-                .values()
-                .any(|c| c.peer == *p && c.kind == crate::status::ConnectionKind::Direct);
-            if direct {
+            if direct.contains(p) {
                 crate::files::fetch::MAX_PER_PROVIDER
             } else {
                 1

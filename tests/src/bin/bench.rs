@@ -15,7 +15,7 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
-use jantar_tests::harness::{Node, Role, run_to_end};
+use jantar_tests::harness::{LoopbackNet, Node};
 
 #[derive(Parser)]
 struct Args {
@@ -43,9 +43,6 @@ enum Bench {
         size_mib: usize,
     },
 }
-
-const FAST: &str =
-    "  autonat: {only_global_ips: false, boot_delay: 1s}\n  dht: {discovery_interval: 1s}\n";
 
 fn write_random(path: &Path, size: usize) -> Result<()> {
     let mut f = std::io::BufWriter::new(std::fs::File::create(path)?);
@@ -96,63 +93,24 @@ fn tcp_copy(src: &Path, dst: &Path) -> Result<Duration> {
     Ok(start.elapsed())
 }
 
-struct Net {
-    root: std::path::PathBuf,
-    boot: Node,
+/// Starts a loopback network under `root`. All peers share 127.0.0.1, so the
+/// per-IP inbound connection limit is lifted.
+async fn loopback_net(root: &Path) -> Result<LoopbackNet> {
+    LoopbackNet::start(
+        root,
+        "  connection_limits: {max_connections_per_ip: 64}\n",
+        Duration::from_secs(30),
+    )
+    .await
 }
 
-impl Net {
-    async fn start(root: &Path) -> Result<Net> {
-        let mut boot = Node::start(
-            root,
-            "boot",
-            Role::Bootstrap,
-            &format!("network:\n  listen_addresses: [\"/ip4/127.0.0.1/tcp/0\"]\n{FAST}"),
-        )
-        .await?;
-        boot.wait_ready(Duration::from_secs(30)).await?;
-        Ok(Net {
-            root: root.to_path_buf(),
-            boot,
-        })
-    }
-
-    /// A peer on 127.0.0.1; all peers share that IP here, so the per-IP inbound
-    /// connection limit is lifted.
-    async fn peer(&self, name: &str, extra: &str) -> Result<Node> {
-        let mut p = Node::start(
-            &self.root,
-            name,
-            Role::Peer,
-            &format!(
-                "download_dir: {}\n{extra}network:\n  enable_mdns: false\n  enable_upnp: false\n  listen_addresses: [\"/ip4/127.0.0.1/tcp/0\"]\n  connection_limits: {{max_connections_per_ip: 64}}\n  bootstrap_nodes: [\"{}\"]\n{FAST}",
-                self.root.join(name).join("downloads").display(),
-                self.boot.addr()
-            ),
-        )
-        .await?;
-        p.wait_ready(Duration::from_secs(30)).await?;
-        Ok(p)
-    }
-}
-
+/// The peer's CLI against its daemon; stdout, or the error output on failure.
 fn cli(node: &Node, args: &[&str]) -> Result<String> {
-    let cfg = node.dir.join("node.cfg");
-    let mut full = vec!["-c", cfg.to_str().unwrap(), "--admin-listen", &node.admin];
-    full.extend_from_slice(args);
-    let (status, out, err) = run_to_end(Role::Peer, &full)?;
+    let (status, out, err) = node.cli(args)?;
     if !status.success() {
         bail!("jantar-peer {args:?}: {err}");
     }
     Ok(out)
-}
-
-fn share(node: &Node, path: &Path) -> Result<String> {
-    cli(node, &["share", path.to_str().unwrap()])?
-        .lines()
-        .nth(1)
-        .map(str::to_string)
-        .context("no ID")
 }
 
 fn peak_rss_kib(pid: u32) -> Option<u64> {
@@ -189,13 +147,13 @@ async fn main() -> Result<()> {
             let src = root.join("data.bin");
             write_random(&src, size)?;
             let base = tcp_copy(&src, &root.join("tcp-copy.bin"))?;
-            let net = Net::start(root).await?;
+            let net = loopback_net(root).await?;
             let a = net.peer("a", "").await?;
             let mut b = net
                 .peer("b", "min_file_size: 1TiB\nmax_storage_size: 64GiB\n")
                 .await?;
             wait_connected(&mut b, 2).await?;
-            let id = share(&a, &src)?;
+            let id = a.share(&src)?;
             let start = Instant::now();
             cli(&b, &["get", &id])?;
             let took = start.elapsed();
@@ -219,7 +177,7 @@ async fn main() -> Result<()> {
             let size = size_mib << 20;
             let src = root.join("data.bin");
             write_random(&src, size)?;
-            let net = Net::start(root).await?;
+            let net = loopback_net(root).await?;
             let mut nodes = vec![];
             for i in 0..peers {
                 nodes.push(
@@ -230,7 +188,7 @@ async fn main() -> Result<()> {
             for n in nodes.iter_mut() {
                 wait_connected(n, 2).await?;
             }
-            let id = share(&nodes[0], &src)?;
+            let id = nodes[0].share(&src)?;
             let start = Instant::now();
             let mut times = vec![];
             for n in nodes[1..].iter_mut() {
@@ -269,14 +227,14 @@ async fn main() -> Result<()> {
             let size = size_mib << 20;
             let src = root.join("data.bin");
             write_random(&src, size)?;
-            let net = Net::start(root).await?;
+            let net = loopback_net(root).await?;
             let a = net.peer("a", "").await?;
             let mut b = net
                 .peer("b", "min_file_size: 1TiB\nmax_storage_size: 64GiB\n")
                 .await?;
             wait_connected(&mut b, 2).await?;
             let idle_b = peak_rss_kib(b.pid().context("pid")?).unwrap_or(0);
-            let id = share(&a, &src)?;
+            let id = a.share(&src)?;
             cli(&b, &["get", &id])?;
             let peak_b = peak_rss_kib(b.pid().context("pid")?).unwrap_or(0);
             let peak_a = peak_rss_kib(a.pid().context("pid")?).unwrap_or(0);

@@ -613,9 +613,9 @@ impl LabNode {
     /// code and everything it printed.
     pub async fn cli(&self, args: &[&str], limit: Duration) -> Result<(i32, String)> {
         let seq = {
-            let mut starts = self.cli_runs.lock().unwrap();
-            *starts += 1;
-            *starts
+            let mut runs = self.cli_runs.lock().unwrap();
+            *runs += 1;
+            *runs
         };
         let log = self.dir.join(format!("cli-{seq}.log"));
         let spec = ProcessSpec::new(self.role.path())
