@@ -268,3 +268,46 @@ async fn check_network(
     }
     Ok(())
 }
+
+/// A configured relay that nobody answers at: the peer's dial fails, the
+/// reservation is given up for now (backoff) rather than left pending, and the
+/// node keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_relay_is_given_up_and_retried_later() -> Result<()> {
+    let root = tempfile::tempdir()?;
+    let root = root.path();
+    // A port nothing listens on, and a peer id that belongs to no running node.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let id = libp2p::identity::Keypair::generate_ed25519()
+        .public()
+        .to_peer_id();
+    let relay = format!("/ip4/127.0.0.1/tcp/{port}/p2p/{id}");
+    let mut peer = Node::start(
+        root,
+        "peer",
+        Role::Peer,
+        &format!(
+            "network:\n  enable_mdns: false\n  enable_upnp: false\n  enable_dht: false\n  relay_reservations: always\n  listen_addresses: [\"/ip4/127.0.0.1/tcp/0\"]\n  relay_nodes: [\"{relay}\"]\n"
+        ),
+    )
+    .await?;
+    let id = id.to_string();
+    let res = peer
+        .wait_for_log(WAIT, |v| {
+            v["message"] == "relay dial failed; trying another relay later"
+                && v["relay"] == id.as_str()
+        })
+        .await;
+    if let Err(e) = res {
+        return Err(e.context(peer.diagnose().await));
+    }
+    let st = peer.status().await?;
+    ensure!(
+        st["reservations"].as_array().is_some_and(Vec::is_empty),
+        "the reservation on an unreachable relay is still listed: {st}"
+    );
+    peer.terminate(Duration::from_secs(12)).await?;
+    Ok(())
+}
