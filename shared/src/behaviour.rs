@@ -98,8 +98,16 @@ impl Behaviour {
                 throttle_clients_global_max: a.max_clients,
                 throttle_clients_peer_max: a.max_clients_per_peer,
                 throttle_clients_period: a.throttle_period,
-                // Probing is cheap for servers too: it is how a bootstrap or relay without
-                // configured external addresses learns its public one.
+                // Peers ask only infrastructure (configured bootstrap nodes and relays,
+                // and relays they connect to): an AutoNAT server that is also a peer
+                // counts any outbound connection to the client as its dial-back, and a
+                // DCUtR hole punch between the two makes a NAT'd peer look public.
+                // Bootstrap nodes and relays probe through anyone they are connected to,
+                // which is how one without configured external addresses learns its own.
+                use_connected: role != Role::Peer,
+                // With a handful of servers, a 90 s pause per server would leave a peer
+                // whose address just changed without anyone to ask until the next round.
+                throttle_server_period: a.retry_interval,
                 ..Default::default()
             },
         );

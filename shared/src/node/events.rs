@@ -122,8 +122,13 @@ impl Node {
                 }
                 if outbound && kind == ConnectionKind::Direct && self.relays.contains_key(&peer_id)
                 {
-                    // An address that just worked is the best one to reach the relay at.
+                    // An address that just worked is the best one to reach the relay at,
+                    // and the relay answers AutoNAT probes.
                     let addr = super::without_peer_id(&info.addr);
+                    self.swarm
+                        .behaviour_mut()
+                        .autonat
+                        .add_server(peer_id, Some(addr.clone()));
                     let addrs = self.relays.entry(peer_id).or_default();
                     if !addrs.contains(&addr) {
                         addrs.insert(0, addr);
