@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 /// Retries at `initial`, then twice as long each time, up to `max`; `reset` starts over.
 #[derive(Debug, Clone)]
-pub struct Backoff {
+pub(crate) struct Backoff {
     initial: Duration,
     max: Duration,
     delay: Duration,
@@ -12,7 +12,7 @@ pub struct Backoff {
 }
 
 impl Backoff {
-    pub fn new(initial: Duration, max: Duration) -> Self {
+    pub(crate) fn new(initial: Duration, max: Duration) -> Self {
         Backoff {
             initial,
             max,
@@ -22,7 +22,7 @@ impl Backoff {
     }
 
     /// True when an attempt is due at `now`; schedules the one after.
-    pub fn due(&mut self, now: Instant) -> bool {
+    pub(crate) fn due(&mut self, now: Instant) -> bool {
         match self.next {
             Some(next) if now < next => false,
             _ => {
@@ -34,13 +34,13 @@ impl Backoff {
     }
 
     /// Success: the next failure starts again from the initial delay.
-    pub fn reset(&mut self) {
+    pub(crate) fn reset(&mut self) {
         self.delay = self.initial;
         self.next = None;
     }
 
     /// The wait before the attempt after the next one.
-    pub fn current_delay(&self) -> Duration {
+    pub(crate) fn current_delay(&self) -> Duration {
         self.delay
     }
 }

@@ -23,7 +23,7 @@ use libp2p::{
 };
 
 use crate::{
-    config::{Config, Role},
+    config::{AutonatConfig, Config, Rate, RelayLimits, Role},
     limits::{PeerLimits, relay_rate_per_ip, relay_rate_per_peer},
 };
 
@@ -63,91 +63,10 @@ impl Behaviour {
         let role = config.role;
         let net = &config.network;
         let l = &net.limits;
-
-        let connection_limits = connection_limits::Behaviour::new(
-            connection_limits::ConnectionLimits::default()
-                .with_max_pending_incoming(Some(l.max_pending_connections))
-                .with_max_pending_outgoing(Some(l.max_pending_connections))
-                .with_max_established_per_peer(Some(l.max_connections_per_peer)),
-        );
         let mut peer_limits = PeerLimits::new(l.max_peers, l.max_connections_per_ip);
         for n in net.bootstrap_nodes.iter().chain(&net.relay_nodes) {
             peer_limits.exempt(n.peer_id);
         }
-
-        let identify = identify::Behaviour::new(
-            identify::Config::new(PROTOCOL_VERSION.to_string(), key.public())
-                .with_agent_version(format!("{}/{}", role.binary(), env!("CARGO_PKG_VERSION")))
-                .with_push_listen_addr_updates(true)
-                // No address cache: it would hand out peers' unfiltered (loopback)
-                // addresses for dialing; Kademlia and connections supply addresses.
-                .with_cache_size(0),
-        );
-
-        let kad = net.dht.enabled.then(|| kademlia(config, peer_id));
-
-        let a = &net.autonat;
-        let autonat = autonat::Behaviour::new(
-            peer_id,
-            autonat::Config {
-                boot_delay: a.boot_delay,
-                retry_interval: a.retry_interval,
-                refresh_interval: a.refresh_interval,
-                confidence_max: a.confidence_max,
-                only_global_ips: a.only_global_ips,
-                throttle_clients_global_max: a.max_clients,
-                throttle_clients_peer_max: a.max_clients_per_peer,
-                throttle_clients_period: a.throttle_period,
-                // Peers ask only infrastructure (configured bootstrap nodes and relays,
-                // and relays they connect to): an AutoNAT server that is also a peer
-                // counts any outbound connection to the client as its dial-back, and a
-                // DCUtR hole punch between the two makes a NAT'd peer look public.
-                // Bootstrap nodes and relays probe through anyone they are connected to,
-                // which is how one without configured external addresses learns its own.
-                use_connected: role != Role::Peer,
-                // With a handful of servers, a 90 s pause per server would leave a peer
-                // whose address just changed without anyone to ask until the next round.
-                throttle_server_period: a.retry_interval,
-                ..Default::default()
-            },
-        );
-
-        let relay = (role == Role::Relay).then(|| {
-            let r = &config.relay;
-            relay::Behaviour::new(
-                peer_id,
-                relay::Config {
-                    max_reservations: r.max_reservations,
-                    max_reservations_per_peer: r.max_reservations_per_peer,
-                    reservation_duration: r.reservation_duration,
-                    reservation_rate_limiters: vec![
-                        relay_rate_per_peer(
-                            r.reservation_rate_per_peer.limit,
-                            r.reservation_rate_per_peer.interval,
-                        ),
-                        relay_rate_per_ip(
-                            r.reservation_rate_per_ip.limit,
-                            r.reservation_rate_per_ip.interval,
-                        ),
-                    ],
-                    max_circuits: r.max_circuits,
-                    max_circuits_per_peer: r.max_circuits_per_peer,
-                    max_circuit_duration: r.max_circuit_duration,
-                    max_circuit_bytes: r.max_circuit_bytes,
-                    circuit_src_rate_limiters: vec![
-                        relay_rate_per_peer(
-                            r.circuit_rate_per_peer.limit,
-                            r.circuit_rate_per_peer.interval,
-                        ),
-                        relay_rate_per_ip(
-                            r.circuit_rate_per_ip.limit,
-                            r.circuit_rate_per_ip.interval,
-                        ),
-                    ],
-                },
-            )
-        });
-
         let is_peer = role == Role::Peer;
         let mdns = if net.enable_mdns {
             Some(mdns::tokio::Behaviour::new(
@@ -157,20 +76,26 @@ impl Behaviour {
         } else {
             None
         };
-
         Ok(Behaviour {
-            connection_limits,
+            connection_limits: connection_limits::Behaviour::new(
+                connection_limits::ConnectionLimits::default()
+                    .with_max_pending_incoming(Some(l.max_pending_connections))
+                    .with_max_pending_outgoing(Some(l.max_pending_connections))
+                    .with_max_established_per_peer(Some(l.max_connections_per_peer)),
+            ),
             peer_limits,
-            identify,
+            identify: identify(role, key),
             // Every 10 s, failing after 10 s: a dead connection is closed within ~20 s.
             ping: ping::Behaviour::new(
                 ping::Config::new()
                     .with_interval(Duration::from_secs(10))
                     .with_timeout(Duration::from_secs(10)),
             ),
-            kad: kad.into(),
-            autonat,
-            relay: relay.into(),
+            kad: net.dht.enabled.then(|| kademlia(config, peer_id)).into(),
+            autonat: autonat(role, &net.autonat, peer_id),
+            relay: (role == Role::Relay)
+                .then(|| relay_server(&config.relay, peer_id))
+                .into(),
             relay_client: is_peer.then_some(relay_client).into(),
             dcutr: is_peer.then(|| dcutr::Behaviour::new(peer_id)).into(),
             mdns: mdns.into(),
@@ -179,6 +104,71 @@ impl Behaviour {
             files: is_peer.then(crate::files::protocol::behaviour).into(),
         })
     }
+}
+
+fn identify(role: Role, key: &Keypair) -> identify::Behaviour {
+    identify::Behaviour::new(
+        identify::Config::new(PROTOCOL_VERSION.to_string(), key.public())
+            .with_agent_version(format!("{}/{}", role.binary(), env!("CARGO_PKG_VERSION")))
+            .with_push_listen_addr_updates(true)
+            // No address cache: it would hand out peers' unfiltered (loopback)
+            // addresses for dialing; Kademlia and connections supply addresses.
+            .with_cache_size(0),
+    )
+}
+
+fn autonat(role: Role, a: &AutonatConfig, peer_id: PeerId) -> autonat::Behaviour {
+    autonat::Behaviour::new(
+        peer_id,
+        autonat::Config {
+            boot_delay: a.boot_delay,
+            retry_interval: a.retry_interval,
+            refresh_interval: a.refresh_interval,
+            confidence_max: a.confidence_max,
+            only_global_ips: a.only_global_ips,
+            throttle_clients_global_max: a.max_clients,
+            throttle_clients_peer_max: a.max_clients_per_peer,
+            throttle_clients_period: a.throttle_period,
+            // Peers ask only infrastructure (configured bootstrap nodes and relays,
+            // and relays they connect to): an AutoNAT server that is also a peer
+            // counts any outbound connection to the client as its dial-back, and a
+            // DCUtR hole punch between the two makes a NAT'd peer look public.
+            // Bootstrap nodes and relays probe through anyone they are connected to,
+            // which is how one without configured external addresses learns its own.
+            use_connected: role != Role::Peer,
+            // With a handful of servers, a 90 s pause per server would leave a peer
+            // whose address just changed without anyone to ask until the next round.
+            throttle_server_period: a.retry_interval,
+            ..Default::default()
+        },
+    )
+}
+
+/// Circuit relay v2 with the configured limits and token-bucket rate limits per source
+/// peer and per source IP (IPv6 per /64).
+fn relay_server(r: &RelayLimits, peer_id: PeerId) -> relay::Behaviour {
+    let per_peer = |rate: &Rate| relay_rate_per_peer(rate.limit, rate.interval);
+    let per_ip = |rate: &Rate| relay_rate_per_ip(rate.limit, rate.interval);
+    relay::Behaviour::new(
+        peer_id,
+        relay::Config {
+            max_reservations: r.max_reservations,
+            max_reservations_per_peer: r.max_reservations_per_peer,
+            reservation_duration: r.reservation_duration,
+            reservation_rate_limiters: vec![
+                per_peer(&r.reservation_rate_per_peer),
+                per_ip(&r.reservation_rate_per_ip),
+            ],
+            max_circuits: r.max_circuits,
+            max_circuits_per_peer: r.max_circuits_per_peer,
+            max_circuit_duration: r.max_circuit_duration,
+            max_circuit_bytes: r.max_circuit_bytes,
+            circuit_src_rate_limiters: vec![
+                per_peer(&r.circuit_rate_per_peer),
+                per_ip(&r.circuit_rate_per_ip),
+            ],
+        },
+    )
 }
 
 /// Gossipsub for the peer's two topics: signed messages only, validated by the event

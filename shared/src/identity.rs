@@ -1,21 +1,22 @@
 //! The node's persistent ed25519 identity.
 //!
-//! Created on first start with mode 0600 and written atomically (temporary file, fsync,
-//! then a link that fails if the target appeared meanwhile), so a key file is never
-//! half-written and never overwritten. An existing key that is unreadable, corrupt or
+//! Created on first start with mode 0600 and written atomically ([`crate::atomic`]: a
+//! temporary file, fsync, then a move that fails if the target appeared meanwhile), so a
+//! key file is never half-written and never overwritten. An existing key that is unreadable, corrupt or
 //! readable by group or others is refused and left untouched.
 
 use std::{
-    fs,
-    io::{self, Write},
-    os::unix::fs::{OpenOptionsExt, PermissionsExt},
+    fs, io,
+    os::unix::fs::PermissionsExt,
     path::{Path, PathBuf},
 };
 
 use libp2p::identity::Keypair;
 
+use crate::atomic::{self, Existing};
+
 #[derive(Debug, thiserror::Error)]
-pub enum IdentityError {
+pub(crate) enum IdentityError {
     #[error("cannot read identity key {}: {source}", path.display())]
     Read {
         path: PathBuf,
@@ -40,13 +41,13 @@ pub enum IdentityError {
 
 /// Whether [`load_or_create`] found an existing key or made a new one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Origin {
+pub(crate) enum Origin {
     Loaded,
     Created,
 }
 
 /// Reads the key at `path`, or creates a new ed25519 key there if no file exists.
-pub fn load_or_create(path: &Path) -> Result<(Keypair, Origin), IdentityError> {
+pub(crate) fn load_or_create(path: &Path) -> Result<(Keypair, Origin), IdentityError> {
     match fs::symlink_metadata(path) {
         Ok(_) => load(path).map(|k| (k, Origin::Loaded)),
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -70,7 +71,7 @@ pub fn load_or_create(path: &Path) -> Result<(Keypair, Origin), IdentityError> {
 }
 
 /// Reads an existing key file, refusing it when its permissions are too open.
-pub fn load(path: &Path) -> Result<Keypair, IdentityError> {
+pub(crate) fn load(path: &Path) -> Result<Keypair, IdentityError> {
     let read_err = |source| IdentityError::Read {
         path: path.to_path_buf(),
         source,
@@ -101,35 +102,11 @@ fn create(path: &Path, key: &Keypair) -> Result<(), IdentityError> {
     let bytes = key
         .to_protobuf_encoding()
         .map_err(|e| create_err(io::Error::other(e)))?;
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    fs::create_dir_all(dir).map_err(create_err)?;
-    let tmp = dir.join(format!(
-        ".{}.tmp-{}",
-        path.file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or("identity.key"),
-        std::process::id()
-    ));
-    let result = (|| {
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(&bytes)?;
-        f.sync_all()?;
-        // `hard_link` fails if `path` exists: an existing key is never replaced.
-        fs::hard_link(&tmp, path)?;
-        if let Ok(d) = fs::File::open(dir) {
-            let _ = d.sync_all();
-        }
-        Ok(())
-    })();
-    let _ = fs::remove_file(&tmp);
-    result.map_err(create_err)
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        fs::create_dir_all(dir).map_err(create_err)?;
+    }
+    // `Existing::Keep`: an existing key is never replaced.
+    atomic::write(path, &bytes, 0o600, Existing::Keep).map_err(create_err)
 }
 
 #[cfg(test)]

@@ -1,21 +1,34 @@
 //! Jantar's shared networking crate.
 //!
 //! Everything the three executables (`jantar-bootstrap`, `jantar-relay`, `jantar-peer`)
-//! do lives here; the binaries only parse their command line and call [`cli::main`].
+//! do lives here; the binaries only call [`cli::main`] with their role.
+//!
+//! From the top down: [`cli`] (command line, `run` and its supervision, the peer's
+//! client commands) uses [`admin`] (the HTTP endpoint and its client), which talks to
+//! [`node`] (the event loop and its parts) over a command channel. The node is built on
+//! [`behaviour`] and [`transport`] from a validated [`config`]; [`files`] holds content
+//! addressing, the store and the transfer protocol; [`status`] the types the admin
+//! endpoint reports; [`limits`] what strangers may make a node do.
 
 pub mod admin;
-pub mod backoff;
+mod atomic;
+mod backoff;
 pub mod behaviour;
 pub mod cli;
-pub mod client;
 pub mod config;
+mod error;
 pub mod files;
-pub mod identity;
+mod identity;
 pub mod limits;
-pub mod logging;
-pub mod metrics;
+mod logging;
+mod metrics;
 pub mod node;
 pub mod status;
-pub mod systemd;
-pub mod tls;
+mod systemd;
+mod tls;
 pub mod transport;
+
+pub use config::{Config, Role};
+pub use node::{NodeClient, NodeError, NodeHandle, start};
+pub use status::Status;
+pub use tls::TlsError;

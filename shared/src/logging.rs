@@ -1,11 +1,13 @@
-//! Structured logs as text or JSON on stderr.
+//! Structured logs as text or JSON on stderr. Lines from a node carry its span
+//! (`node{role, peer}`), and lines about one connection that connection's
+//! (`conn{peer, remote}`).
 
 use tracing_subscriber::{EnvFilter, fmt};
 
 use crate::config::{LogConfig, LogFormat};
 
 /// Installs the global subscriber. `RUST_LOG`, when set, wins over `log.level`.
-pub fn init(log: &LogConfig) {
+pub(crate) fn init(log: &LogConfig) {
     let filter = std::env::var("RUST_LOG")
         .ok()
         .and_then(|v| EnvFilter::try_new(v).ok())
@@ -21,7 +23,9 @@ pub fn init(log: &LogConfig) {
         LogFormat::Json => builder
             .json()
             .flatten_event(true)
+            // The node's and the connection's spans, outermost first, under `spans`.
             .with_current_span(false)
+            .with_span_list(true)
             .try_init(),
     };
 }

@@ -6,33 +6,33 @@ use std::sync::OnceLock;
 use metrics::{Unit, describe_counter, describe_gauge};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
-pub const PEERS: &str = "jantar_peers";
-pub const CONNECTIONS: &str = "jantar_connections";
-pub const CONNECTIONS_OPENED: &str = "jantar_connections_opened_total";
-pub const CONNECTIONS_CLOSED: &str = "jantar_connections_closed_total";
-pub const CONNECTIONS_DENIED: &str = "jantar_connections_denied_total";
-pub const DHT_ROUTING_TABLE_PEERS: &str = "jantar_dht_routing_table_peers";
-pub const DHT_BUCKETS: &str = "jantar_dht_buckets";
-pub const DHT_QUERIES_SERVED: &str = "jantar_dht_queries_served_total";
-pub const DHT_QUERIES_STARTED: &str = "jantar_dht_queries_started_total";
-pub const DHT_QUERIES_FINISHED: &str = "jantar_dht_queries_finished_total";
-pub const DHT_INSERTS_REFUSED: &str = "jantar_dht_inserts_refused_total";
-pub const RELAY_RESERVATIONS: &str = "jantar_relay_reservations";
-pub const RELAY_RESERVATION_REQUESTS: &str = "jantar_relay_reservation_requests_total";
-pub const RELAY_CIRCUITS: &str = "jantar_relay_circuits";
-pub const RELAY_CIRCUIT_REQUESTS: &str = "jantar_relay_circuit_requests_total";
-pub const RELAY_CLIENT_RESERVATIONS: &str = "jantar_relay_client_reservations";
-pub const NAT_STATUS: &str = "jantar_nat_status";
-pub const AUTONAT_PROBES_SERVED: &str = "jantar_autonat_probes_served_total";
-pub const HOLEPUNCH: &str = "jantar_holepunch_total";
-pub const DISCOVERED_PEERS: &str = "jantar_discovered_peers_total";
-pub const BUILD_INFO: &str = "jantar_build_info";
-pub const FILE_BYTES: &str = "jantar_file_bytes_total";
-pub const FILE_BAD_DATA: &str = "jantar_file_bad_data_total";
-pub const GOSSIP_MESSAGES: &str = "jantar_gossip_messages_total";
+pub(crate) const PEERS: &str = "jantar_peers";
+pub(crate) const CONNECTIONS: &str = "jantar_connections";
+pub(crate) const CONNECTIONS_OPENED: &str = "jantar_connections_opened_total";
+pub(crate) const CONNECTIONS_CLOSED: &str = "jantar_connections_closed_total";
+pub(crate) const CONNECTIONS_DENIED: &str = "jantar_connections_denied_total";
+pub(crate) const DHT_ROUTING_TABLE_PEERS: &str = "jantar_dht_routing_table_peers";
+pub(crate) const DHT_BUCKETS: &str = "jantar_dht_buckets";
+pub(crate) const DHT_QUERIES_SERVED: &str = "jantar_dht_queries_served_total";
+pub(crate) const DHT_QUERIES_STARTED: &str = "jantar_dht_queries_started_total";
+pub(crate) const DHT_QUERIES_FINISHED: &str = "jantar_dht_queries_finished_total";
+pub(crate) const DHT_INSERTS_REFUSED: &str = "jantar_dht_inserts_refused_total";
+pub(crate) const RELAY_RESERVATIONS: &str = "jantar_relay_reservations";
+pub(crate) const RELAY_RESERVATION_REQUESTS: &str = "jantar_relay_reservation_requests_total";
+pub(crate) const RELAY_CIRCUITS: &str = "jantar_relay_circuits";
+pub(crate) const RELAY_CIRCUIT_REQUESTS: &str = "jantar_relay_circuit_requests_total";
+pub(crate) const RELAY_CLIENT_RESERVATIONS: &str = "jantar_relay_client_reservations";
+pub(crate) const NAT_STATUS: &str = "jantar_nat_status";
+pub(crate) const AUTONAT_PROBES_SERVED: &str = "jantar_autonat_probes_served_total";
+pub(crate) const HOLEPUNCH: &str = "jantar_holepunch_total";
+pub(crate) const DISCOVERED_PEERS: &str = "jantar_discovered_peers_total";
+pub(crate) const BUILD_INFO: &str = "jantar_build_info";
+pub(crate) const FILE_BYTES: &str = "jantar_file_bytes_total";
+pub(crate) const FILE_BAD_DATA: &str = "jantar_file_bad_data_total";
+pub(crate) const GOSSIP_MESSAGES: &str = "jantar_gossip_messages_total";
 
 /// Installs the process-wide recorder once and returns the handle `/metrics` renders.
-pub fn install() -> PrometheusHandle {
+pub(crate) fn install() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
         .get_or_init(|| {

@@ -1,4 +1,5 @@
-//! What `/status` and `/dht/stats` report, as serde types shared by the node and tests.
+//! What the admin endpoint reports (`/status`, `/dht/stats`, `/files`, `/messages`), as
+//! serde types shared by the node, the `jantar-peer` client commands and tests.
 
 use std::collections::BTreeMap;
 
@@ -116,4 +117,78 @@ pub struct DhtStats {
     /// Keys this node itself announces as a provider.
     pub provided_keys: usize,
     pub bootstrapped: bool,
+}
+
+/// Where a file a peer holds came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Origin {
+    /// Shared by the user from their own disk; served from where it lies.
+    Shared,
+    /// Fetched on the user's request.
+    Fetched,
+    /// Replicated by policy; evictable.
+    Replica,
+}
+
+impl Origin {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Origin::Shared => "shared",
+            Origin::Fetched => "fetched",
+            Origin::Replica => "replica",
+        }
+    }
+}
+
+/// A file the peer holds (`GET /files`, `POST /files`, `DELETE /files/{id}`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct FileInfo {
+    pub id: String,
+    pub name: String,
+    pub size: u64,
+    pub origin: Origin,
+    pub path: String,
+}
+
+/// The files held and the fetches running (`GET /files`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct FileList {
+    pub files: Vec<FileInfo>,
+    pub fetching: Vec<Progress>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FetchState {
+    Fetching,
+    Complete,
+    Failed,
+}
+
+/// One fetch (`POST /files/{id}/get`, `GET /files/{id}`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Progress {
+    pub id: String,
+    pub name: String,
+    pub state: FetchState,
+    pub size: Option<u64>,
+    pub chunks_total: Option<u32>,
+    pub chunks_done: u32,
+    /// Chunks found already verified in a partial file from an earlier attempt.
+    pub chunks_resumed: u32,
+    pub providers: usize,
+    pub bad_providers: Vec<String>,
+    pub path: String,
+    pub error: Option<String>,
+}
+
+/// A message received or sent (`GET /messages`, `POST /messages`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct MessageRecord {
+    pub seq: u64,
+    pub from: String,
+    pub sent_at: u64,
+    pub received_at: u64,
+    pub text: String,
 }

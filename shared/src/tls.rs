@@ -9,15 +9,16 @@
 
 use std::{
     fs, io,
-    io::Write,
-    os::unix::fs::OpenOptionsExt,
     path::{Path, PathBuf},
 };
 
 use libp2p::{Multiaddr, multiaddr::Protocol, websocket::tls};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
 
-use crate::config::Config;
+use crate::{
+    atomic::{self, Existing},
+    config::Config,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -38,7 +39,7 @@ pub enum TlsError {
 }
 
 /// True when any listen address is a secure WebSocket.
-pub fn serves_wss(config: &Config) -> bool {
+pub(crate) fn serves_wss(config: &Config) -> bool {
     config.network.listen_addresses.iter().any(is_wss)
 }
 
@@ -51,14 +52,14 @@ fn is_wss(addr: &Multiaddr) -> bool {
 }
 
 /// Paths of the self-signed certificate and key kept in the data dir.
-pub fn self_signed_paths(config: &Config) -> (PathBuf, PathBuf) {
+pub(crate) fn self_signed_paths(config: &Config) -> (PathBuf, PathBuf) {
     let dir = config.data_dir.join("tls");
     (dir.join("cert.pem"), dir.join("key.pem"))
 }
 
 /// Builds the websocket TLS config: a server certificate when the node serves
 /// `/tls/ws`, and the trust store for dialing.
-pub fn load(config: &Config) -> Result<tls::Config, TlsError> {
+pub(crate) fn load(config: &Config) -> Result<tls::Config, TlsError> {
     let mut builder = tls::Config::builder();
     if serves_wss(config) {
         let (cert_path, key_path) = match &config.network.tls.certificate {
@@ -86,7 +87,7 @@ pub fn load(config: &Config) -> Result<tls::Config, TlsError> {
 }
 
 /// Checks configured TLS files without creating anything (for `--check`).
-pub fn check(config: &Config) -> Result<(), TlsError> {
+pub(crate) fn check(config: &Config) -> Result<(), TlsError> {
     if let Some((c, k)) = &config.network.tls.certificate {
         read_certs("TLS certificate", c)?;
         read_key(k)?;
@@ -192,22 +193,5 @@ fn ensure_self_signed(config: &Config) -> Result<(PathBuf, PathBuf), TlsError> {
 /// Writes `bytes` to a new file at `path` atomically, replacing only a leftover from an
 /// interrupted earlier attempt (a key whose certificate was never written).
 fn write_new(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(
-        ".{}.tmp-{}",
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("tls"),
-        std::process::id()
-    ));
-    let result = (|| {
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)
-    })();
-    let _ = fs::remove_file(&tmp);
-    result
+    atomic::write(path, bytes, mode, Existing::Replace)
 }

@@ -42,6 +42,11 @@ pub fn bin_dir() -> &'static Path {
             "jantar-relay",
             "-p",
             "jantar-peer",
+            // As `cargo test --workspace` builds them (this crate turns the feature on),
+            // so the two builds share one set of binaries; the fail points let tests
+            // make a node's task die on purpose.
+            "--features",
+            "jantar-net/failpoints",
         ]);
         if profile_release {
             cmd.arg("--release");
@@ -125,6 +130,17 @@ impl Node {
     /// Writes `config` (YAML, without `data_dir`/`admin`/`log`, which are added) into
     /// `root/name/`, starts the binary and waits for its start-up line.
     pub async fn start(root: &Path, name: &str, role: Role, config: &str) -> Result<Node> {
+        Node::start_with_env(root, name, role, config, &[]).await
+    }
+
+    /// Like [`Node::start`], with extra environment variables for the process.
+    pub async fn start_with_env(
+        root: &Path,
+        name: &str,
+        role: Role,
+        config: &str,
+        env: &[(&str, &str)],
+    ) -> Result<Node> {
         let dir = root.join(name);
         std::fs::create_dir_all(&dir)?;
         let cfg = dir.join("node.cfg");
@@ -138,6 +154,7 @@ impl Node {
         let child = Command::new(role.path())
             .args(["-c", cfg.to_str().unwrap(), "run"])
             .env_remove("RUST_LOG")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(out.try_clone()?)
             .stderr(out)
@@ -338,6 +355,29 @@ impl Node {
             self.name,
             status
         )
+    }
+
+    /// Waits up to `timeout` for the process to exit by itself.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> Result<ExitStatus> {
+        let child = self
+            .child
+            .as_mut()
+            .ok_or_else(|| anyhow!("{} already stopped", self.name))?;
+        let start = Instant::now();
+        loop {
+            if let Some(status) = child.try_wait()? {
+                self.child = None;
+                return Ok(status);
+            }
+            if start.elapsed() > timeout {
+                bail!(
+                    "{} still running {timeout:?} later\n{}",
+                    self.name,
+                    self.log_tail(30)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// Sends SIGTERM and waits up to `timeout` for the exit status.

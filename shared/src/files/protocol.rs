@@ -117,6 +117,14 @@ pub fn safe_name(name: &str) -> Option<String> {
     Some(base.to_string())
 }
 
+/// A name for a shared path, checked like announced names.
+pub fn share_name(path: &Path) -> Result<String, String> {
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .and_then(safe_name)
+        .ok_or_else(|| format!("{} has no usable file name", path.display()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

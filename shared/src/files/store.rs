@@ -1,11 +1,11 @@
 //! The files a peer holds: shared from the user's disk, fetched on request, or
 //! replicated. The index is JSON in the data dir, manifests sit beside it; every write
-//! is atomic (temporary file, then rename).
+//! is atomic ([`crate::atomic`]).
 
 use std::{
     collections::BTreeMap,
     fs,
-    io::{self, Read, Seek, SeekFrom, Write},
+    io::{self, Read, Seek, SeekFrom},
     path::{Path, PathBuf},
     time::{SystemTime, UNIX_EPOCH},
 };
@@ -13,17 +13,11 @@ use std::{
 use serde::{Deserialize, Serialize};
 
 use super::id::{FileId, Manifest};
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Origin {
-    /// Shared by the user from their own disk; served from where it lies.
-    Shared,
-    /// Fetched on the user's request.
-    Fetched,
-    /// Replicated by policy; evictable.
-    Replica,
-}
+pub use crate::status::Origin;
+use crate::{
+    atomic::{self, Existing},
+    status::FileInfo,
+};
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Entry {
@@ -59,6 +53,18 @@ pub enum StoreError {
     Unknown(FileId),
     #[error("{} no longer matches what was shared (it changed on disk); stopped sharing it", path.display())]
     Changed { path: PathBuf },
+}
+
+impl From<&Entry> for FileInfo {
+    fn from(e: &Entry) -> Self {
+        FileInfo {
+            id: e.id.to_string(),
+            name: e.name.clone(),
+            size: e.size,
+            origin: e.origin,
+            path: e.path.display().to_string(),
+        }
+    }
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
@@ -231,28 +237,13 @@ impl Store {
         if let Some(dir) = dest.parent() {
             fs::create_dir_all(dir).map_err(io_err(dir))?;
         }
-        if let Err(err) = fs::hard_link(&e.path, dest) {
-            if err.raw_os_error() != Some(18) {
-                return Err(StoreError::Io {
-                    path: dest.to_path_buf(),
-                    source: err,
-                });
-            }
-            // Another file system: copy beside the destination, then link into place.
-            let tmp = dest.with_file_name(format!(".{id}.jantar-tmp"));
-            let copied = fs::copy(&e.path, &tmp)
-                .and_then(|_| fs::File::open(&tmp)?.sync_all())
-                .and_then(|()| fs::hard_link(&tmp, dest));
-            let _ = fs::remove_file(&tmp);
-            copied.map_err(io_err(dest))?;
-        }
-        let _ = fs::remove_file(&e.path);
-        let entry = self.entries.get_mut(id).expect("present");
+        atomic::move_new(&e.path, dest).map_err(io_err(dest))?;
+        let mut entry = e;
         entry.origin = Origin::Fetched;
         entry.path = dest.to_path_buf();
-        let out = entry.clone();
+        self.entries.insert(*id, entry.clone());
         self.save()?;
-        Ok(out)
+        Ok(entry)
     }
 
     /// Forgets a file; a replica's data is deleted, shared and fetched files stay on disk.
@@ -304,24 +295,9 @@ impl Store {
     }
 }
 
-/// Writes `bytes` to `path` through a temporary file and a rename.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(
-        ".{}.tmp-{}",
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("f"),
-        std::process::id()
-    ));
-    let r = (|| {
-        let mut f = fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)
-    })();
-    if r.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    r.map_err(io_err(path))
+/// Writes `bytes` to `path` atomically, replacing what was there.
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    atomic::write(path, bytes, 0o644, Existing::Replace).map_err(io_err(path))
 }
 
 #[cfg(test)]

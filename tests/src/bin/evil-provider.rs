@@ -141,7 +141,7 @@ async fn main() -> Result<()> {
         hash_file(&args.file).with_context(|| format!("hash {}", args.file.display()))?;
     let id: FileId = manifest.root();
     let file = File::open(&args.file)?;
-    let name = jantar_net::node::share_name(&args.file).map_err(anyhow::Error::msg)?;
+    let name = jantar_net::files::protocol::share_name(&args.file).map_err(anyhow::Error::msg)?;
     let announcement = serde_json::to_vec(&Announcement {
         id,
         name,

@@ -1,24 +1,30 @@
 //! The command line shared by the three executables, and their `main`.
 //!
-//! Exit codes: 0 success, 1 runtime failure (a port in use, a node that died),
-//! 64 bad command line, 78 bad configuration or identity key.
+//! Exit codes: 0 success, 1 runtime failure (a port in use, a node task that died),
+//! 64 bad command line, 78 bad configuration or identity key, 141 standard output
+//! closed by its reader (the process ends quietly, as on SIGPIPE).
+//!
+//! [`run`] runs and supervises a node; [`client`] holds the `jantar-peer` commands that
+//! talk to a running daemon.
 
-use std::{path::PathBuf, process::ExitCode, sync::Arc};
+mod client;
+mod exit;
+mod run;
+
+use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
+pub use client::ClientCommand;
+pub use exit::{EXIT_CLOSED_PIPE, EXIT_CONFIG, EXIT_FAILURE, EXIT_USAGE};
+use exit::{out, runtime};
 use libp2p::{identity::Keypair, multiaddr::Protocol};
-use tokio_util::sync::CancellationToken;
-use tracing::{error, info, warn};
+pub use run::{RunError, run};
 
 use crate::{
-    admin::Admin,
+    admin::AdminClient,
     config::{Config, Loaded, Overrides, ProcessEnv, Role},
-    identity, logging, metrics, node,
+    identity,
 };
-
-pub const EXIT_FAILURE: u8 = 1;
-pub const EXIT_USAGE: u8 = 64;
-pub const EXIT_CONFIG: u8 = 78;
 
 /// Options every role takes; each also reads a `JANTAR_*` environment variable.
 #[derive(Debug, Args)]
@@ -96,6 +102,9 @@ pub struct Cli {
 
 /// Parses the command line for `role` and runs it.
 pub fn main(role: Role, about: &'static str) -> ExitCode {
+    // Test builds only: fail points named in FAILPOINTS (see the `failpoints` feature).
+    #[cfg(feature = "failpoints")]
+    let _failpoints = fail::FailScenario::setup();
     if role == Role::Peer {
         return peer_main(about);
     }
@@ -137,7 +146,7 @@ pub enum PeerCommand {
     #[command(flatten)]
     Common(CommonCommand),
     #[command(flatten)]
-    Client(crate::client::ClientCommand),
+    Client(ClientCommand),
 }
 
 fn peer_main(about: &'static str) -> ExitCode {
@@ -166,7 +175,7 @@ fn peer_main(about: &'static str) -> ExitCode {
                     return ExitCode::from(EXIT_CONFIG);
                 }
             };
-            crate::client::run(&config, c, cli.json)
+            client::run(&config, c, cli.json)
         }
     }
 }
@@ -177,25 +186,32 @@ fn dispatch(
     common: CommonArgs,
     subcommand: Option<CommonCommand>,
 ) -> ExitCode {
-    let cli = Cli {
-        common,
-        command: subcommand,
-    };
     let bin = role.binary();
-    // Writing completions or man pages needs no config.
-    if let Some(CommonCommand::Generate { what, dir }) = &cli.command {
-        return match generate(command(role, about), *what, dir) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("{bin}: cannot write into {}: {e}", dir.display());
-                ExitCode::from(EXIT_FAILURE)
-            }
-        };
+    /// The subcommands that run on a loaded config.
+    enum WithConfig {
+        Run,
+        Id,
+        Healthcheck,
     }
+    let subcommand = match subcommand.unwrap_or(CommonCommand::Run) {
+        // Writing completions or man pages needs no config.
+        CommonCommand::Generate { what, dir } => {
+            return match generate(command(role, about), what, &dir) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("{bin}: cannot write into {}: {e}", dir.display());
+                    ExitCode::from(EXIT_FAILURE)
+                }
+            };
+        }
+        CommonCommand::Run => WithConfig::Run,
+        CommonCommand::Id => WithConfig::Id,
+        CommonCommand::Healthcheck => WithConfig::Healthcheck,
+    };
     let Loaded { config, warnings } = match Config::load(
         role,
-        cli.common.config.as_deref(),
-        &cli.common.overrides(),
+        common.config.as_deref(),
+        &common.overrides(),
         &ProcessEnv,
     ) {
         Ok(l) => l,
@@ -204,28 +220,21 @@ fn dispatch(
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    if cli.common.check {
+    if common.check {
         return check(&config, &warnings);
     }
-    match cli.command.unwrap_or(CommonCommand::Run) {
-        CommonCommand::Healthcheck => healthcheck(&config),
-        CommonCommand::Id => match load_key(&config) {
+    match subcommand {
+        WithConfig::Healthcheck => healthcheck(&config),
+        WithConfig::Id => match load_key(&config) {
             Ok(key) => {
                 print_id(&config, &key);
                 ExitCode::SUCCESS
             }
             Err(code) => code,
         },
-        CommonCommand::Run => match load_key(&config) {
-            Ok(key) => run_node(config, warnings, key),
+        WithConfig::Run => match load_key(&config) {
+            Ok(key) => run::run_node(config, warnings, key),
             Err(code) => code,
-        },
-        CommonCommand::Generate { what, dir } => match generate(command(role, about), what, &dir) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("{bin}: cannot write into {}: {e}", dir.display());
-                ExitCode::from(EXIT_FAILURE)
-            }
         },
     }
 }
@@ -252,7 +261,7 @@ fn generate(mut cmd: clap::Command, what: Generate, dir: &std::path::Path) -> st
             use clap_complete::Shell;
             for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
                 let path = clap_complete::generate_to(shell, &mut cmd, &name, dir)?;
-                println!("{}", path.display());
+                out!("{}", path.display());
             }
         }
         Generate::Man => {
@@ -260,7 +269,7 @@ fn generate(mut cmd: clap::Command, what: Generate, dir: &std::path::Path) -> st
             for entry in std::fs::read_dir(dir)? {
                 let p = entry?.path();
                 if p.extension().is_some_and(|e| e == "1") {
-                    println!("{}", p.display());
+                    out!("{}", p.display());
                 }
             }
         }
@@ -292,7 +301,7 @@ fn check(config: &Config, warnings: &[crate::config::Warning]) -> ExitCode {
         .map_or("embedded default config".to_string(), |p| {
             p.display().to_string()
         });
-    println!("{source}: OK");
+    out!("{source}: OK");
     ExitCode::SUCCESS
 }
 
@@ -312,48 +321,6 @@ fn load_key(config: &Config) -> Result<Keypair, ExitCode> {
     }
 }
 
-fn run_node(config: Config, warnings: Vec<crate::config::Warning>, key: Keypair) -> ExitCode {
-    let bin = config.role.binary();
-    logging::init(&config.log);
-    for w in &warnings {
-        warn!("{w}");
-    }
-    let runtime = match runtime(bin, true) {
-        Ok(r) => r,
-        Err(code) => return code,
-    };
-    let result = runtime.block_on(run(Arc::new(config), key));
-    // Background threads (DNS, interface watching) must not delay the exit.
-    runtime.shutdown_timeout(std::time::Duration::from_millis(200));
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(RunError::Node(node::NodeError::Tls(e))) => {
-            error!("{e}");
-            eprintln!("{bin}: {e}");
-            ExitCode::from(EXIT_CONFIG)
-        }
-        Err(e) => {
-            error!("{e:#}");
-            eprintln!("{bin}: {e:#}");
-            ExitCode::from(EXIT_FAILURE)
-        }
-    }
-}
-
-/// A tokio runtime (multi-threaded for a node, single-threaded for a short client
-/// command), or the exit code after saying why there is none.
-pub(crate) fn runtime(bin: &str, multi_thread: bool) -> Result<tokio::runtime::Runtime, ExitCode> {
-    let mut builder = if multi_thread {
-        tokio::runtime::Builder::new_multi_thread()
-    } else {
-        tokio::runtime::Builder::new_current_thread()
-    };
-    builder.enable_all().build().map_err(|e| {
-        eprintln!("{bin}: cannot start the async runtime: {e}");
-        ExitCode::from(EXIT_FAILURE)
-    })
-}
-
 fn healthcheck(config: &Config) -> ExitCode {
     let bin = config.role.binary();
     let Some(addr) = config.admin_listen else {
@@ -364,17 +331,22 @@ fn healthcheck(config: &Config) -> ExitCode {
         Ok(r) => r,
         Err(code) => return code,
     };
-    match runtime.block_on(crate::admin::probe_ready(addr)) {
+    let client = AdminClient::new(addr, None).with_timeout(Duration::from_secs(3));
+    match runtime.block_on(client.ready()) {
         Ok(200) => {
-            println!("ready");
+            out!("ready");
             ExitCode::SUCCESS
         }
         Ok(code) => {
-            println!("not ready (HTTP {code} from {addr})");
+            out!("not ready (HTTP {code} from {addr})");
+            ExitCode::from(EXIT_FAILURE)
+        }
+        Err(crate::admin::ClientError::Connect { addr, source }) => {
+            out!("not ready: no node answering at {addr}: {source}");
             ExitCode::from(EXIT_FAILURE)
         }
         Err(e) => {
-            println!("not ready: {e}");
+            out!("not ready: {e}");
             ExitCode::from(EXIT_FAILURE)
         }
     }
@@ -382,7 +354,7 @@ fn healthcheck(config: &Config) -> ExitCode {
 
 fn print_id(config: &Config, key: &Keypair) {
     let peer_id = key.public().to_peer_id();
-    println!("{peer_id}");
+    out!("{peer_id}");
     let net = &config.network;
     let addrs = if net.external_addresses.is_empty() {
         eprintln!(
@@ -394,91 +366,6 @@ fn print_id(config: &Config, key: &Keypair) {
         &net.external_addresses
     };
     for a in addrs {
-        println!("{}", a.clone().with(Protocol::P2p(peer_id)));
+        out!("{}", a.clone().with(Protocol::P2p(peer_id)));
     }
-}
-
-/// Errors that end a running node.
-#[derive(Debug, thiserror::Error)]
-pub enum RunError {
-    #[error(transparent)]
-    Admin(#[from] crate::admin::AdminBindError),
-    #[error(transparent)]
-    Node(#[from] node::NodeError),
-    #[error("cannot install signal handler: {0}")]
-    Signal(std::io::Error),
-}
-
-/// Runs a node until SIGTERM or SIGINT, then shuts it down within the grace period.
-pub async fn run(config: Arc<Config>, key: Keypair) -> Result<(), RunError> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut sigterm = signal(SignalKind::terminate()).map_err(RunError::Signal)?;
-    let mut sigint = signal(SignalKind::interrupt()).map_err(RunError::Signal)?;
-
-    let admin = match config.admin_listen {
-        Some(addr) => Some(Admin::bind(addr).await?),
-        None => None,
-    };
-    let metrics = metrics::install();
-    let handle = node::start(config.clone(), key).await?;
-    let admin_addr = admin.as_ref().map(Admin::local_addr);
-    if let Some(a) = admin_addr
-        && !a.ip().is_loopback()
-    {
-        warn!(admin = %a, "the admin endpoint is not on loopback: anyone who can reach it can read status and make this node dial");
-    }
-    let cancel = CancellationToken::new();
-    let mut admin_task = admin.map(|a| {
-        tokio::spawn(a.serve(
-            handle.client(),
-            metrics,
-            config.admin_token.clone(),
-            cancel.clone(),
-        ))
-    });
-
-    let listen: Vec<String> = handle
-        .listen_addrs()
-        .iter()
-        .map(|a| a.to_string())
-        .collect();
-    crate::systemd::ready(&format!("peer id {}", handle.peer_id()));
-    info!(
-        version = env!("CARGO_PKG_VERSION"),
-        role = config.role.as_str(),
-        name = %config.name,
-        peer_id = %handle.peer_id(),
-        listen = %listen.join(" "),
-        admin = %admin_addr.map_or("off".to_string(), |a| a.to_string()),
-        "jantar started"
-    );
-
-    let admin_died = async {
-        match admin_task.as_mut() {
-            Some(t) => t.await,
-            None => std::future::pending().await,
-        }
-    };
-    tokio::select! {
-        _ = sigterm.recv() => info!("received SIGTERM"),
-        _ = sigint.recv() => info!("received SIGINT"),
-        r = admin_died => error!(result = ?r, "admin endpoint stopped unexpectedly"),
-    }
-    crate::systemd::stopping();
-    cancel.cancel();
-    handle.shutdown();
-    let grace = config.shutdown_grace_period;
-    let clean = handle.join().await;
-    if let Some(t) = admin_task {
-        let _ = tokio::time::timeout(grace, t).await;
-    }
-    if clean {
-        info!("stopped");
-    } else {
-        warn!(
-            ?grace,
-            "stopped with connections still open after the grace period"
-        );
-    }
-    Ok(())
 }

@@ -1,0 +1,306 @@
+//! `jantar-peer share|get|ls|rm|peers|status|send|messages`: clients of the running
+//! daemon's admin endpoint, reading its answers as the [`crate::status`] types.
+
+use std::{io::IsTerminal, path::PathBuf, process::ExitCode, time::Duration};
+
+use clap::Subcommand;
+use hyper::Method;
+use serde::Serialize;
+
+use super::exit::{EXIT_CONFIG, out, runtime};
+use crate::{
+    admin::{AdminClient, ClientError},
+    config::Config,
+    files::FileId,
+    status::{FetchState, FileInfo, FileList, MessageRecord, Progress, Status},
+};
+
+#[derive(Debug, Subcommand)]
+pub enum ClientCommand {
+    /// Share a file with the network; prints its ID.
+    Share { path: PathBuf },
+    /// Fetch a file by ID into download_dir (or to -o PATH), with progress.
+    Get {
+        id: String,
+        /// Where to write the file (must not exist).
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        /// Start the fetch and return at once instead of waiting for it.
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// List files held and fetches in progress.
+    Ls,
+    /// Stop holding a file (replicas are deleted; your own files stay on disk).
+    Rm { id: String },
+    /// List connected peers.
+    Peers,
+    /// Show the daemon's state: peer id, NAT status, relays, connections.
+    Status,
+    /// Send a message to every peer.
+    Send { text: String },
+    /// Show received messages.
+    Messages {
+        /// Keep printing new messages as they arrive.
+        #[arg(long)]
+        follow: bool,
+    },
+}
+
+/// Runs a client command against the daemon named by `config` (its `admin.listen`).
+pub(super) fn run(config: &Config, cmd: ClientCommand, json: bool) -> ExitCode {
+    let Some(addr) = config.admin_listen else {
+        eprintln!(
+            "jantar-peer: the daemon's admin endpoint is off (admin.listen: off); client commands need it"
+        );
+        return ExitCode::from(EXIT_CONFIG);
+    };
+    let client = Client {
+        admin: AdminClient::new(addr, config.admin_token.clone()),
+        json,
+    };
+    let runtime = match runtime("jantar-peer", false) {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
+    match runtime.block_on(client.execute(cmd)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("jantar-peer: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+struct Client {
+    admin: AdminClient,
+    json: bool,
+}
+
+impl Client {
+    async fn call<T: serde::de::DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<T, String> {
+        self.admin
+            .call(method, path, body)
+            .await
+            .map_err(|e| match e {
+                ClientError::Connect { addr, source } => format!(
+                    "no daemon running at {addr}: start it with `jantar-peer run` ({source})"
+                ),
+                other => other.to_string(),
+            })
+    }
+
+    async fn execute(&self, cmd: ClientCommand) -> Result<(), String> {
+        match cmd {
+            ClientCommand::Share { path } => self.share(path).await,
+            ClientCommand::Get {
+                id,
+                output,
+                no_wait,
+            } => self.get(&id, output, no_wait).await,
+            ClientCommand::Ls => self.ls().await,
+            ClientCommand::Rm { id } => {
+                let id: FileId = id.parse()?;
+                let f: FileInfo = self
+                    .call(Method::DELETE, &format!("/files/{id}"), None)
+                    .await?;
+                self.print(&f, || out!("removed {}", f.name));
+                Ok(())
+            }
+            ClientCommand::Peers => {
+                let st: Status = self.call(Method::GET, "/status", None).await?;
+                self.print(&st.connections, || {
+                    for c in &st.connections {
+                        out!(
+                            "{}  {:<7}  {:<8}  {}",
+                            c.peer_id,
+                            c.kind.as_str(),
+                            c.direction,
+                            c.address
+                        );
+                    }
+                });
+                Ok(())
+            }
+            ClientCommand::Status => {
+                let st: Status = self.call(Method::GET, "/status", None).await?;
+                self.print(&st, || print_status(&st));
+                Ok(())
+            }
+            ClientCommand::Send { text } => {
+                let body = serde_json::json!({ "text": text });
+                let m: MessageRecord = self.call(Method::POST, "/messages", Some(&body)).await?;
+                self.print(&m, || out!("sent"));
+                Ok(())
+            }
+            ClientCommand::Messages { follow } => self.messages(follow).await,
+        }
+    }
+
+    /// `--json` prints `value`; otherwise `text` prints the human form.
+    fn print<T: Serialize>(&self, value: &T, text: impl FnOnce()) {
+        if self.json {
+            out!(
+                "{}",
+                serde_json::to_string_pretty(value).unwrap_or_default()
+            );
+        } else {
+            text();
+        }
+    }
+
+    async fn share(&self, path: PathBuf) -> Result<(), String> {
+        let path = std::path::absolute(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let url = format!("/files?path={}", encode(&path.to_string_lossy()));
+        let f: FileInfo = self.call(Method::POST, &url, None).await?;
+        self.print(&f, || {
+            out!("shared {} ({})", f.name, human_size(f.size));
+            out!("{}", f.id);
+        });
+        Ok(())
+    }
+
+    async fn get(&self, id: &str, output: Option<PathBuf>, no_wait: bool) -> Result<(), String> {
+        let id: FileId = id.parse()?;
+        let mut url = format!("/files/{id}/get");
+        if let Some(out) = output {
+            let out = std::path::absolute(&out).map_err(|e| format!("{}: {e}", out.display()))?;
+            url.push_str(&format!("?out={}", encode(&out.to_string_lossy())));
+        }
+        let mut p: Progress = self.call(Method::POST, &url, None).await?;
+        let tty = std::io::stderr().is_terminal();
+        while !no_wait && p.state == FetchState::Fetching {
+            if tty && !self.json {
+                eprint!("\r{}   ", progress_line(&p));
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            p = self
+                .call(Method::GET, &format!("/files/{id}"), None)
+                .await?;
+        }
+        if tty && !self.json {
+            eprintln!();
+        }
+        if self.json {
+            self.print(&p, || {});
+        }
+        match p.state {
+            FetchState::Failed => Err(p.error.unwrap_or_else(|| "fetch failed".into())),
+            FetchState::Complete if !self.json => {
+                out!("{}", p.path);
+                Ok(())
+            }
+            _ if !self.json => {
+                out!("fetching into {}", p.path);
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    async fn ls(&self) -> Result<(), String> {
+        let list: FileList = self.call(Method::GET, "/files", None).await?;
+        self.print(&list, || {
+            for f in &list.files {
+                out!(
+                    "{}  {:>10}  {:<8}  {}",
+                    short(&f.id),
+                    human_size(f.size),
+                    f.origin.as_str(),
+                    f.name
+                );
+            }
+            for f in &list.fetching {
+                out!(
+                    "{}  {:>10}  {:<8}  {} ({}/{} chunks)",
+                    short(&f.id),
+                    f.size.map_or_else(|| "?".into(), human_size),
+                    "fetching",
+                    f.name,
+                    f.chunks_done,
+                    f.chunks_total.map_or_else(|| "?".into(), |t| t.to_string())
+                );
+            }
+        });
+        Ok(())
+    }
+
+    async fn messages(&self, follow: bool) -> Result<(), String> {
+        let mut after = 0;
+        loop {
+            let batch: Vec<MessageRecord> = self
+                .call(Method::GET, &format!("/messages?after={after}"), None)
+                .await?;
+            for m in &batch {
+                after = after.max(m.seq);
+                if self.json {
+                    out!("{}", serde_json::to_string(m).unwrap_or_default());
+                } else {
+                    out!("[{}] {}: {}", m.sent_at, short(&m.from), m.text);
+                }
+            }
+            if !follow {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+}
+
+fn print_status(st: &Status) {
+    out!("peer id:     {}", st.peer_id);
+    out!("ready:       {}", st.ready);
+    out!("NAT status:  {}", st.nat_status.as_str());
+    out!("DHT mode:    {}", st.dht_mode.as_deref().unwrap_or("off"));
+    out!("peers:       {}", st.connected_peers);
+    for r in &st.reservations {
+        out!(
+            "relay:       {} ({})",
+            r.address.as_deref().unwrap_or(&r.relay),
+            r.state
+        );
+    }
+    for a in &st.listen_addresses {
+        out!("listening:   {a}");
+    }
+}
+
+fn progress_line(p: &Progress) -> String {
+    match p.chunks_total {
+        Some(t) if t > 0 => format!(
+            "{}: {}/{} chunks ({}%), {} providers",
+            short(&p.id),
+            p.chunks_done,
+            t,
+            u64::from(p.chunks_done) * 100 / u64::from(t),
+            p.providers
+        ),
+        _ => format!("{}: looking for providers...", short(&p.id)),
+    }
+}
+
+fn short(id: &str) -> &str {
+    &id[..id.len().min(12)]
+}
+
+fn human_size(n: u64) -> String {
+    bytesize::ByteSize::b(n).display().iec().to_string()
+}
+
+/// Percent-encodes a query value (paths may hold spaces and `&`).
+fn encode(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_./~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}

@@ -1,0 +1,172 @@
+//! `run`: a node and its admin endpoint, supervised until SIGTERM or SIGINT.
+//!
+//! The node's tasks (its event loop and the admin endpoint) are watched together: when
+//! one ends on its own, by a panic or a bug, the others are stopped and the process
+//! exits with status 1 and an error line naming the task and the cause, so that
+//! systemd's `Restart=on-failure` and a container's health check act instead of a
+//! half-dead process answering on its admin port.
+
+use std::{process::ExitCode, sync::Arc, time::Duration};
+
+use libp2p::identity::Keypair;
+use tokio::task::{JoinError, JoinHandle};
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use super::exit::{EXIT_CONFIG, EXIT_FAILURE, runtime};
+use crate::{
+    admin::{Admin, AdminBindError},
+    config::{Config, Warning},
+    logging, metrics,
+    node::{self, NodeError},
+};
+
+/// Errors that end a running node.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Admin(#[from] AdminBindError),
+    #[error(transparent)]
+    Node(#[from] NodeError),
+    #[error("cannot install signal handler: {0}")]
+    Signal(std::io::Error),
+    /// One of the node's tasks ended while the node was meant to run.
+    #[error("the node's {task} task failed: {cause}")]
+    TaskFailed { task: &'static str, cause: String },
+}
+
+/// Runs the node on `config` and returns the process's exit code.
+pub(super) fn run_node(config: Config, warnings: Vec<Warning>, key: Keypair) -> ExitCode {
+    let bin = config.role.binary();
+    logging::init(&config.log);
+    for w in &warnings {
+        warn!("{w}");
+    }
+    let runtime = match runtime(bin, true) {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
+    let result = runtime.block_on(run(Arc::new(config), key));
+    // Background threads (DNS, interface watching) must not delay the exit.
+    runtime.shutdown_timeout(Duration::from_millis(200));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(RunError::Node(NodeError::Tls(e))) => {
+            error!(error = %e, "cannot start");
+            eprintln!("{bin}: {e}");
+            ExitCode::from(EXIT_CONFIG)
+        }
+        Err(e) => {
+            error!(error = %e, "stopped with an error");
+            eprintln!("{bin}: {e}");
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}
+
+/// Runs a node until SIGTERM or SIGINT, then shuts it down within the grace period.
+/// Returns [`RunError::TaskFailed`] when one of its tasks ends before that.
+pub async fn run(config: Arc<Config>, key: Keypair) -> Result<(), RunError> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut sigterm = signal(SignalKind::terminate()).map_err(RunError::Signal)?;
+    let mut sigint = signal(SignalKind::interrupt()).map_err(RunError::Signal)?;
+
+    let admin = match config.admin_listen {
+        Some(addr) => Some(Admin::bind(addr).await?),
+        None => None,
+    };
+    let metrics = metrics::install();
+    let handle = node::start(config.clone(), key).await?;
+    let admin_addr = admin.as_ref().map(Admin::local_addr);
+    if let Some(a) = admin_addr
+        && !a.ip().is_loopback()
+    {
+        warn!(admin = %a, "the admin endpoint is not on loopback: anyone who can reach it can read status and make this node dial");
+    }
+    let stop_admin = CancellationToken::new();
+    let mut admin_task = admin.map(|a| {
+        tokio::spawn(a.serve(
+            handle.client(),
+            metrics,
+            config.admin_token.clone(),
+            stop_admin.clone(),
+        ))
+    });
+    let listen: Vec<String> = handle
+        .listen_addrs()
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+    crate::systemd::ready(&format!("peer id {}", handle.peer_id()));
+    info!(
+        version = env!("CARGO_PKG_VERSION"),
+        role = config.role.as_str(),
+        name = %config.name,
+        peer_id = %handle.peer_id(),
+        listen = %listen.join(" "),
+        admin = %admin_addr.map_or("off".to_string(), |a| a.to_string()),
+        "jantar started"
+    );
+    let stop_node = handle.shutdown_token();
+    let mut event_loop = handle.into_task();
+
+    let failed = tokio::select! {
+        _ = sigterm.recv() => { info!("received SIGTERM"); None }
+        _ = sigint.recv() => { info!("received SIGINT"); None }
+        r = &mut event_loop => Some(("event loop", ended(r.map(|_clean| Ok(()))))),
+        r = finished(admin_task.as_mut()) => {
+            admin_task = None;
+            Some(("admin endpoint", ended(r.map(|served| served.map_err(|e| e.to_string())))))
+        }
+    };
+    crate::systemd::stopping();
+    stop_admin.cancel();
+    stop_node.cancel();
+    let grace = config.shutdown_grace_period;
+    let clean = match failed {
+        Some(("event loop", _)) => false,
+        _ => event_loop.await.unwrap_or(false),
+    };
+    if let Some(t) = admin_task {
+        let _ = tokio::time::timeout(grace, t).await;
+    }
+    if let Some((task, cause)) = failed {
+        error!(task, error = %cause, "a node task failed; stopped the others");
+        return Err(RunError::TaskFailed { task, cause });
+    }
+    if clean {
+        info!("stopped");
+    } else {
+        warn!(
+            ?grace,
+            "stopped with connections still open after the grace period"
+        );
+    }
+    Ok(())
+}
+
+/// Waits for an optional task; never, without one.
+async fn finished<T>(task: Option<&mut JoinHandle<T>>) -> Result<T, JoinError> {
+    match task {
+        Some(t) => t.await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Why a task that should still run has ended.
+fn ended(r: Result<Result<(), String>, JoinError>) -> String {
+    match r {
+        Ok(Ok(())) => "it stopped unexpectedly".into(),
+        Ok(Err(e)) => format!("it failed: {e}"),
+        Err(e) if e.is_panic() => {
+            let p = e.into_panic();
+            let msg = p
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| p.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic without a message".into());
+            format!("it panicked: {msg}")
+        }
+        Err(e) => format!("it was cancelled: {e}"),
+    }
+}

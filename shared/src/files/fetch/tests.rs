@@ -1,0 +1,188 @@
+use super::*;
+use crate::files::id::hash_file;
+
+/// Request ids come from a real behaviour; a fetch only compares them.
+fn request_ids(n: usize) -> Vec<OutboundRequestId> {
+    let mut rr = crate::files::protocol::behaviour();
+    let peer = PeerId::random();
+    (0..n)
+        .map(|_| rr.send_request(&peer, Request::Manifest(FileId([0; 32]))))
+        .collect()
+}
+
+#[test]
+fn corrupt_chunk_drops_the_provider_and_honest_data_completes() {
+    let d = tempfile::tempdir().unwrap();
+    let src = d.path().join("src");
+    let data: Vec<u8> = (0..(2 * 1024 * 1024 + 5))
+        .map(|i: u32| (i.wrapping_mul(2654435761) >> 11) as u8)
+        .collect();
+    std::fs::write(&src, &data).unwrap();
+    let m = hash_file(&src).unwrap();
+    let id = m.root();
+    let dest = d.path().join("out/file");
+    let mut f = Fetch::new(
+        id,
+        "file".into(),
+        dest.clone(),
+        Origin::Fetched,
+        &d.path().join("partial"),
+    );
+    let (liar, honest) = (PeerId::random(), PeerId::random());
+    f.add_provider(liar);
+    let ids = request_ids(8);
+
+    // A manifest that does not hash to the ID is refused.
+    f.sent(ids[0], liar, None);
+    let mut forged = m.clone();
+    forged.leaves[0][0] ^= 1;
+    assert!(f.on_manifest(&ids[0], forged).is_err());
+    assert!(!f.has_providers(), "the forger is dropped");
+    f.add_provider(liar);
+    assert!(!f.has_providers(), "and stays dropped");
+
+    // The honest manifest, then a corrupt chunk from a second bad source.
+    let liar2 = PeerId::random();
+    f.add_provider(liar2);
+    f.sent(ids[1], liar2, None);
+    f.on_manifest(&ids[1], m.clone()).unwrap();
+    let to_liar = f.next_requests();
+    assert_eq!(to_liar.len(), 3);
+    // Each request goes out; ids[2..5] stand for them (chunks 0, 1, 2 in order).
+    let liar_ids = request_ids(3);
+    for (k, (p, _)) in to_liar.iter().enumerate() {
+        f.sent(liar_ids[k], *p, Some(k as u32));
+    }
+    let mut bad = data[..1 << 20].to_vec();
+    bad[7] ^= 0x80;
+    let err = f.on_chunk(&liar_ids[0], &bad).unwrap_err();
+    assert_eq!(err.peer, liar2);
+    // Its other requests fail as the connection goes; their chunks are requeued.
+    f.failed(&liar_ids[1]);
+    f.failed(&liar_ids[2]);
+    assert_eq!(f.progress().chunks_done, 0, "nothing corrupt is kept");
+    assert_eq!(f.progress().bad_providers.len(), 2);
+
+    // An honest provider completes it; the chunk that failed is asked again.
+    f.add_provider(honest);
+    let reqs = f.next_requests();
+    assert_eq!(reqs.len(), 3);
+    assert!(reqs.iter().all(|(p, _)| *p == honest));
+    for (k, (_, req)) in reqs.into_iter().enumerate() {
+        let Request::Chunk { index, .. } = req else {
+            panic!("chunk request expected")
+        };
+        let start = index as usize * (1 << 20);
+        let end = (start + (1 << 20)).min(data.len());
+        f.sent(ids[3 + k], honest, Some(index));
+        let done = f.on_chunk(&ids[3 + k], &data[start..end]).unwrap();
+        assert_eq!(done, k == 2);
+    }
+    let path = f.finish().unwrap();
+    assert_eq!(std::fs::read(path).unwrap(), data);
+    assert!(!d.path().join("partial").join(format!("{id}.part")).exists());
+}
+
+#[test]
+fn giving_up_on_the_only_provider_fails_the_fetch_with_the_reason() {
+    let d = tempfile::tempdir().unwrap();
+    let mut f = Fetch::new(
+        FileId([7; 32]),
+        "file".into(),
+        d.path().join("out/file"),
+        Origin::Fetched,
+        &d.path().join("partial"),
+    );
+    let (a, b) = (PeerId::random(), PeerId::random());
+    f.add_provider(a);
+    f.add_provider(b);
+    f.give_up_on(a, "a's relay is too small".into());
+    assert!(f.error.is_none(), "b can still deliver");
+    assert!(!f.add_provider(a), "a is not asked again by this fetch");
+    f.give_up_on(b, "b's relay is too small".into());
+    assert_eq!(f.error.as_deref(), Some("b's relay is too small"));
+}
+
+#[test]
+fn relayed_providers_get_one_chunk_at_a_time() {
+    let d = tempfile::tempdir().unwrap();
+    let src = d.path().join("src");
+    let data: Vec<u8> = (0..(6 * 1024 * 1024))
+        .map(|i: u32| (i % 251) as u8)
+        .collect();
+    std::fs::write(&src, &data).unwrap();
+    let m = hash_file(&src).unwrap();
+    let mut f = Fetch::new(
+        m.root(),
+        "file".into(),
+        d.path().join("out/file"),
+        Origin::Fetched,
+        &d.path().join("partial"),
+    );
+    let (direct, relayed) = (PeerId::random(), PeerId::random());
+    f.add_provider(direct);
+    f.add_provider(relayed);
+    let ids = request_ids(1);
+    f.sent(ids[0], direct, None);
+    f.on_manifest(&ids[0], m).unwrap();
+    let cap = |p: &PeerId| if *p == relayed { 1 } else { MAX_PER_PROVIDER };
+    let reqs = f.next_requests_with(cap);
+    assert_eq!(reqs.len(), 6, "every chunk is asked for");
+    let to_relayed = reqs.iter().filter(|(p, _)| *p == relayed).count();
+    assert_eq!(
+        to_relayed, 1,
+        "one chunk in flight over the relay: {reqs:?}"
+    );
+    let sent = request_ids(reqs.len());
+    for (k, (p, req)) in reqs.iter().enumerate() {
+        let Request::Chunk { index, .. } = req else {
+            panic!("{req:?}")
+        };
+        f.sent(sent[k], *p, Some(*index));
+    }
+    assert!(
+        f.next_requests_with(cap).is_empty(),
+        "nothing more while the relayed one is in flight"
+    );
+}
+
+#[test]
+fn resumes_verified_chunks_from_a_partial_file() {
+    let d = tempfile::tempdir().unwrap();
+    let src = d.path().join("src");
+    let data: Vec<u8> = (0..(3 * 1024 * 1024))
+        .map(|i: u32| (i.wrapping_mul(40503) >> 7) as u8)
+        .collect();
+    std::fs::write(&src, &data).unwrap();
+    let m = hash_file(&src).unwrap();
+    let id = m.root();
+    let partial = d.path().join("partial");
+    std::fs::create_dir_all(&partial).unwrap();
+    // Chunk 0 good, chunk 1 damaged, chunk 2 missing.
+    let mut part = data[..2 << 20].to_vec();
+    part[(1 << 20) + 3] ^= 1;
+    std::fs::write(partial.join(format!("{id}.part")), &part).unwrap();
+    let mut f = Fetch::new(
+        id,
+        "file".into(),
+        d.path().join("file"),
+        Origin::Fetched,
+        &partial,
+    );
+    let p = PeerId::random();
+    f.add_provider(p);
+    let ids = request_ids(1);
+    f.sent(ids[0], p, None);
+    f.on_manifest(&ids[0], m).unwrap();
+    let prog = f.progress();
+    assert_eq!(prog.chunks_resumed, 1);
+    let wanted: Vec<u32> = f
+        .next_requests()
+        .into_iter()
+        .map(|(_, r)| match r {
+            Request::Chunk { index, .. } => index,
+            Request::Manifest(_) => u32::MAX,
+        })
+        .collect();
+    assert_eq!(wanted, vec![1, 2]);
+}

@@ -1,0 +1,19 @@
+//! A peer's files and messages inside the event loop: [`service`] holds the state and
+//! answers the file API's commands; [`fetching`] finds providers, asks them for chunks
+//! and finishes files; [`serving`] answers other peers within the [`uploads`] budget;
+//! [`gossip`] handles announcements, replication and messages, remembered in
+//! [`gossip_log`]. [`net`] is what they work on besides their own state.
+//!
+//! The content addressing, the store and the transfer protocol themselves are in
+//! [`crate::files`]; this part keeps the state that lives as long as the node.
+
+mod fetching;
+mod gossip;
+mod gossip_log;
+mod net;
+mod service;
+mod serving;
+mod uploads;
+
+pub(super) use net::Net;
+pub(super) use service::{FileService, Policy};

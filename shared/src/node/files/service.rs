@@ -1,0 +1,243 @@
+//! The file part's state and its entry points: the file API's commands, transfer
+//! events, housekeeping.
+
+use std::{
+    collections::{HashMap, VecDeque},
+    path::PathBuf,
+    time::Instant,
+};
+
+use libp2p::{
+    PeerId, gossipsub, kad,
+    request_response::{self, OutboundRequestId},
+};
+use tracing::{debug, info};
+
+use super::{gossip_log::GossipLog, net::Net, uploads::UploadBudget};
+use crate::node::command::FileCommand;
+use crate::{
+    config::Config,
+    files::{
+        fetch::Fetch,
+        id::{FileId, Manifest},
+        protocol::{
+            Announcement, ChatMessage, FILES_TOPIC, MESSAGES_TOPIC, Request, Response,
+            parse_message,
+        },
+        store::{Entry, Origin, Store, now_secs},
+    },
+    status::{FileInfo, FileList, MessageRecord, Progress},
+};
+
+/// The file settings of the peer's config.
+#[derive(Debug, Clone)]
+pub(in crate::node) struct Policy {
+    pub(super) download_dir: PathBuf,
+    /// Smallest announced file that is replicated.
+    pub(super) min_file_size: u64,
+    /// Bytes per second spent serving chunks; 0: unlimited.
+    pub(super) upload_rate_limit: u64,
+}
+
+impl Policy {
+    pub(in crate::node) fn from_config(config: &Config) -> Self {
+        Policy {
+            download_dir: config.download_dir.clone(),
+            min_file_size: config.min_file_size,
+            upload_rate_limit: config.upload_rate_limit,
+        }
+    }
+}
+
+pub(in crate::node) struct FileService {
+    pub(super) me: PeerId,
+    pub(super) store: Store,
+    pub(super) policy: Policy,
+    pub(super) fetches: HashMap<FileId, Fetch>,
+    /// Finished fetches whose result stays visible to `get`.
+    pub(super) finished: VecDeque<Progress>,
+    /// Provider lookups running, by the fetch they serve.
+    pub(super) provider_queries: HashMap<kad::QueryId, FileId>,
+    /// Peers that served bad data, not asked (or served) until the given time.
+    pub(super) penalized: HashMap<PeerId, Instant>,
+    /// Relayed connections to a provider that closed with file requests in flight
+    /// since the last whole chunk from it (see [`fetching::MAX_RELAY_CUTS`]).
+    pub(super) relay_cuts: HashMap<PeerId, u32>,
+    pub(super) uploads: UploadBudget,
+    pub(super) gossip: GossipLog,
+}
+
+impl FileService {
+    pub(in crate::node) fn new(me: PeerId, store: Store, policy: Policy) -> Self {
+        FileService {
+            me,
+            store,
+            uploads: UploadBudget::new(policy.upload_rate_limit),
+            policy,
+            fetches: HashMap::new(),
+            finished: VecDeque::new(),
+            provider_queries: HashMap::new(),
+            penalized: HashMap::new(),
+            relay_cuts: HashMap::new(),
+            gossip: GossipLog::default(),
+        }
+    }
+
+    /// The files held, whose provider records the node publishes from the start.
+    pub(in crate::node) fn held_ids(&self) -> Vec<FileId> {
+        self.store.entries().map(|e| e.id).collect()
+    }
+
+    pub(in crate::node) fn on_command(&mut self, net: &mut Net<'_>, cmd: FileCommand) {
+        match cmd {
+            FileCommand::Share {
+                path,
+                name,
+                manifest,
+                reply,
+            } => {
+                let _ = reply.send(self.share(net, path, name, manifest));
+            }
+            FileCommand::Get { id, out, reply } => {
+                let _ = reply.send(self.start_fetch(net, id, out, Origin::Fetched));
+            }
+            FileCommand::List(reply) => {
+                let _ = reply.send(FileList {
+                    files: self.store.entries().map(FileInfo::from).collect(),
+                    fetching: self.fetches.values().map(Fetch::progress).collect(),
+                });
+            }
+            FileCommand::Progress { id, reply } => {
+                let p = self.fetches.get(&id).map(Fetch::progress).or_else(|| {
+                    self.finished
+                        .iter()
+                        .rev()
+                        .find(|p| p.id == id.to_string())
+                        .cloned()
+                });
+                let _ = reply.send(p);
+            }
+            FileCommand::Remove { id, reply } => {
+                let _ = reply.send(self.remove(net, id));
+            }
+            FileCommand::Send { text, reply } => {
+                let _ = reply.send(self.send_message(net, text));
+            }
+            FileCommand::Messages { after, reply } => {
+                let _ = reply.send(self.gossip.messages_after(after));
+            }
+        }
+    }
+
+    fn share(
+        &mut self,
+        net: &mut Net<'_>,
+        path: PathBuf,
+        name: String,
+        manifest: Manifest,
+    ) -> Result<FileInfo, String> {
+        let id = manifest.root();
+        let entry = Entry {
+            id,
+            name,
+            size: manifest.size,
+            path,
+            origin: Origin::Shared,
+            added: now_secs(),
+        };
+        let info = FileInfo::from(&entry);
+        let announcement = Announcement {
+            id,
+            name: entry.name.clone(),
+            size: entry.size,
+        };
+        self.store
+            .insert(entry, manifest)
+            .map_err(|e| e.to_string())?;
+        info!(%id, name = %info.name, size = info.size, "sharing file");
+        net.provide(id);
+        net.publish(FILES_TOPIC, &announcement);
+        Ok(info)
+    }
+
+    fn remove(&mut self, net: &mut Net<'_>, id: FileId) -> Result<FileInfo, String> {
+        if let Some(mut f) = self.fetches.remove(&id) {
+            f.abandon();
+        }
+        let e = self.store.remove(&id).map_err(|e| e.to_string())?;
+        net.withdraw(id);
+        Ok(FileInfo::from(&e))
+    }
+
+    fn send_message(&mut self, net: &mut Net<'_>, text: String) -> Result<MessageRecord, String> {
+        let msg = ChatMessage {
+            text,
+            sent_at: now_secs(),
+        };
+        let data = serde_json::to_vec(&msg).map_err(|e| e.to_string())?;
+        parse_message(&data)?;
+        let rec = self.gossip.push_message(self.me, msg);
+        let topic = gossipsub::IdentTopic::new(MESSAGES_TOPIC);
+        match net.swarm.behaviour_mut().gossipsub.as_mut().map(|g| g.publish(topic, data)) {
+            Some(Ok(_)) => Ok(rec),
+            Some(Err(gossipsub::PublishError::NoPeersSubscribedToTopic)) => Err(
+                "no connected peer receives messages yet; try again once `jantar-peer peers` lists some".into(),
+            ),
+            Some(Err(e)) => Err(format!("cannot publish: {e}")),
+            None => Err("messages are not enabled on this node".into()),
+        }
+    }
+
+    pub(in crate::node) fn on_transfer(
+        &mut self,
+        net: &mut Net<'_>,
+        e: request_response::Event<Request, Response>,
+    ) {
+        match e {
+            request_response::Event::Message { peer, message, .. } => match message {
+                request_response::Message::Request {
+                    request, channel, ..
+                } => self.on_request(net, peer, request, channel),
+                request_response::Message::Response {
+                    request_id,
+                    response,
+                } => self.on_response(net, peer, request_id, response),
+            },
+            request_response::Event::OutboundFailure {
+                peer,
+                request_id,
+                error,
+                ..
+            } => {
+                debug!(%peer, error = %error, "file request failed");
+                if let Some(id) = self.fetch_of(&request_id)
+                    && let Some(f) = self.fetches.get_mut(&id)
+                {
+                    f.failed(&request_id);
+                    self.pump(net, id);
+                }
+            }
+            request_response::Event::InboundFailure { peer, error, .. } => {
+                debug!(%peer, error = %error, "serving a file request failed");
+            }
+            request_response::Event::ResponseSent { .. } => {}
+        }
+    }
+
+    pub(super) fn fetch_of(&self, req: &OutboundRequestId) -> Option<FileId> {
+        self.fetches.values().find(|f| f.owns(req)).map(|f| f.id)
+    }
+
+    /// Forgets penalties that ran out; true while `peer` is penalized.
+    pub(super) fn penalized(&mut self, peer: &PeerId) -> bool {
+        let now = Instant::now();
+        self.penalized.retain(|_, until| *until > now);
+        self.penalized.contains_key(peer)
+    }
+
+    /// Every second: the upload budget refills, and fetches move on.
+    pub(in crate::node) fn housekeeping(&mut self, net: &mut Net<'_>) {
+        self.uploads.refill(net);
+        self.retry_fetches(net);
+    }
+}

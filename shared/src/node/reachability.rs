@@ -1,0 +1,151 @@
+//! Whether others can reach this node: the NAT status AutoNAT reports, the DHT mode that
+//! follows it on peers (a server only while public), hole punching with DCUtR, and UPnP
+//! port mappings.
+
+use libp2p::{PeerId, Swarm, autonat, dcutr, kad, upnp};
+use tracing::{debug, info};
+
+use super::connections::Connections;
+use crate::{
+    behaviour::Behaviour, config::PeerAddr, error::ErrorChain, metrics as m, status::NatStatus,
+};
+
+pub(super) struct Reachability {
+    me: PeerId,
+    nat: NatStatus,
+    /// Peers switch their DHT mode with the NAT status; bootstrap nodes and relays are
+    /// always servers.
+    follow_with_dht_mode: bool,
+    /// Configured bootstrap nodes and relays: the AutoNAT servers known from the start.
+    infrastructure: Vec<PeerAddr>,
+}
+
+impl Reachability {
+    pub(super) fn new(
+        me: PeerId,
+        follow_with_dht_mode: bool,
+        infrastructure: Vec<PeerAddr>,
+    ) -> Self {
+        let r = Reachability {
+            me,
+            nat: NatStatus::Unknown,
+            follow_with_dht_mode,
+            infrastructure,
+        };
+        set_nat_gauge(r.nat);
+        r
+    }
+
+    pub(super) fn nat(&self) -> NatStatus {
+        self.nat
+    }
+
+    /// First contact: configured infrastructure answers AutoNAT probes, and a peer whose
+    /// only way out is its relay (a strict firewall) learns from the relay that it is
+    /// private.
+    pub(super) fn join(&self, swarm: &mut Swarm<Behaviour>) {
+        for n in &self.infrastructure {
+            if n.peer_id != self.me && !n.addr.is_empty() {
+                swarm
+                    .behaviour_mut()
+                    .autonat
+                    .add_server(n.peer_id, Some(n.addr.clone()));
+            }
+        }
+    }
+
+    /// Returns true when the NAT status changed.
+    pub(super) fn on_autonat(&mut self, swarm: &mut Swarm<Behaviour>, e: autonat::Event) -> bool {
+        match e {
+            autonat::Event::StatusChanged { old, new } => {
+                let nat = match &new {
+                    autonat::NatStatus::Public(_) => NatStatus::Public,
+                    autonat::NatStatus::Private => NatStatus::Private,
+                    autonat::NatStatus::Unknown => NatStatus::Unknown,
+                };
+                match &new {
+                    autonat::NatStatus::Public(addr) => info!(%addr, "NAT status: public"),
+                    _ => info!(from = ?old, "NAT status: {}", nat.as_str()),
+                }
+                self.nat = nat;
+                set_nat_gauge(nat);
+                if self.follow_with_dht_mode {
+                    self.set_dht_mode(swarm);
+                }
+                true
+            }
+            autonat::Event::InboundProbe(p) => {
+                let result = match p {
+                    autonat::InboundProbeEvent::Request { .. } => return false,
+                    autonat::InboundProbeEvent::Response { .. } => "reachable",
+                    autonat::InboundProbeEvent::Error { .. } => "unreachable_or_refused",
+                };
+                metrics::counter!(m::AUTONAT_PROBES_SERVED, "result" => result).increment(1);
+                false
+            }
+            autonat::Event::OutboundProbe(_) => false,
+        }
+    }
+
+    /// A peer serves the DHT only while it is publicly reachable.
+    fn set_dht_mode(&self, swarm: &mut Swarm<Behaviour>) {
+        let Some(kad) = swarm.behaviour_mut().kad.as_mut() else {
+            return;
+        };
+        let mode = if self.nat == NatStatus::Public {
+            kad::Mode::Server
+        } else {
+            kad::Mode::Client
+        };
+        if kad.mode() != mode {
+            info!(%mode, "DHT mode changed");
+            kad.set_mode(Some(mode));
+        }
+    }
+
+    /// A hole punch ended. On success the direct connection replaces the relayed ones.
+    pub(super) fn on_dcutr(
+        &self,
+        swarm: &mut Swarm<Behaviour>,
+        connections: &Connections,
+        e: dcutr::Event,
+    ) {
+        let peer = e.remote_peer_id;
+        match e.result {
+            Ok(direct) => {
+                metrics::counter!(m::HOLEPUNCH, "result" => "success").increment(1);
+                info!(%peer, "hole punch succeeded; direct connection");
+                for id in connections.relayed_to(&peer, direct) {
+                    swarm.close_connection(id);
+                }
+            }
+            Err(err) => {
+                metrics::counter!(m::HOLEPUNCH, "result" => "failure").increment(1);
+                info!(%peer, error = %ErrorChain(&err), "hole punch failed; staying relayed");
+            }
+        }
+    }
+
+    pub(super) fn on_upnp(&self, e: upnp::Event) {
+        match e {
+            upnp::Event::NewExternalAddr { external_addr, .. } => {
+                info!(addr = %external_addr, "UPnP mapped a port");
+            }
+            upnp::Event::ExpiredExternalAddr { external_addr, .. } => {
+                info!(addr = %external_addr, "UPnP mapping expired");
+            }
+            upnp::Event::GatewayNotFound => debug!("no UPnP gateway"),
+            upnp::Event::NonRoutableGateway => debug!("UPnP gateway is not routable"),
+        }
+    }
+}
+
+fn set_nat_gauge(nat: NatStatus) {
+    for s in [NatStatus::Unknown, NatStatus::Public, NatStatus::Private] {
+        metrics::gauge!(m::NAT_STATUS, "status" => s.as_str()).set(if s == nat {
+            1.0
+        } else {
+            0.0
+        });
+    }
+}
