@@ -145,6 +145,53 @@ async fn shared_file_reaches_every_peer_identically() -> Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_during_replication_gives_the_user_their_file() -> Result<()> {
+    // p0 uploads slowly, so p1's replication of its file is still running when the user
+    // of p1 asks for it.
+    let mut net = Net::start(&["upload_rate_limit: 4MiB\n", ""]).await?;
+    let r = async {
+        wait_peers(&mut net.peers[1], 2).await?;
+        let src = net.root.join("album.bin");
+        random_file(&src, 12 * 1024 * 1024)?;
+        let want = std::fs::read(&src)?;
+        let id = net.peers[0].share(&src)?;
+        let id2 = id.clone();
+        net.peers[1]
+            .wait_until(WAIT, "the replication fetch", async |n: &Node| {
+                let (_, out, _) = cli(n, &["ls", "--json"])?;
+                let v: Value = serde_json::from_str(&out).unwrap_or_default();
+                Ok(v["fetching"]
+                    .as_array()
+                    .is_some_and(|f| f.iter().any(|f| f["id"] == id2.as_str())))
+            })
+            .await?;
+        let (code, out, err) = cli(&net.peers[1], &["get", &id])?;
+        ensure!(code == 0, "{err}");
+        let got = net.root.join("p1/downloads/album.bin");
+        ensure!(
+            out.trim() == got.to_str().unwrap(),
+            "get should end with the file in download_dir, not as a replica: {out}"
+        );
+        ensure!(std::fs::read(&got)? == want, "the fetched file differs");
+        let (_, out, _) = cli(&net.peers[1], &["ls", "--json"])?;
+        let v: Value = serde_json::from_str(&out)?;
+        let held = v["files"]
+            .as_array()
+            .and_then(|f| f.iter().find(|f| f["id"] == id.as_str()))
+            .cloned()
+            .unwrap_or_default();
+        ensure!(held["origin"] == "fetched", "held as {held}");
+        ensure!(!net.peers[1].dir.join("files/replicas").join(&id).exists());
+        Ok(())
+    }
+    .await;
+    if let Err(e) = &r {
+        eprintln!("{e:#}\n{}", net.diagnose().await);
+    }
+    r
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fetch_resumes_from_another_provider() -> Result<()> {
     // p0 uploads slowly; p1 stores nothing on its own.
     let mut net = Net::start(&["upload_rate_limit: 2MiB\n", "min_file_size: 1TiB\n"]).await?;

@@ -469,7 +469,7 @@ async fn run_demo(lab: &Lab, net: &JantarNet<'_>, args: &DemoArgs) -> Result<()>
     .await?;
     for (p, other) in [(a, &bid), (b, &aid)] {
         for v in p.log_lines() {
-            let about_other = v["peer_id"] == other.as_str() || v["peer"] == other.as_str();
+            let about_other = v["peer"] == other.as_str();
             let msg = v["message"].as_str().unwrap_or_default();
             if about_other && (msg == "connection established" || msg.starts_with("hole punch")) {
                 println!(
@@ -484,7 +484,7 @@ async fn run_demo(lab: &Lab, net: &JantarNet<'_>, args: &DemoArgs) -> Result<()>
                     [
                         v["kind"].as_str(),
                         v["direction"].as_str(),
-                        v["addr"].as_str()
+                        v["remote"].as_str()
                     ]
                     .into_iter()
                     .flatten()

@@ -287,10 +287,13 @@ impl PairOutcome {
         let l_lines = super::node::parse_log(&l_text);
         let conn = |lines: &[Value], peer: &str, kind: &str| -> Option<(f64, String)> {
             lines.iter().find_map(|v| {
-                (v["message"] == "connection established"
-                    && v["peer_id"] == peer
-                    && v["kind"] == kind)
-                    .then(|| Some((line_time(v)?, v["addr"].as_str().unwrap_or("?").to_string())))
+                (v["message"] == "connection established" && v["peer"] == peer && v["kind"] == kind)
+                    .then(|| {
+                        Some((
+                            line_time(v)?,
+                            v["remote"].as_str().unwrap_or("?").to_string(),
+                        ))
+                    })
                     .flatten()
             })
         };

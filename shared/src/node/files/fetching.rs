@@ -52,7 +52,20 @@ impl FileService {
         if let Some(p) = self.held_progress(&id) {
             return Ok(p);
         }
-        if let Some(f) = self.fetches.get(&id) {
+        if let Some(f) = self.fetches.get_mut(&id) {
+            // The user asks for a file being replicated: the same fetch goes on, and
+            // ends as the user's file where they want it instead of as a replica.
+            if origin == Origin::Fetched && f.origin == Origin::Replica {
+                f.dest = match out {
+                    Some(o) if o.exists() => {
+                        return Err(format!("{} exists; refusing to overwrite it", o.display()));
+                    }
+                    Some(o) => o,
+                    None => free_destination(&self.policy.download_dir, &f.name, &id),
+                };
+                f.origin = Origin::Fetched;
+                info!(%id, "fetching file the user asked for (was a replica)");
+            }
             return Ok(f.progress());
         }
         let announced = self.gossip.announced(&id);
