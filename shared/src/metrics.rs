@@ -30,6 +30,7 @@ pub(crate) const BUILD_INFO: &str = "jantar_build_info";
 pub(crate) const FILE_BYTES: &str = "jantar_file_bytes_total";
 pub(crate) const FILE_BAD_DATA: &str = "jantar_file_bad_data_total";
 pub(crate) const GOSSIP_MESSAGES: &str = "jantar_gossip_messages_total";
+pub(crate) const ADMIN_REFUSED: &str = "jantar_admin_requests_refused_total";
 
 /// Installs the process-wide recorder once and returns the handle `/metrics` renders.
 pub(crate) fn install() -> PrometheusHandle {
@@ -127,6 +128,10 @@ fn describe() {
     describe_counter!(
         FILE_BAD_DATA,
         "Manifests or chunks from providers that failed verification."
+    );
+    describe_counter!(
+        ADMIN_REFUSED,
+        "Admin requests refused, by reason (browser: a web page or a rebound host name; token)."
     );
     describe_counter!(
         GOSSIP_MESSAGES,

@@ -112,6 +112,14 @@ pub fn peer_id_of(role: Role, config: &Path) -> Result<String> {
         .ok_or_else(|| anyhow!("{} id printed nothing", role.binary()))
 }
 
+/// A process's resident memory, in KiB.
+#[derive(Clone, Copy, Debug)]
+pub struct Memory {
+    pub rss_kib: u64,
+    /// The most it has been resident since it started.
+    pub hwm_kib: u64,
+}
+
 /// A running node process.
 pub struct Node {
     pub name: String,
@@ -206,6 +214,25 @@ impl Node {
         self.child.as_ref().map(Child::id)
     }
 
+    /// Resident memory now and its high-water mark (`VmRSS`, `VmHWM` from `/proc`).
+    pub fn memory(&self) -> Result<Memory> {
+        let pid = self
+            .pid()
+            .with_context(|| format!("{} is not running", self.name))?;
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+        let kib = |key: &str| -> Result<u64> {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(key))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+                .with_context(|| format!("no {key} in /proc/{pid}/status"))
+        };
+        Ok(Memory {
+            rss_kib: kib("VmRSS:")?,
+            hwm_kib: kib("VmHWM:")?,
+        })
+    }
+
     /// The first listen address with `/p2p/<peer id>` appended.
     pub fn addr(&self) -> String {
         format!("{}/p2p/{}", self.listen[0], self.peer_id)
@@ -276,14 +303,24 @@ impl Node {
         Ok(serde_json::from_str(&body)?)
     }
 
+    /// The token the node keeps in its data dir (changes need it), if it made one.
+    pub fn admin_token(&self) -> Option<String> {
+        std::fs::read_to_string(self.dir.join("admin.token"))
+            .ok()
+            .map(|t| t.trim().to_string())
+    }
+
+    /// A POST to the admin endpoint, with the node's token, as the client commands send it.
     pub async fn post_json(&self, path: &str, query: &[(&str, &str)]) -> Result<(u16, Value)> {
-        let r = self
+        let mut req = self
             .http
             .post(format!("http://{}{path}", self.admin))
             .query(query)
-            .timeout(Duration::from_secs(40))
-            .send()
-            .await?;
+            .timeout(Duration::from_secs(40));
+        if let Some(t) = self.admin_token() {
+            req = req.bearer_auth(t);
+        }
+        let r = req.send().await?;
         let code = r.status().as_u16();
         Ok((code, r.json().await?))
     }

@@ -1,7 +1,7 @@
-//! What every handler shares: the node, the metrics handle and the token, and how an
+//! What every handler shares: the node, the metrics handle and the access rules, and how an
 //! error is answered.
 
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
 use axum::{
     Json,
@@ -10,6 +10,7 @@ use axum::{
 };
 use metrics_exporter_prometheus::PrometheusHandle;
 
+use super::auth::Access;
 use crate::node::NodeClient;
 
 /// How long a request waits for the event loop before the node counts as stuck.
@@ -19,7 +20,7 @@ pub(super) const NODE_TIMEOUT: Duration = Duration::from_secs(5);
 pub(super) struct AppState {
     pub(super) node: NodeClient,
     pub(super) metrics: PrometheusHandle,
-    pub(super) token: Option<Arc<str>>,
+    pub(super) access: Access,
 }
 
 pub(super) fn error(code: StatusCode, msg: impl Into<String>) -> Response {

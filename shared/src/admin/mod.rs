@@ -2,11 +2,12 @@
 //! `/status`, `/dht/stats`, `POST /connect`, and on peers the file and message API
 //! that the `jantar-peer` subcommands use.
 //!
-//! It binds to loopback by default. When `admin.token` is set, every request but
-//! `/livez` and `/readyz` must carry `Authorization: Bearer <token>` ([`auth`]); a
-//! non-loopback address requires a token. [`node`] serves what every role has,
-//! [`files`] the peer's file API; [`client`] is the other end, as the command line
-//! uses it.
+//! It binds to loopback by default. Web pages in the user's browser are refused, and
+//! every change needs a bearer token: `admin.token` (required on a non-loopback
+//! address, and then needed for reads too), else the one the node keeps in
+//! `<data_dir>/admin.token` ([`token`]). See [`auth`] for the rules. Bodies are capped
+//! at 16 KiB. [`node`] serves what every role has, [`files`] the peer's file API;
+//! [`client`] is the other end, as the command line uses it.
 
 use std::net::SocketAddr;
 
@@ -15,8 +16,10 @@ mod auth;
 pub mod client;
 mod files;
 mod node;
+pub mod token;
 
 use app::AppState;
+pub use auth::Access;
 use axum::{
     Router,
     routing::{get, post},
@@ -27,6 +30,9 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::node::NodeClient;
+
+/// The largest request body read (`POST /messages` carries at most 4096 bytes of text).
+const MAX_BODY: usize = 16 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 #[error("cannot bind the admin endpoint to {addr}: {source}")]
@@ -62,7 +68,7 @@ impl Admin {
         self,
         node: NodeClient,
         metrics: PrometheusHandle,
-        token: Option<String>,
+        access: Access,
         cancel: CancellationToken,
     ) -> std::io::Result<()> {
         fail::fail_point!("admin::serve", |_| Err(std::io::Error::other(
@@ -71,7 +77,7 @@ impl Admin {
         let app = router(AppState {
             node,
             metrics,
-            token: token.map(Into::into),
+            access,
         });
         axum::serve(self.listener, app)
             .with_graceful_shutdown(async move { cancel.cancelled().await })
@@ -97,5 +103,12 @@ fn router(state: AppState) -> Router {
         .route("/livez", get(node::livez))
         .route("/readyz", get(node::readyz))
         .merge(guarded)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::refuse_browsers,
+        ))
+        // Requests carry a message of at most 4096 bytes, or nothing: a larger body is
+        // refused (413) before it is read, whether or not the handler reads one.
+        .layer(tower_http::limit::RequestBodyLimitLayer::new(MAX_BODY))
         .with_state(state)
 }

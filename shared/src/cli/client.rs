@@ -55,8 +55,19 @@ pub(super) fn run(config: &Config, cmd: ClientCommand, json: bool) -> ExitCode {
         );
         return ExitCode::from(EXIT_CONFIG);
     };
+    // The configured token, else the one the daemon keeps in its data dir.
+    let token = match &config.admin_token {
+        Some(t) => Some(t.clone()),
+        None => match crate::admin::token::read(&crate::admin::token::path(&config.data_dir)) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("jantar-peer: {e}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        },
+    };
     let client = Client {
-        admin: AdminClient::new(addr, config.admin_token.clone()),
+        admin: AdminClient::new(addr, token),
         json,
     };
     let runtime = match runtime("jantar-peer", false) {

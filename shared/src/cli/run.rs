@@ -15,7 +15,7 @@ use tracing::{error, info, warn};
 
 use super::exit::{EXIT_CONFIG, EXIT_FAILURE, runtime};
 use crate::{
-    admin::{Admin, AdminBindError},
+    admin::{Access, Admin, AdminBindError, token::TokenError},
     config::{Config, Warning},
     logging, metrics,
     node::{self, NodeError},
@@ -30,6 +30,8 @@ pub enum RunError {
     Node(#[from] NodeError),
     #[error("cannot install signal handler: {0}")]
     Signal(std::io::Error),
+    #[error(transparent)]
+    Token(#[from] TokenError),
     /// One of the node's tasks ended while the node was meant to run.
     #[error("the node's {task} task failed: {cause}")]
     TaskFailed { task: &'static str, cause: String },
@@ -51,7 +53,7 @@ pub(super) fn run_node(config: Config, warnings: Vec<Warning>, key: Keypair) -> 
     runtime.shutdown_timeout(Duration::from_millis(200));
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(RunError::Node(NodeError::Tls(e))) => {
+        Err(e @ (RunError::Node(NodeError::Tls(_)) | RunError::Token(_))) => {
             error!(error = %e, "cannot start");
             eprintln!("{bin}: {e}");
             ExitCode::from(EXIT_CONFIG)
@@ -72,25 +74,30 @@ pub async fn run(config: Arc<Config>, key: Keypair) -> Result<(), RunError> {
     let mut sigint = signal(SignalKind::interrupt()).map_err(RunError::Signal)?;
 
     let admin = match config.admin_listen {
-        Some(addr) => Some(Admin::bind(addr).await?),
+        Some(addr) => {
+            let access = match &config.admin_token {
+                Some(t) => Access::new(t.clone(), true, addr.ip()),
+                None => Access::new(
+                    crate::admin::token::load_or_create(&config.data_dir)?,
+                    false,
+                    addr.ip(),
+                ),
+            };
+            Some((Admin::bind(addr).await?, access))
+        }
         None => None,
     };
     let metrics = metrics::install();
     let handle = node::start(config.clone(), key).await?;
-    let admin_addr = admin.as_ref().map(Admin::local_addr);
+    let admin_addr = admin.as_ref().map(|(a, _)| a.local_addr());
     if let Some(a) = admin_addr
         && !a.ip().is_loopback()
     {
         warn!(admin = %a, "the admin endpoint is not on loopback: anyone who can reach it can read status and make this node dial");
     }
     let stop_admin = CancellationToken::new();
-    let mut admin_task = admin.map(|a| {
-        tokio::spawn(a.serve(
-            handle.client(),
-            metrics,
-            config.admin_token.clone(),
-            stop_admin.clone(),
-        ))
+    let mut admin_task = admin.map(|(a, access)| {
+        tokio::spawn(a.serve(handle.client(), metrics, access, stop_admin.clone()))
     });
     let listen: Vec<String> = handle
         .listen_addrs()

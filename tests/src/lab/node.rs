@@ -291,6 +291,7 @@ pub async fn admin_request(
     host: &LabHost,
     post: bool,
     path_and_query: &str,
+    token: Option<String>,
     limit: Duration,
 ) -> Result<(u16, String)> {
     let url = format!("http://127.0.0.1:{ADMIN_PORT}{path_and_query}");
@@ -304,11 +305,14 @@ pub async fn admin_request(
             .no_proxy()
             .timeout(limit)
             .build()?;
-        let req = if post {
+        let mut req = if post {
             client.post(&url)
         } else {
             client.get(&url)
         };
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
         let resp = req.send().await?;
         let code = resp.status().as_u16();
         let body = resp.text().await?;
@@ -487,6 +491,13 @@ impl LabNode {
     }
 
     /// The node's data directory.
+    /// The token the node keeps in its data dir, which changes (`POST`) need.
+    pub fn admin_token(&self) -> Option<String> {
+        std::fs::read_to_string(self.data_dir().join("admin.token"))
+            .ok()
+            .map(|t| t.trim().to_string())
+    }
+
     pub fn data_dir(&self) -> PathBuf {
         self.dir.join("data")
     }
@@ -634,7 +645,7 @@ impl LabNode {
 
     /// `GET path` on the admin endpoint: status code and body.
     pub async fn get(&self, path: &str) -> Result<(u16, String)> {
-        admin_request(&self.host, false, path, HTTP_TIMEOUT).await
+        admin_request(&self.host, false, path, None, HTTP_TIMEOUT).await
     }
 
     /// `GET path`, which must answer 200 with JSON.
@@ -654,7 +665,8 @@ impl LabNode {
     /// `POST /connect?addr=...`: status code and the JSON answer.
     pub async fn connect(&self, addr: &str) -> Result<(u16, Value)> {
         let query = format!("/connect?addr={}", percent_encode(addr));
-        let (code, body) = admin_request(&self.host, true, &query, HTTP_TIMEOUT).await?;
+        let (code, body) =
+            admin_request(&self.host, true, &query, self.admin_token(), HTTP_TIMEOUT).await?;
         let value = serde_json::from_str(&body).unwrap_or(Value::String(body));
         Ok((code, value))
     }
@@ -693,7 +705,7 @@ impl LabNode {
     /// Log tail and `/status`, for failure messages.
     pub async fn diagnose(&self) -> String {
         let status = if self.is_running() {
-            match admin_request(&self.host, false, "/status", Duration::from_secs(5)).await {
+            match admin_request(&self.host, false, "/status", None, Duration::from_secs(5)).await {
                 Ok((_, body)) => body,
                 Err(e) => format!("(no status: {e:#})"),
             }
