@@ -1,7 +1,7 @@
 //! The config file as written by operators: every key optional, every default stated.
 //!
 //! [`super::Config::from_file`] turns this into the validated runtime config; the
-//! defaults that differ per role live there.
+//! defaults that differ per role live there, in its section checks (`validate`).
 
 use std::path::PathBuf;
 

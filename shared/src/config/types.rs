@@ -1,0 +1,125 @@
+//! The validated sections of [`super::Config`]: logging, network and relay limits.
+
+use std::{path::PathBuf, time::Duration};
+
+use libp2p::Multiaddr;
+
+use super::PeerAddr;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Clone, Debug)]
+pub struct LogConfig {
+    pub level: String,
+    pub format: LogFormat,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RelayReservations {
+    Auto,
+    Always,
+    Never,
+}
+
+#[derive(Clone, Debug)]
+pub struct ConnectionLimits {
+    pub max_peers: u32,
+    pub max_pending_connections: u32,
+    pub idle_timeout: Duration,
+    pub max_connections_per_peer: u32,
+    pub max_connections_per_ip: u32,
+}
+
+#[derive(Clone, Debug)]
+pub struct DhtConfig {
+    pub enabled: bool,
+    pub refresh_interval: Duration,
+    pub query_timeout: Duration,
+    pub max_packet_size: usize,
+    pub max_records: usize,
+    pub max_provider_keys: usize,
+    pub discovery_interval: Duration,
+}
+
+#[derive(Clone, Debug)]
+pub struct AutonatConfig {
+    pub only_global_ips: bool,
+    pub max_clients: usize,
+    pub max_clients_per_peer: usize,
+    pub throttle_period: Duration,
+    pub boot_delay: Duration,
+    pub retry_interval: Duration,
+    pub refresh_interval: Duration,
+    pub confidence_max: usize,
+}
+
+/// Where TLS material for `/tls/ws` comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsConfig {
+    /// Configured certificate and key; `None` means self-signed in `<data_dir>/tls/`.
+    pub certificate: Option<(PathBuf, PathBuf)>,
+    pub trusted_certificates: Vec<PathBuf>,
+}
+
+#[derive(Clone, Debug)]
+pub struct NetworkConfig {
+    pub listen_addresses: Vec<Multiaddr>,
+    pub external_addresses: Vec<Multiaddr>,
+    pub bootstrap_nodes: Vec<PeerAddr>,
+    pub relay_nodes: Vec<PeerAddr>,
+    pub enable_mdns: bool,
+    pub enable_upnp: bool,
+    pub relay_reservations: RelayReservations,
+    pub max_relays: usize,
+    pub limits: ConnectionLimits,
+    pub dht: DhtConfig,
+    pub autonat: AutonatConfig,
+    pub tls: TlsConfig,
+}
+
+/// TCP and QUIC on `port`, IPv4 and IPv6, all interfaces.
+pub fn default_listen_addresses(port: u16) -> Vec<Multiaddr> {
+    [
+        format!("/ip4/0.0.0.0/tcp/{port}"),
+        format!("/ip4/0.0.0.0/udp/{port}/quic-v1"),
+        format!("/ip6/::/tcp/{port}"),
+        format!("/ip6/::/udp/{port}/quic-v1"),
+    ]
+    .into_iter()
+    .map(|s| s.parse().expect("static multiaddr"))
+    .collect()
+}
+
+/// A token bucket: `limit` requests, refilled one per `interval`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rate {
+    pub limit: std::num::NonZeroU32,
+    pub interval: Duration,
+}
+
+#[derive(Clone, Debug)]
+pub struct RelayLimits {
+    pub max_reservations: usize,
+    pub max_reservations_per_peer: usize,
+    pub reservation_duration: Duration,
+    pub max_circuits: usize,
+    pub max_circuits_per_peer: usize,
+    pub max_circuit_duration: Duration,
+    pub max_circuit_bytes: u64,
+    pub reservation_rate_per_peer: Rate,
+    pub reservation_rate_per_ip: Rate,
+    pub circuit_rate_per_peer: Rate,
+    pub circuit_rate_per_ip: Rate,
+}
+
+/// Default `relay.max_circuit_bytes`: room for 16 file chunks per circuit.
+/// Together with `relay.circuit_rate_per_peer` (30 circuits per 2 min) this
+/// caps what one peer can relay at about 4 MiB/s.
+pub const DEFAULT_MAX_CIRCUIT_BYTES: u64 = 16 * 1024 * 1024;
+/// Below this a circuit cannot carry file chunks reliably (a chunk is 1 MiB,
+/// and the relay counts both directions).
+pub const MIN_FILE_CIRCUIT_BYTES: u64 = 2 * crate::files::id::CHUNK_SIZE as u64;

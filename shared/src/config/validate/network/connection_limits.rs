@@ -1,0 +1,53 @@
+//! `network.connection_limits`: how many connections a node keeps, and for how long.
+
+use std::time::Duration;
+
+use super::Checker;
+use crate::config::{ConfigError, ConnectionLimits, Role, file::ConnectionLimitsFile};
+
+/// Applies the role's defaults; a limit of 0 would forbid every connection.
+pub(super) fn check(
+    c: &Checker<'_>,
+    role: Role,
+    cl: ConnectionLimitsFile,
+) -> Result<ConnectionLimits, ConfigError> {
+    let limits = ConnectionLimits {
+        max_peers: cl
+            .max_peers
+            .unwrap_or(if role.is_server() { 1000 } else { 50 }),
+        max_pending_connections: cl.max_pending_connections.unwrap_or(if role.is_server() {
+            128
+        } else {
+            10
+        }),
+        idle_timeout: cl
+            .connection_grace_period
+            .map_or(Duration::from_secs(20), |d| d.0),
+        max_connections_per_peer: cl.max_connections_per_peer.unwrap_or(4),
+        max_connections_per_ip: cl.max_connections_per_ip.unwrap_or(if role.is_server() {
+            16
+        } else {
+            8
+        }),
+    };
+    for (key, v) in [
+        ("network.connection_limits.max_peers", limits.max_peers),
+        (
+            "network.connection_limits.max_pending_connections",
+            limits.max_pending_connections,
+        ),
+        (
+            "network.connection_limits.max_connections_per_peer",
+            limits.max_connections_per_peer,
+        ),
+        (
+            "network.connection_limits.max_connections_per_ip",
+            limits.max_connections_per_ip,
+        ),
+    ] {
+        if v == 0 {
+            return Err(c.bad(key, "is 0; no connection could ever be made".into()));
+        }
+    }
+    Ok(limits)
+}

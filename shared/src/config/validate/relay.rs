@@ -1,0 +1,125 @@
+//! The `relay` section: what a relay grants to the peers it serves.
+
+use std::{num::NonZeroU32, time::Duration};
+
+use super::Checker;
+use crate::config::{
+    ConfigError, DEFAULT_MAX_CIRCUIT_BYTES, MIN_FILE_CIRCUIT_BYTES, Rate, RelayLimits, Role,
+    file::{RateFile, RelayFile},
+};
+
+/// Applies the defaults and checks the rates for every role; the cross-field checks and
+/// the warning about circuits too small for files only matter on a relay.
+pub(super) fn check(
+    c: &mut Checker<'_>,
+    role: Role,
+    r: RelayFile,
+) -> Result<RelayLimits, ConfigError> {
+    let relay = RelayLimits {
+        max_reservations: r.max_reservations.unwrap_or(128),
+        max_reservations_per_peer: r.max_reservations_per_peer.unwrap_or(4),
+        reservation_duration: r
+            .reservation_duration
+            .map_or(Duration::from_secs(3600), |d| d.0),
+        max_circuits: r.max_circuits.unwrap_or(16),
+        max_circuits_per_peer: r.max_circuits_per_peer.unwrap_or(4),
+        max_circuit_duration: r
+            .max_circuit_duration
+            .map_or(Duration::from_secs(120), |d| d.0),
+        max_circuit_bytes: r
+            .max_circuit_bytes
+            .map_or(DEFAULT_MAX_CIRCUIT_BYTES, |s| s.0),
+        reservation_rate_per_peer: rate(
+            c,
+            "reservation_rate_per_peer",
+            r.reservation_rate_per_peer,
+            30,
+            120,
+        )?,
+        reservation_rate_per_ip: rate(
+            c,
+            "reservation_rate_per_ip",
+            r.reservation_rate_per_ip,
+            60,
+            60,
+        )?,
+        circuit_rate_per_peer: rate(c, "circuit_rate_per_peer", r.circuit_rate_per_peer, 30, 120)?,
+        circuit_rate_per_ip: rate(c, "circuit_rate_per_ip", r.circuit_rate_per_ip, 60, 60)?,
+    };
+    if role == Role::Relay {
+        check_relay_limits(&relay).map_err(|(key, msg)| c.bad(key, msg))?;
+        if relay.max_circuit_bytes < MIN_FILE_CIRCUIT_BYTES {
+            c.warn(
+                "relay.max_circuit_bytes",
+                format!(
+                    "{} bytes is less than two file chunks ({MIN_FILE_CIRCUIT_BYTES} bytes): \
+                     files cannot cross this relay, only hole-punch coordination and small \
+                     messages",
+                    relay.max_circuit_bytes
+                ),
+            );
+        }
+    }
+    Ok(relay)
+}
+
+/// `relay.<key>`, or `limit` per `secs` seconds when it is not set.
+fn rate(
+    c: &Checker<'_>,
+    key: &str,
+    v: Option<RateFile>,
+    limit: u32,
+    secs: u64,
+) -> Result<Rate, ConfigError> {
+    let (limit, interval) = v.map_or((limit, Duration::from_secs(secs)), |r| {
+        (r.limit, r.interval.0)
+    });
+    let Some(limit) = NonZeroU32::new(limit) else {
+        return Err(c.bad(&format!("relay.{key}.limit"), "must be at least 1".into()));
+    };
+    if interval.is_zero() {
+        return Err(c.bad(
+            &format!("relay.{key}.interval"),
+            "must be longer than 0s".into(),
+        ));
+    }
+    Ok(Rate { limit, interval })
+}
+
+/// Cross-field checks of the relay limits; returns the key at fault and why.
+fn check_relay_limits(r: &RelayLimits) -> Result<(), (&'static str, String)> {
+    if r.max_reservations_per_peer > r.max_reservations {
+        return Err((
+            "relay.max_reservations_per_peer",
+            format!(
+                "({}) is larger than relay.max_reservations ({})",
+                r.max_reservations_per_peer, r.max_reservations
+            ),
+        ));
+    }
+    if r.max_circuits_per_peer > r.max_circuits {
+        return Err((
+            "relay.max_circuits_per_peer",
+            format!(
+                "({}) is larger than relay.max_circuits ({})",
+                r.max_circuits_per_peer, r.max_circuits
+            ),
+        ));
+    }
+    if r.max_circuit_duration.as_secs() > u64::from(u32::MAX) {
+        return Err(("relay.max_circuit_duration", "is too long".into()));
+    }
+    if r.reservation_duration.is_zero() {
+        return Err((
+            "relay.reservation_duration",
+            "must be longer than 0s".into(),
+        ));
+    }
+    if r.max_circuit_duration.is_zero() {
+        return Err((
+            "relay.max_circuit_duration",
+            "must be longer than 0s".into(),
+        ));
+    }
+    Ok(())
+}
