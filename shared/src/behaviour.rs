@@ -17,7 +17,7 @@ use libp2p::{
     PeerId, StreamProtocol, autonat, connection_limits, dcutr, gossipsub, identify,
     identity::Keypair,
     kad::{self, store::MemoryStore},
-    mdns, ping, relay,
+    mdns, memory_connection_limits, ping, relay,
     swarm::{NetworkBehaviour, behaviour::toggle::Toggle},
     upnp,
 };
@@ -34,6 +34,8 @@ pub const PROTOCOL_VERSION: &str = "/jantar/1.0.0";
 
 #[derive(NetworkBehaviour)]
 pub struct Behaviour {
+    /// Refuses new connections while the process holds more than `max_memory`.
+    pub memory_limits: Toggle<memory_connection_limits::Behaviour>,
     pub connection_limits: connection_limits::Behaviour,
     pub peer_limits: PeerLimits,
     pub identify: identify::Behaviour,
@@ -77,6 +79,13 @@ impl Behaviour {
             None
         };
         Ok(Behaviour {
+            memory_limits: (l.max_memory > 0)
+                .then(|| {
+                    memory_connection_limits::Behaviour::with_max_bytes(
+                        usize::try_from(l.max_memory).unwrap_or(usize::MAX),
+                    )
+                })
+                .into(),
             connection_limits: connection_limits::Behaviour::new(
                 connection_limits::ConnectionLimits::default()
                     .with_max_pending_incoming(Some(l.max_pending_connections))
@@ -172,8 +181,20 @@ fn relay_server(r: &RelayLimits, peer_id: PeerId) -> relay::Behaviour {
 }
 
 /// Gossipsub for the peer's two topics: signed messages only, validated by the event
-/// loop before they are forwarded, size-limited, with peer scoring that penalizes
-/// senders of invalid messages.
+/// loop before they are forwarded (which holds each sender to its rate), size-limited,
+/// with peer scoring that penalizes senders of invalid and over-rate messages.
+///
+/// Scoring, per topic (weight 0.5, thresholds at their defaults: gossip -10, publish
+/// -50, graylist -80):
+/// - P1, time in the mesh: +1 per second, up to an hour, so a fresh identity has no
+///   credit to spend;
+/// - P2, first deliveries: rewarded as by default;
+/// - P3/P3b, mesh delivery deficits: off. Jantar's topics are quiet (a few
+///   announcements and messages a minute); a deficit there says nothing about a peer;
+/// - P4, invalid (and over-rate) deliveries: -100 times their square, halving every
+///   second: two in a second put a new peer below the graylist threshold, and a flood
+///   outweighs an hour of honest mesh time within seconds, after which its messages are
+///   dropped unread and it is pruned from the mesh.
 fn gossip(key: &Keypair) -> io::Result<gossipsub::Behaviour> {
     use crate::files::protocol::{FILES_TOPIC, MAX_GOSSIP_SIZE, MESSAGES_TOPIC};
     let config = gossipsub::ConfigBuilder::default()
@@ -191,6 +212,9 @@ fn gossip(key: &Keypair) -> io::Result<gossipsub::Behaviour> {
         params.topics.insert(
             topic.hash(),
             gossipsub::TopicScoreParams {
+                time_in_mesh_quantum: Duration::from_secs(1),
+                mesh_message_deliveries_weight: 0.0,
+                mesh_failure_penalty_weight: 0.0,
                 invalid_message_deliveries_weight: -100.0,
                 invalid_message_deliveries_decay: 0.5,
                 ..Default::default()

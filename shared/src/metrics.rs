@@ -135,6 +135,6 @@ fn describe() {
     );
     describe_counter!(
         GOSSIP_MESSAGES,
-        "Gossip messages received, by topic and validation result."
+        "Gossip messages received, by topic and result (accepted; rejected: invalid; over_rate: over the sender's rate, dropped unforwarded)."
     );
 }

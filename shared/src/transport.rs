@@ -31,6 +31,11 @@ fn resolver_config() -> (dns::ResolverConfig, dns::ResolverOpts) {
     }
 }
 
+/// The largest WebSocket message accepted (the library's default is 256 MiB, which one
+/// stranger per connection could make the node buffer). A message carries one Noise
+/// frame, at most 64 KiB.
+const MAX_WS_MESSAGE: usize = 256 * 1024;
+
 #[derive(Debug, thiserror::Error)]
 pub enum TransportError {
     #[error("cannot set up the {what} transport: {reason}")]
@@ -70,6 +75,7 @@ pub fn build_swarm(
                 resolver_opts.clone(),
             ));
             ws.set_tls_config(tls);
+            ws.set_max_data_size(MAX_WS_MESSAGE);
             let noise = noise::Config::new(key)?;
             Ok::<_, Box<dyn std::error::Error + Send + Sync>>(
                 ws.upgrade(Version::V1)

@@ -325,6 +325,21 @@ impl Node {
         Ok((code, r.json().await?))
     }
 
+    /// A POST of a JSON body to the admin endpoint, with the node's token; returns the
+    /// status and the body of the answer.
+    pub async fn post_json_body(&self, path: &str, body: &Value) -> Result<(u16, String)> {
+        let mut req = self
+            .http
+            .post(format!("http://{}{path}", self.admin))
+            .json(body)
+            .timeout(Duration::from_secs(40));
+        if let Some(t) = self.admin_token() {
+            req = req.bearer_auth(t);
+        }
+        let r = req.send().await?;
+        Ok((r.status().as_u16(), r.text().await?))
+    }
+
     pub async fn status(&self) -> Result<Value> {
         self.get_json("/status").await
     }

@@ -101,6 +101,19 @@ pub struct NetworkFile {
     pub autonat: AutonatFile,
     #[serde(default)]
     pub tls: TlsFile,
+    #[serde(default)]
+    pub gossip: GossipFile,
+}
+
+/// Gossip rates per sender (peer): over-rate announcements and messages are dropped and
+/// count against the sender's gossip score.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GossipFile {
+    /// File announcements accepted per publishing peer. Default: 60 per 1m.
+    pub announcement_rate_per_sender: Option<RateFile>,
+    /// Messages accepted per sending peer. Default: 30 per 1m.
+    pub message_rate_per_sender: Option<RateFile>,
 }
 
 /// TLS for secure WebSocket (`/tls/ws`) listeners and dials.
@@ -131,6 +144,9 @@ pub struct ConnectionLimitsFile {
     pub max_connections_per_peer: Option<u32>,
     /// Inbound connections from one IPv4 address or IPv6 /64. Default: 8 (peer), 16 (others).
     pub max_connections_per_ip: Option<u32>,
+    /// Resident memory of the process above which new connections are refused; `0` for
+    /// no limit. Default: 1GiB (peer), 2GiB (others).
+    pub max_memory: Option<ByteSize>,
 }
 
 #[derive(Debug, Default, Deserialize)]

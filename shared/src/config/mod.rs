@@ -29,9 +29,9 @@ pub use error::ConfigError;
 use file::FileConfig;
 pub use role::{DEFAULT_BOOTSTRAP_CONFIG, DEFAULT_PEER_CONFIG, DEFAULT_RELAY_CONFIG, Role};
 pub use types::{
-    AutonatConfig, ConnectionLimits, DEFAULT_MAX_CIRCUIT_BYTES, DhtConfig, LogConfig, LogFormat,
-    MIN_FILE_CIRCUIT_BYTES, NetworkConfig, Rate, RelayLimits, RelayReservations, TlsConfig,
-    default_listen_addresses,
+    AutonatConfig, ConnectionLimits, DEFAULT_MAX_CIRCUIT_BYTES, DhtConfig, GossipConfig, LogConfig,
+    LogFormat, MIN_FILE_CIRCUIT_BYTES, NetworkConfig, Rate, RelayLimits, RelayReservations,
+    TlsConfig, default_listen_addresses,
 };
 pub use value::PeerAddr;
 

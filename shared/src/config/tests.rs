@@ -383,3 +383,56 @@ fn non_loopback_admin_needs_a_token() {
     .unwrap();
     assert_eq!(c.config.admin_token.as_deref(), Some("0123456789abcdef"));
 }
+
+#[test]
+fn gossip_rates_and_memory_limit() {
+    let c = parse(
+        Role::Peer,
+        "network:\n  gossip:\n    message_rate_per_sender: {limit: 5, interval: 10s}\n  connection_limits:\n    max_memory: 512MiB\n",
+    )
+    .unwrap()
+    .config;
+    assert_eq!(c.network.gossip.message_rate_per_sender.limit.get(), 5);
+    assert_eq!(
+        c.network.gossip.announcement_rate_per_sender.limit.get(),
+        60
+    );
+    assert_eq!(c.network.limits.max_memory, 512 << 20);
+    let boot = parse(Role::Bootstrap, "").unwrap().config;
+    assert_eq!(boot.network.limits.max_memory, 2 << 30);
+
+    let e = err(
+        Role::Peer,
+        "network:\n  gossip:\n    announcement_rate_per_sender: {limit: 0, interval: 1m}\n",
+    );
+    assert_eq!(
+        e.key(),
+        Some("network.gossip.announcement_rate_per_sender.limit")
+    );
+    let e = err(
+        Role::Peer,
+        "network:\n  connection_limits:\n    max_memory: 10MiB\n",
+    );
+    assert_eq!(e.key(), Some("network.connection_limits.max_memory"));
+    assert!(e.to_string().contains("below 64MiB"), "{e}");
+    // Off is allowed; gossip rates mean nothing to a relay.
+    assert_eq!(
+        parse(
+            Role::Peer,
+            "network:\n  connection_limits:\n    max_memory: 0\n"
+        )
+        .unwrap()
+        .config
+        .network
+        .limits
+        .max_memory,
+        0
+    );
+    let w = parse(
+        Role::Relay,
+        "network:\n  gossip:\n    message_rate_per_sender: {limit: 5, interval: 10s}\n",
+    )
+    .unwrap()
+    .warnings;
+    assert!(w.iter().any(|w| w.0.contains("network.gossip")), "{w:?}");
+}

@@ -32,6 +32,8 @@ pub struct ConnectionLimits {
     pub idle_timeout: Duration,
     pub max_connections_per_peer: u32,
     pub max_connections_per_ip: u32,
+    /// Process memory (resident) above which new connections are refused; 0: no limit.
+    pub max_memory: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -79,6 +81,14 @@ pub struct NetworkConfig {
     pub dht: DhtConfig,
     pub autonat: AutonatConfig,
     pub tls: TlsConfig,
+    pub gossip: GossipConfig,
+}
+
+/// Per-sender gossip rates (peer).
+#[derive(Clone, Copy, Debug)]
+pub struct GossipConfig {
+    pub announcement_rate_per_sender: Rate,
+    pub message_rate_per_sender: Rate,
 }
 
 /// TCP and QUIC on `port`, IPv4 and IPv6, all interfaces.

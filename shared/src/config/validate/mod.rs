@@ -9,10 +9,12 @@ mod node;
 mod relay;
 mod role_keys;
 
-use std::path::Path;
+use std::{num::NonZeroU32, path::Path, time::Duration};
 
 use crate::config::{
-    Config, ConfigError, Env, Loaded, Overrides, Role, Warning, error::Origin, file::FileConfig,
+    Config, ConfigError, Env, Loaded, Overrides, Rate, Role, Warning,
+    error::Origin,
+    file::{FileConfig, RateFile},
 };
 
 /// Names keys in errors and collects warnings while the sections are checked.
@@ -39,6 +41,27 @@ impl<'a> Checker<'a> {
         self.warnings
             .push(Warning(self.origin.describe_key(key, &msg)));
     }
+}
+
+/// A rate under `key` (`relay.circuit_rate_per_ip`, ...), or `limit` per `secs` seconds
+/// when it is not set.
+fn rate(
+    c: &Checker<'_>,
+    key: &str,
+    v: Option<RateFile>,
+    limit: u32,
+    secs: u64,
+) -> Result<Rate, ConfigError> {
+    let (limit, interval) = v.map_or((limit, Duration::from_secs(secs)), |r| {
+        (r.limit, r.interval.0)
+    });
+    let Some(limit) = NonZeroU32::new(limit) else {
+        return Err(c.bad(&format!("{key}.limit"), "must be at least 1".into()));
+    };
+    if interval.is_zero() {
+        return Err(c.bad(&format!("{key}.interval"), "must be longer than 0s".into()));
+    }
+    Ok(Rate { limit, interval })
 }
 
 impl Config {

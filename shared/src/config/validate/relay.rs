@@ -1,11 +1,11 @@
 //! The `relay` section: what a relay grants to the peers it serves.
 
-use std::{num::NonZeroU32, time::Duration};
+use std::time::Duration;
 
-use super::Checker;
+use super::{Checker, rate};
 use crate::config::{
-    ConfigError, DEFAULT_MAX_CIRCUIT_BYTES, MIN_FILE_CIRCUIT_BYTES, Rate, RelayLimits, Role,
-    file::{RateFile, RelayFile},
+    ConfigError, DEFAULT_MAX_CIRCUIT_BYTES, MIN_FILE_CIRCUIT_BYTES, RelayLimits, Role,
+    file::RelayFile,
 };
 
 /// Applies the defaults and checks the rates for every role; the cross-field checks and
@@ -31,20 +31,32 @@ pub(super) fn check(
             .map_or(DEFAULT_MAX_CIRCUIT_BYTES, |s| s.0),
         reservation_rate_per_peer: rate(
             c,
-            "reservation_rate_per_peer",
+            "relay.reservation_rate_per_peer",
             r.reservation_rate_per_peer,
             30,
             120,
         )?,
         reservation_rate_per_ip: rate(
             c,
-            "reservation_rate_per_ip",
+            "relay.reservation_rate_per_ip",
             r.reservation_rate_per_ip,
             60,
             60,
         )?,
-        circuit_rate_per_peer: rate(c, "circuit_rate_per_peer", r.circuit_rate_per_peer, 30, 120)?,
-        circuit_rate_per_ip: rate(c, "circuit_rate_per_ip", r.circuit_rate_per_ip, 60, 60)?,
+        circuit_rate_per_peer: rate(
+            c,
+            "relay.circuit_rate_per_peer",
+            r.circuit_rate_per_peer,
+            30,
+            120,
+        )?,
+        circuit_rate_per_ip: rate(
+            c,
+            "relay.circuit_rate_per_ip",
+            r.circuit_rate_per_ip,
+            60,
+            60,
+        )?,
     };
     if role == Role::Relay {
         check_relay_limits(&relay).map_err(|(key, msg)| c.bad(key, msg))?;
@@ -61,29 +73,6 @@ pub(super) fn check(
         }
     }
     Ok(relay)
-}
-
-/// `relay.<key>`, or `limit` per `secs` seconds when it is not set.
-fn rate(
-    c: &Checker<'_>,
-    key: &str,
-    v: Option<RateFile>,
-    limit: u32,
-    secs: u64,
-) -> Result<Rate, ConfigError> {
-    let (limit, interval) = v.map_or((limit, Duration::from_secs(secs)), |r| {
-        (r.limit, r.interval.0)
-    });
-    let Some(limit) = NonZeroU32::new(limit) else {
-        return Err(c.bad(&format!("relay.{key}.limit"), "must be at least 1".into()));
-    };
-    if interval.is_zero() {
-        return Err(c.bad(
-            &format!("relay.{key}.interval"),
-            "must be longer than 0s".into(),
-        ));
-    }
-    Ok(Rate { limit, interval })
 }
 
 /// Cross-field checks of the relay limits; returns the key at fault and why.

@@ -29,6 +29,11 @@ fn warn_ignored(c: &mut Checker<'_>, role: Role, f: &FileConfig) {
                 f.network.relay_reservations.is_some(),
             ),
             ("network.max_relays", f.network.max_relays.is_some()),
+            (
+                "network.gossip",
+                f.network.gossip.announcement_rate_per_sender.is_some()
+                    || f.network.gossip.message_rate_per_sender.is_some(),
+            ),
         ] {
             if set {
                 c.warn(key, format!("has no effect on {}; ignored", role.binary()));

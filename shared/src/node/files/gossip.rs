@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use libp2p::{PeerId, gossipsub};
 use tracing::{debug, info, warn};
 
-use super::{net::Net, service::FileService};
+use super::{gossip_rate::RateVerdict, net::Net, service::FileService};
 use crate::{
     files::{
         protocol::{Announcement, FILES_TOPIC, MESSAGES_TOPIC, parse_announcement, parse_message},
@@ -40,26 +40,39 @@ impl FileService {
             MESSAGES_TOPIC
         };
         let source = message.source;
-        let verdict = match (topic, source) {
-            (_, None) => Err("unsigned message".to_string()),
-            (FILES_TOPIC, Some(src)) => {
+        let rate = source.map(|src| {
+            self.rates.check(
+                topic == FILES_TOPIC,
+                src,
+                propagation_source,
+                Instant::now(),
+            )
+        });
+        let verdict = match (topic, source, rate) {
+            (_, None, _) => Err("unsigned message".to_string()),
+            (_, Some(_), Some(RateVerdict::Reject | RateVerdict::Ignore)) => {
+                Err("over the sender's rate".to_string())
+            }
+            (FILES_TOPIC, Some(src), _) => {
                 parse_announcement(&message.data).map(|a| self.on_announcement(net, src, a))
             }
-            (_, Some(src)) => parse_message(&message.data).map(|msg| {
+            (_, Some(src), _) => parse_message(&message.data).map(|msg| {
                 self.gossip.push_message(src, msg);
             }),
         };
-        let acceptance = match &verdict {
-            Ok(()) => gossipsub::MessageAcceptance::Accept,
-            Err(why) => {
-                warn!(peer = %propagation_source, source = ?source, topic, reason = %why, "rejected gossip message");
-                gossipsub::MessageAcceptance::Reject
+        let (acceptance, result) = match (&verdict, rate) {
+            (Ok(()), _) => (gossipsub::MessageAcceptance::Accept, "accepted"),
+            (Err(_), Some(RateVerdict::Ignore)) => {
+                (gossipsub::MessageAcceptance::Ignore, "over_rate")
             }
-        };
-        let result = if verdict.is_ok() {
-            "accepted"
-        } else {
-            "rejected"
+            (Err(why), Some(RateVerdict::Reject)) => {
+                debug!(peer = %propagation_source, topic, reason = %why, "rejected gossip message");
+                (gossipsub::MessageAcceptance::Reject, "over_rate")
+            }
+            (Err(why), _) => {
+                warn!(peer = %propagation_source, source = ?source, topic, reason = %why, "rejected gossip message");
+                (gossipsub::MessageAcceptance::Reject, "rejected")
+            }
         };
         metrics::counter!(m::GOSSIP_MESSAGES, "topic" => topic, "result" => result).increment(1);
         if let Some(g) = net.swarm.behaviour_mut().gossipsub.as_mut() {

@@ -13,10 +13,10 @@ use libp2p::{
 };
 use tracing::{debug, info};
 
-use super::{gossip_log::GossipLog, net::Net, uploads::UploadBudget};
+use super::{gossip_log::GossipLog, gossip_rate::SenderRates, net::Net, uploads::UploadBudget};
 use crate::node::command::FileCommand;
 use crate::{
-    config::Config,
+    config::{Config, Rate},
     files::{
         fetch::Fetch,
         id::{FileId, Manifest},
@@ -37,6 +37,9 @@ pub(in crate::node) struct Policy {
     pub(super) min_file_size: u64,
     /// Bytes per second spent serving chunks; 0: unlimited.
     pub(super) upload_rate_limit: u64,
+    /// Announcements and messages accepted per sender.
+    pub(super) announcement_rate: Rate,
+    pub(super) message_rate: Rate,
 }
 
 impl Policy {
@@ -45,6 +48,8 @@ impl Policy {
             download_dir: config.download_dir.clone(),
             min_file_size: config.min_file_size,
             upload_rate_limit: config.upload_rate_limit,
+            announcement_rate: config.network.gossip.announcement_rate_per_sender,
+            message_rate: config.network.gossip.message_rate_per_sender,
         }
     }
 }
@@ -65,6 +70,7 @@ pub(in crate::node) struct FileService {
     pub(super) relay_cuts: HashMap<PeerId, u32>,
     pub(super) uploads: UploadBudget,
     pub(super) gossip: GossipLog,
+    pub(super) rates: SenderRates,
 }
 
 impl FileService {
@@ -73,6 +79,7 @@ impl FileService {
             me,
             store,
             uploads: UploadBudget::new(policy.upload_rate_limit),
+            rates: SenderRates::new(policy.announcement_rate, policy.message_rate),
             policy,
             fetches: HashMap::new(),
             finished: VecDeque::new(),

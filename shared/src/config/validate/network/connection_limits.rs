@@ -29,6 +29,9 @@ pub(super) fn check(
         } else {
             8
         }),
+        max_memory: cl
+            .max_memory
+            .map_or(if role.is_server() { 2 << 30 } else { 1 << 30 }, |s| s.0),
     };
     for (key, v) in [
         ("network.connection_limits.max_peers", limits.max_peers),
@@ -49,5 +52,18 @@ pub(super) fn check(
             return Err(c.bad(key, "is 0; no connection could ever be made".into()));
         }
     }
+    if limits.max_memory != 0 && limits.max_memory < MIN_MEMORY {
+        return Err(c.bad(
+            "network.connection_limits.max_memory",
+            format!(
+                "is {} bytes, below 64MiB: the node itself needs more, and would refuse \
+                 every connection (0 turns the limit off)",
+                limits.max_memory
+            ),
+        ));
+    }
     Ok(limits)
 }
+
+/// The smallest `max_memory` a node can run under.
+const MIN_MEMORY: u64 = 64 << 20;

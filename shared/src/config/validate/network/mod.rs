@@ -4,6 +4,7 @@
 mod autonat;
 mod connection_limits;
 mod dht;
+mod gossip;
 mod peers;
 mod tls;
 
@@ -70,6 +71,7 @@ pub(super) fn check(
     let dht = dht::check(c, n.dht, enable_dht)?;
     let autonat = autonat::check(c, n.autonat)?;
     let tls = tls::check(c, n.tls)?;
+    let gossip = gossip::check(c, n.gossip)?;
     Ok(NetworkConfig {
         listen_addresses,
         external_addresses,
@@ -83,6 +85,7 @@ pub(super) fn check(
         dht,
         autonat,
         tls,
+        gossip,
     })
 }
 
