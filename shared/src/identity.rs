@@ -7,13 +7,15 @@
 
 use std::{
     fs, io,
-    os::unix::fs::PermissionsExt,
     path::{Path, PathBuf},
 };
 
 use libp2p::identity::Keypair;
 
-use crate::atomic::{self, Existing};
+use crate::{
+    atomic::{self, Existing},
+    private_file::{self, ReadError},
+};
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum IdentityError {
@@ -76,18 +78,17 @@ pub(crate) fn load(path: &Path) -> Result<Keypair, IdentityError> {
         path: path.to_path_buf(),
         source,
     };
-    let meta = fs::metadata(path).map_err(read_err)?;
-    if !meta.is_file() {
-        return Err(read_err(io::Error::other("not a regular file")));
-    }
-    let mode = meta.permissions().mode() & 0o777;
-    if mode & 0o077 != 0 {
-        return Err(IdentityError::Permissions {
-            path: path.to_path_buf(),
-            mode,
-        });
-    }
-    let bytes = fs::read(path).map_err(read_err)?;
+    let bytes = match private_file::read(path) {
+        Ok(Some(bytes)) => bytes,
+        Ok(None) => return Err(read_err(io::ErrorKind::NotFound.into())),
+        Err(ReadError::Io(e)) => return Err(read_err(e)),
+        Err(ReadError::Open { mode }) => {
+            return Err(IdentityError::Permissions {
+                path: path.to_path_buf(),
+                mode,
+            });
+        }
+    };
     Keypair::from_protobuf_encoding(&bytes).map_err(|e| IdentityError::Corrupt {
         path: path.to_path_buf(),
         reason: e.to_string(),
@@ -111,6 +112,8 @@ fn create(path: &Path, key: &Keypair) -> Result<(), IdentityError> {
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
     use super::*;
 
     #[test]

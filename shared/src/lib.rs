@@ -23,6 +23,7 @@ pub mod limits;
 mod logging;
 mod metrics;
 pub mod node;
+mod private_file;
 pub mod status;
 mod systemd;
 mod tls;

@@ -11,6 +11,7 @@ use std::{
 };
 
 use anyhow::{Context, Result, anyhow, bail};
+use jantar_net::admin::token;
 use serde_json::Value;
 
 /// Directory holding the built binaries. Built once per test process with
@@ -305,38 +306,31 @@ impl Node {
 
     /// The token the node keeps in its data dir (changes need it), if it made one.
     pub fn admin_token(&self) -> Option<String> {
-        std::fs::read_to_string(self.dir.join("admin.token"))
-            .ok()
-            .map(|t| t.trim().to_string())
+        token::read(&token::path(&self.dir)).ok().flatten()
     }
 
-    /// A POST to the admin endpoint, with the node's token, as the client commands send it.
-    pub async fn post_json(&self, path: &str, query: &[(&str, &str)]) -> Result<(u16, Value)> {
-        let mut req = self
+    /// A POST to the admin endpoint with the node's token, as the client commands send it.
+    fn post(&self, path: &str) -> reqwest::RequestBuilder {
+        let req = self
             .http
             .post(format!("http://{}{path}", self.admin))
-            .query(query)
             .timeout(Duration::from_secs(40));
-        if let Some(t) = self.admin_token() {
-            req = req.bearer_auth(t);
+        match self.admin_token() {
+            Some(t) => req.bearer_auth(t),
+            None => req,
         }
-        let r = req.send().await?;
+    }
+
+    /// A POST with a query; returns the status and the JSON answer.
+    pub async fn post_json(&self, path: &str, query: &[(&str, &str)]) -> Result<(u16, Value)> {
+        let r = self.post(path).query(query).send().await?;
         let code = r.status().as_u16();
         Ok((code, r.json().await?))
     }
 
-    /// A POST of a JSON body to the admin endpoint, with the node's token; returns the
-    /// status and the body of the answer.
+    /// A POST of a JSON body; returns the status and the body of the answer.
     pub async fn post_json_body(&self, path: &str, body: &Value) -> Result<(u16, String)> {
-        let mut req = self
-            .http
-            .post(format!("http://{}{path}", self.admin))
-            .json(body)
-            .timeout(Duration::from_secs(40));
-        if let Some(t) = self.admin_token() {
-            req = req.bearer_auth(t);
-        }
-        let r = req.send().await?;
+        let r = self.post(path).json(body).send().await?;
         Ok((r.status().as_u16(), r.text().await?))
     }
 

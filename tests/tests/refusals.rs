@@ -326,3 +326,43 @@ fn bad_tls_files_are_refused() {
     assert_eq!(status.code(), Some(78), "{err}");
     assert!(err.contains("no PEM certificate"), "{err}");
 }
+
+/// A readable-by-others or corrupt admin token is refused by the daemon and by the
+/// client commands (exit 78, naming the file) and left as it is.
+#[test]
+fn open_or_corrupt_admin_token_is_refused_and_untouched() {
+    let (d, cfg, _key) = key_setup();
+    let token = d.path().join("data/admin.token");
+    std::fs::create_dir_all(token.parent().unwrap()).unwrap();
+    for (content, mode, needle) in [
+        ("ab".repeat(32), 0o644, "chmod 600"),
+        ("not a token".to_string(), 0o600, "not a token"),
+    ] {
+        std::fs::write(&token, &content).unwrap();
+        std::fs::set_permissions(&token, std::fs::Permissions::from_mode(mode)).unwrap();
+        let (status, _, err) = run_peer(&cfg);
+        let (client, _, client_err) = run_to_end(
+            Role::Peer,
+            &[
+                "-c",
+                cfg.to_str().unwrap(),
+                "--admin-listen",
+                "127.0.0.1:9",
+                "status",
+            ],
+        )
+        .unwrap();
+        for (what, status, err) in [("run", status, &err), ("status", client, &client_err)] {
+            assert_eq!(status.code(), Some(78), "{what}: {err}");
+            assert!(
+                err.contains(token.to_str().unwrap()) && err.contains(needle),
+                "{what}: {err}"
+            );
+        }
+        assert_eq!(std::fs::read_to_string(&token).unwrap(), content);
+        assert_eq!(
+            std::fs::metadata(&token).unwrap().permissions().mode() & 0o777,
+            mode
+        );
+    }
+}

@@ -6,13 +6,15 @@
 
 use std::{
     fs, io,
-    os::unix::fs::PermissionsExt,
     path::{Path, PathBuf},
 };
 
 use rand::RngCore;
 
-use crate::atomic::{self, Existing};
+use crate::{
+    atomic::{self, Existing},
+    private_file::{self, ReadError},
+};
 
 /// Where a node keeps the token it made.
 pub fn path(data_dir: &Path) -> PathBuf {
@@ -69,24 +71,23 @@ pub(crate) fn load_or_create(data_dir: &Path) -> Result<String, TokenError> {
 
 /// The token at `path`, or `None` when there is no file.
 pub fn read(path: &Path) -> Result<Option<String>, TokenError> {
-    let read_err = |source| TokenError::Read {
-        path: path.to_path_buf(),
-        source,
+    let bytes = match private_file::read(path) {
+        Ok(Some(bytes)) => bytes,
+        Ok(None) => return Ok(None),
+        Err(ReadError::Io(source)) => {
+            return Err(TokenError::Read {
+                path: path.to_path_buf(),
+                source,
+            });
+        }
+        Err(ReadError::Open { mode }) => {
+            return Err(TokenError::Permissions {
+                path: path.to_path_buf(),
+                mode,
+            });
+        }
     };
-    let meta = match fs::metadata(path) {
-        Ok(m) => m,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(read_err(e)),
-    };
-    let mode = meta.permissions().mode() & 0o777;
-    if mode & 0o077 != 0 {
-        return Err(TokenError::Permissions {
-            path: path.to_path_buf(),
-            mode,
-        });
-    }
-    let text = fs::read_to_string(path).map_err(read_err)?;
-    let token = text.trim();
+    let token = std::str::from_utf8(&bytes).unwrap_or_default().trim();
     if token.len() != 64 || !token.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(TokenError::Corrupt {
             path: path.to_path_buf(),
@@ -97,6 +98,8 @@ pub fn read(path: &Path) -> Result<Option<String>, TokenError> {
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
     use super::*;
 
     #[test]

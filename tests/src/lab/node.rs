@@ -18,6 +18,7 @@ use std::{
 };
 
 use anyhow::{Context, Result, anyhow, bail};
+use jantar_net::admin::token;
 use serde_json::{Map, Value};
 
 use super::{
@@ -490,14 +491,12 @@ impl LabNode {
         self.dir.join("node.cfg")
     }
 
-    /// The node's data directory.
     /// The token the node keeps in its data dir, which changes (`POST`) need.
     pub fn admin_token(&self) -> Option<String> {
-        std::fs::read_to_string(self.data_dir().join("admin.token"))
-            .ok()
-            .map(|t| t.trim().to_string())
+        token::read(&token::path(&self.data_dir())).ok().flatten()
     }
 
+    /// The node's data directory.
     pub fn data_dir(&self) -> PathBuf {
         self.dir.join("data")
     }

@@ -98,17 +98,13 @@ fn check_relay_limits(r: &RelayLimits) -> Result<(), (&'static str, String)> {
     if r.max_circuit_duration.as_secs() > u64::from(u32::MAX) {
         return Err(("relay.max_circuit_duration", "is too long".into()));
     }
-    if r.reservation_duration.is_zero() {
-        return Err((
-            "relay.reservation_duration",
-            "must be longer than 0s".into(),
-        ));
-    }
-    if r.max_circuit_duration.is_zero() {
-        return Err((
-            "relay.max_circuit_duration",
-            "must be longer than 0s".into(),
-        ));
+    for (key, d) in [
+        ("relay.reservation_duration", r.reservation_duration),
+        ("relay.max_circuit_duration", r.max_circuit_duration),
+    ] {
+        if d.is_zero() {
+            return Err((key, "must be longer than 0s".into()));
+        }
     }
     Ok(())
 }

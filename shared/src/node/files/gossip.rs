@@ -40,7 +40,7 @@ impl FileService {
             MESSAGES_TOPIC
         };
         let source = message.source;
-        let rate = source.map(|src| {
+        let rate = source.map_or(RateVerdict::Within, |src| {
             self.rates.check(
                 topic == FILES_TOPIC,
                 src,
@@ -48,30 +48,29 @@ impl FileService {
                 Instant::now(),
             )
         });
-        let verdict = match (topic, source, rate) {
-            (_, None, _) => Err("unsigned message".to_string()),
-            (_, Some(_), Some(RateVerdict::Reject | RateVerdict::Ignore)) => {
-                Err("over the sender's rate".to_string())
-            }
-            (FILES_TOPIC, Some(src), _) => {
-                parse_announcement(&message.data).map(|a| self.on_announcement(net, src, a))
-            }
-            (_, Some(src), _) => parse_message(&message.data).map(|msg| {
-                self.gossip.push_message(src, msg);
-            }),
-        };
-        let (acceptance, result) = match (&verdict, rate) {
-            (Ok(()), _) => (gossipsub::MessageAcceptance::Accept, "accepted"),
-            (Err(_), Some(RateVerdict::Ignore)) => {
-                (gossipsub::MessageAcceptance::Ignore, "over_rate")
-            }
-            (Err(why), Some(RateVerdict::Reject)) => {
-                debug!(peer = %propagation_source, topic, reason = %why, "rejected gossip message");
+        let (acceptance, result) = match (rate, source) {
+            (RateVerdict::Ignore, _) => (gossipsub::MessageAcceptance::Ignore, "over_rate"),
+            (RateVerdict::Reject, _) => {
+                debug!(peer = %propagation_source, topic, "rejected gossip message over the sender's rate");
                 (gossipsub::MessageAcceptance::Reject, "over_rate")
             }
-            (Err(why), _) => {
-                warn!(peer = %propagation_source, source = ?source, topic, reason = %why, "rejected gossip message");
-                (gossipsub::MessageAcceptance::Reject, "rejected")
+            (RateVerdict::Within, src) => {
+                let verdict = match (topic, src) {
+                    (_, None) => Err("unsigned message".to_string()),
+                    (FILES_TOPIC, Some(src)) => {
+                        parse_announcement(&message.data).map(|a| self.on_announcement(net, src, a))
+                    }
+                    (_, Some(src)) => parse_message(&message.data).map(|msg| {
+                        self.gossip.push_message(src, msg);
+                    }),
+                };
+                match verdict {
+                    Ok(()) => (gossipsub::MessageAcceptance::Accept, "accepted"),
+                    Err(why) => {
+                        warn!(peer = %propagation_source, source = ?source, topic, reason = %why, "rejected gossip message");
+                        (gossipsub::MessageAcceptance::Reject, "rejected")
+                    }
+                }
             }
         };
         metrics::counter!(m::GOSSIP_MESSAGES, "topic" => topic, "result" => result).increment(1);

@@ -59,7 +59,7 @@ impl SenderRates {
         }
     }
 
-    /// Senders with a bucket, for `/status`-style upkeep checks and tests.
+    /// Buckets held, over both topics.
     #[cfg(test)]
     fn tracked(&self) -> usize {
         self.announcements.tracked_keys() + self.messages.tracked_keys()

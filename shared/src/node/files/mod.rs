@@ -2,7 +2,8 @@
 //! answers the file API's commands; [`fetching`] finds providers, asks them for chunks
 //! and finishes files; [`serving`] answers other peers within the [`uploads`] budget;
 //! [`gossip`] handles announcements, replication and messages, remembered in
-//! [`gossip_log`] and held to each sender's rate by [`gossip_rate`]. [`net`] is what they work on besides their own state.
+//! [`gossip_log`] and held to each sender's rate by [`gossip_rate`]. [`net`] is what
+//! they work on besides their own state.
 //!
 //! The content addressing, the store and the transfer protocol themselves are in
 //! [`crate::files`]; this part keeps the state that lives as long as the node.
