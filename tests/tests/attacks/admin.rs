@@ -1,7 +1,7 @@
 //! The admin endpoint against a web page in the user's browser: cross-site requests,
 //! DNS rebinding, guessed tokens and oversized bodies.
 
-use std::path::Path;
+use std::{path::Path, time::Duration};
 
 use anyhow::{Context, Result, ensure};
 use jantar_tests::harness::{LoopbackNet, Node};

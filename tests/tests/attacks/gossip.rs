@@ -1,5 +1,7 @@
 //! Gossip floods: valid, signed messages from one sender as fast as it can publish.
 
+use std::time::Duration;
+
 use anyhow::{Context, Result, ensure};
 use jantar_tests::harness::{LoopbackNet, Node};
 
