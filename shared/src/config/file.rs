@@ -40,6 +40,10 @@ pub struct FileConfig {
     /// How long shutdown may take after SIGTERM/SIGINT before exiting anyway. Default: 10s.
     pub shutdown_grace_period: Option<HumanDuration>,
     #[serde(default)]
+    pub replication: ReplicationFile,
+    #[serde(default)]
+    pub serving: ServingFile,
+    #[serde(default)]
     pub admin: AdminFile,
     #[serde(default)]
     pub log: LogFile,
@@ -47,6 +51,33 @@ pub struct FileConfig {
     pub network: NetworkFile,
     #[serde(default)]
     pub relay: RelayFile,
+}
+
+/// How a peer replicates announced files (peer).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplicationFile {
+    /// Replication fetches running at once; more announcements wait to be announced
+    /// again. `0` turns replication off. Default: 4.
+    pub max_concurrent_fetches: Option<usize>,
+    /// How long a replication fetch may run before it stops and its partial file is
+    /// removed. Default: 30m.
+    pub fetch_deadline: Option<HumanDuration>,
+    /// Largest share of `max_storage_size` that the files of one publisher may take,
+    /// held and being fetched together, above 0 and at most 1. Default: 0.25.
+    pub max_share_per_publisher: Option<f64>,
+}
+
+/// How a peer serves file chunks to others (peer).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServingFile {
+    /// Chunk requests of one peer accepted at once (waiting, being read or being
+    /// sent); more are refused at once. Default: 8.
+    pub max_concurrent_per_peer: Option<usize>,
+    /// Chunk requests accepted at once from all peers together, at least
+    /// `max_concurrent_per_peer`; more are refused at once. Default: 64.
+    pub max_queued: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]

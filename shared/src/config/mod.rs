@@ -31,7 +31,7 @@ pub use role::{DEFAULT_BOOTSTRAP_CONFIG, DEFAULT_PEER_CONFIG, DEFAULT_RELAY_CONF
 pub use types::{
     AutonatConfig, ConnectionLimits, DEFAULT_MAX_CIRCUIT_BYTES, DhtConfig, GossipConfig, LogConfig,
     LogFormat, MIN_FILE_CIRCUIT_BYTES, NetworkConfig, Rate, RelayLimits, RelayReservations,
-    TlsConfig, default_listen_addresses,
+    ReplicationConfig, ServingConfig, TlsConfig, default_listen_addresses,
 };
 pub use value::PeerAddr;
 
@@ -49,6 +49,8 @@ pub struct Config {
     pub max_storage_size: u64,
     pub min_file_size: u64,
     pub upload_rate_limit: u64,
+    pub replication: ReplicationConfig,
+    pub serving: ServingConfig,
     pub shutdown_grace_period: Duration,
     pub admin_listen: Option<SocketAddr>,
     pub admin_token: Option<String>,

@@ -436,3 +436,59 @@ fn gossip_rates_and_memory_limit() {
     .warnings;
     assert!(w.iter().any(|w| w.0.contains("network.gossip")), "{w:?}");
 }
+
+#[test]
+fn replication_and_serving_bounds() {
+    let c = parse(Role::Peer, "").unwrap().config;
+    assert_eq!(c.replication.max_concurrent_fetches, 4);
+    assert_eq!(c.replication.fetch_deadline, Duration::from_secs(1800));
+    assert_eq!(c.replication.max_share_per_publisher, 0.25);
+    assert_eq!(c.serving.max_concurrent_per_peer, 8);
+    assert_eq!(c.serving.max_queued, 64);
+    let c = parse(
+        Role::Peer,
+        "replication:\n  max_concurrent_fetches: 0\n  fetch_deadline: 2m\n  max_share_per_publisher: 1\nserving:\n  max_concurrent_per_peer: 100\n",
+    )
+    .unwrap()
+    .config;
+    assert_eq!(c.replication.max_concurrent_fetches, 0);
+    assert_eq!(c.replication.fetch_deadline, Duration::from_secs(120));
+    assert_eq!(c.replication.max_share_per_publisher, 1.0);
+    // max_queued follows a larger per-peer bound.
+    assert_eq!(c.serving.max_queued, 100);
+    for (text, key, line) in [
+        (
+            "replication:\n  max_share_per_publisher: 0\n",
+            "replication.max_share_per_publisher",
+            2,
+        ),
+        (
+            "replication:\n  max_share_per_publisher: 1.5\n",
+            "replication.max_share_per_publisher",
+            2,
+        ),
+        (
+            "replication:\n  fetch_deadline: 0s\n",
+            "replication.fetch_deadline",
+            2,
+        ),
+        (
+            "serving:\n  max_concurrent_per_peer: 0\n",
+            "serving.max_concurrent_per_peer",
+            2,
+        ),
+        (
+            "serving:\n  max_concurrent_per_peer: 8\n  max_queued: 4\n",
+            "serving.max_queued",
+            3,
+        ),
+    ] {
+        let e = err(Role::Peer, text);
+        assert_eq!(e.key(), Some(key), "{text}: {e}");
+        assert_eq!(e.line(), Some(line), "{text}: {e}");
+    }
+    let w = parse(Role::Relay, "serving:\n  max_queued: 10\n")
+        .unwrap()
+        .warnings;
+    assert!(w.iter().any(|w| w.0.contains("serving")), "{w:?}");
+}

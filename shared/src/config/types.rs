@@ -133,3 +133,23 @@ pub const DEFAULT_MAX_CIRCUIT_BYTES: u64 = 16 * 1024 * 1024;
 /// Below this a circuit cannot carry file chunks reliably (a chunk is 1 MiB,
 /// and the relay counts both directions).
 pub const MIN_FILE_CIRCUIT_BYTES: u64 = 2 * crate::files::id::CHUNK_SIZE as u64;
+
+/// How a peer replicates announced files.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ReplicationConfig {
+    /// Replication fetches at once; 0: no replication.
+    pub max_concurrent_fetches: usize,
+    /// After this a replication fetch stops and its partial file is removed.
+    pub fetch_deadline: Duration,
+    /// Share of `max_storage_size` one publisher's replicas may take (0, 1].
+    pub max_share_per_publisher: f64,
+}
+
+/// How a peer serves chunks to others.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ServingConfig {
+    /// Chunk requests of one peer accepted at once.
+    pub max_concurrent_per_peer: usize,
+    /// Chunk requests accepted at once from all peers.
+    pub max_queued: usize,
+}

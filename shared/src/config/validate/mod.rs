@@ -78,7 +78,7 @@ impl Config {
         role_keys::check(&mut c, role, &f)?;
         let enable_dht = network::enable_dht(&c, role, f.enable_dht, f.network.enable_dht)?;
         let node = node::check(&c, role, &f, o, env)?;
-        let files = files::check(&f, &node.data_dir);
+        let files = files::check(&c, &f, &node.data_dir)?;
         let admin = admin::check(&c, f.admin, o)?;
         let log = log::check(&c, f.log, o)?;
         let network = network::check(&mut c, role, f.network, node.port, enable_dht)?;
@@ -95,6 +95,8 @@ impl Config {
             max_storage_size: files.max_storage_size,
             min_file_size: files.min_file_size,
             upload_rate_limit: files.upload_rate_limit,
+            replication: files.replication,
+            serving: files.serving,
             shutdown_grace_period: node.shutdown_grace_period,
             admin_listen: admin.listen,
             admin_token: admin.token,

@@ -21,6 +21,16 @@ fn warn_ignored(c: &mut Checker<'_>, role: Role, f: &FileConfig) {
             ("max_storage_size", f.max_storage_size.is_some()),
             ("min_file_size", f.min_file_size.is_some()),
             ("upload_rate_limit", f.upload_rate_limit.is_some()),
+            (
+                "replication",
+                f.replication.max_concurrent_fetches.is_some()
+                    || f.replication.fetch_deadline.is_some()
+                    || f.replication.max_share_per_publisher.is_some(),
+            ),
+            (
+                "serving",
+                f.serving.max_concurrent_per_peer.is_some() || f.serving.max_queued.is_some(),
+            ),
             ("network.enable_mdns", f.network.enable_mdns == Some(true)),
             ("network.enable_upnp", f.network.enable_upnp == Some(true)),
             ("network.relay_nodes", f.network.relay_nodes.is_some()),
