@@ -29,6 +29,13 @@ pub(crate) const DISCOVERED_PEERS: &str = "jantar_discovered_peers_total";
 pub(crate) const BUILD_INFO: &str = "jantar_build_info";
 pub(crate) const FILE_BYTES: &str = "jantar_file_bytes_total";
 pub(crate) const FILE_BAD_DATA: &str = "jantar_file_bad_data_total";
+pub(crate) const FILE_UPLOADS_REFUSED: &str = "jantar_file_uploads_refused_total";
+pub(crate) const FILE_UPLOADS_ACCEPTED: &str = "jantar_file_uploads_accepted";
+pub(crate) const FILE_UPLOAD_QUEUED_BYTES: &str = "jantar_file_upload_queued_bytes";
+pub(crate) const FILE_INBOUND_FAILURES: &str = "jantar_file_inbound_failures_total";
+pub(crate) const FILE_REPLICATION_REFUSED: &str = "jantar_file_replication_refused_total";
+pub(crate) const FILE_REPLICATION_FETCHES: &str = "jantar_file_replication_fetches";
+pub(crate) const FILE_STORAGE: &str = "jantar_file_storage_bytes";
 pub(crate) const GOSSIP_MESSAGES: &str = "jantar_gossip_messages_total";
 pub(crate) const ADMIN_REFUSED: &str = "jantar_admin_requests_refused_total";
 
@@ -128,6 +135,38 @@ fn describe() {
     describe_counter!(
         FILE_BAD_DATA,
         "Manifests or chunks from providers that failed verification."
+    );
+    describe_counter!(
+        FILE_UPLOADS_REFUSED,
+        "File requests from other peers refused or dropped, by reason (per_peer: over serving.max_concurrent_per_peer; queue_full: over serving.max_queued; expired: waited past the request timeout)."
+    );
+    describe_gauge!(
+        FILE_UPLOADS_ACCEPTED,
+        Unit::Count,
+        "File requests from other peers accepted and not yet answered (waiting, being read or being sent)."
+    );
+    describe_gauge!(
+        FILE_UPLOAD_QUEUED_BYTES,
+        Unit::Bytes,
+        "Bytes of the chunk requests waiting for the upload budget (no data is held for them)."
+    );
+    describe_counter!(
+        FILE_INBOUND_FAILURES,
+        "File requests from other peers that failed, by reason (malformed, timeout, connection_closed, omitted, unsupported)."
+    );
+    describe_counter!(
+        FILE_REPLICATION_REFUSED,
+        "Announced files not replicated or replication fetches stopped, by reason (concurrency, quota, publisher_share, manifest, deadline)."
+    );
+    describe_gauge!(
+        FILE_REPLICATION_FETCHES,
+        Unit::Count,
+        "Replication fetches running."
+    );
+    describe_gauge!(
+        FILE_STORAGE,
+        Unit::Bytes,
+        "Quota in use, by kind (held: fetched files and replicas; reserved: for fetches running)."
     );
     describe_counter!(
         ADMIN_REFUSED,

@@ -38,6 +38,9 @@ pub enum Response {
 
 pub type Behaviour = cbor::Behaviour<Request, Response>;
 
+/// How long a request may wait for its response, on either side.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
 pub fn behaviour() -> Behaviour {
     let codec = cbor::codec::Codec::default()
         .set_request_size_maximum(1024)
@@ -46,7 +49,7 @@ pub fn behaviour() -> Behaviour {
         codec,
         [(PROTOCOL, ProtocolSupport::Full)],
         request_response::Config::default()
-            .with_request_timeout(Duration::from_secs(30))
+            .with_request_timeout(REQUEST_TIMEOUT)
             .with_max_concurrent_streams(64),
     )
 }

@@ -28,6 +28,18 @@ pub struct Entry {
     pub origin: Origin,
     /// Unix seconds.
     pub added: u64,
+    /// The peer whose announcement made this a replica (its share of the quota is
+    /// bounded); none for files shared or fetched by the user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub publisher: Option<String>,
+}
+
+/// Room held in the quota for a file being fetched, from before its first byte is
+/// written until it is complete (then its entry counts) or the fetch ends.
+#[derive(Clone, Debug)]
+struct Reservation {
+    bytes: u64,
+    publisher: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -79,6 +91,7 @@ pub struct Store {
     max_storage: u64,
     entries: BTreeMap<FileId, Entry>,
     manifests: BTreeMap<FileId, Manifest>,
+    reservations: BTreeMap<FileId, Reservation>,
 }
 
 pub fn now_secs() -> u64 {
@@ -113,6 +126,7 @@ impl Store {
             max_storage,
             entries: BTreeMap::new(),
             manifests: BTreeMap::new(),
+            reservations: BTreeMap::new(),
         };
         for e in entries {
             match store.read_manifest(&e.id) {
@@ -159,8 +173,13 @@ impl Store {
     }
 
     /// Bytes Jantar itself stores (fetched files and replicas; shared files are the
-    /// user's own).
+    /// user's own), and the room reserved for fetches that are running.
     pub fn used(&self) -> u64 {
+        self.held() + self.reserved()
+    }
+
+    /// Bytes of the fetched files and replicas held.
+    pub fn held(&self) -> u64 {
         self.entries
             .values()
             .filter(|e| e.origin != Origin::Shared)
@@ -168,8 +187,95 @@ impl Store {
             .sum()
     }
 
+    /// Bytes reserved for fetches that are running.
+    pub fn reserved(&self) -> u64 {
+        self.reservations.values().map(|r| r.bytes).sum()
+    }
+
+    /// Bytes reserved for the fetch of `id`.
+    pub fn reserved_for(&self, id: &FileId) -> u64 {
+        self.reservations.get(id).map_or(0, |r| r.bytes)
+    }
+
     pub fn max_storage(&self) -> u64 {
         self.max_storage
+    }
+
+    /// Room left in the quota without evicting anything.
+    pub fn free(&self) -> u64 {
+        self.max_storage.saturating_sub(self.used())
+    }
+
+    /// Bytes of the replicas that could be evicted.
+    pub fn evictable(&self) -> u64 {
+        self.entries
+            .values()
+            .filter(|e| e.origin == Origin::Replica)
+            .map(|e| e.size)
+            .sum()
+    }
+
+    /// Bytes that the replicas of `publisher` take, held and reserved.
+    pub fn publisher_bytes(&self, publisher: &str) -> u64 {
+        let held: u64 = self
+            .entries
+            .values()
+            .filter(|e| e.origin == Origin::Replica && e.publisher.as_deref() == Some(publisher))
+            .map(|e| e.size)
+            .sum();
+        let reserved: u64 = self
+            .reservations
+            .values()
+            .filter(|r| r.publisher.as_deref() == Some(publisher))
+            .map(|r| r.bytes)
+            .sum();
+        held + reserved
+    }
+
+    /// Reserves `bytes` of the quota for the fetch of `id` (replacing what it reserved
+    /// before). Without `evict` the room must be free already; with it the oldest
+    /// replicas are evicted to make room (only files held whole, whose sizes are
+    /// verified; never shared or fetched files). Returns the evicted IDs, or a quota
+    /// error leaving everything, the earlier reservation too, in place.
+    pub fn reserve(
+        &mut self,
+        id: FileId,
+        name: &str,
+        bytes: u64,
+        publisher: Option<String>,
+        evict: bool,
+    ) -> Result<Vec<FileId>, StoreError> {
+        let before = self.reservations.remove(&id);
+        let evicted = if bytes <= self.free() {
+            Ok(vec![])
+        } else if evict {
+            self.make_room(name, bytes)
+        } else {
+            Err(StoreError::Quota {
+                name: name.to_string(),
+                need: bytes,
+                free: self.free(),
+                max: self.max_storage,
+            })
+        };
+        match evicted {
+            Ok(evicted) => {
+                self.reservations
+                    .insert(id, Reservation { bytes, publisher });
+                Ok(evicted)
+            }
+            Err(e) => {
+                if let Some(r) = before {
+                    self.reservations.insert(id, r);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Gives back what the fetch of `id` reserved.
+    pub fn release(&mut self, id: &FileId) {
+        self.reservations.remove(id);
     }
 
     /// Frees room for `need` bytes by evicting the oldest replicas (never shared or
@@ -219,6 +325,8 @@ impl Store {
                 .map_err(io_err(&mp))?,
         )?;
         self.manifests.insert(entry.id, manifest);
+        // A complete file counts as itself instead of as its reservation.
+        self.reservations.remove(&entry.id);
         self.entries.insert(entry.id, entry);
         self.save()
     }
@@ -267,6 +375,19 @@ impl Store {
         write_atomic(&index, &bytes)
     }
 
+    /// Where chunk `index` of a held file is and what it must hash to, for a read off
+    /// the event loop ([`ChunkSource::read`]); `None` for a file or chunk not held.
+    pub fn chunk_source(&self, id: &FileId, index: u32) -> Option<ChunkSource> {
+        let (entry, manifest) = (self.entries.get(id)?, self.manifests.get(id)?);
+        let leaf = *manifest.leaves.get(index as usize)?;
+        Some(ChunkSource {
+            path: entry.path.clone(),
+            offset: u64::from(index) * u64::from(manifest.chunk_size),
+            len: manifest.chunk_len(index),
+            leaf,
+        })
+    }
+
     /// Reads chunk `index` of a held file, checked against its manifest: a file that
     /// changed on disk is never served (and is dropped from the store).
     pub fn read_chunk(&mut self, id: &FileId, index: u32) -> Result<Vec<u8>, StoreError> {
@@ -292,6 +413,27 @@ impl Store {
             return Err(StoreError::Changed { path });
         }
         Ok(buf)
+    }
+}
+
+/// One chunk of a held file: where it is, how long, and its hash.
+#[derive(Clone, Debug)]
+pub struct ChunkSource {
+    pub path: PathBuf,
+    pub offset: u64,
+    pub len: u64,
+    pub leaf: [u8; 32],
+}
+
+impl ChunkSource {
+    /// Reads and verifies the chunk (blocking: disk and hashing). `None` when it cannot
+    /// be read or no longer matches its hash: the file changed on disk.
+    pub fn read(&self) -> Option<Vec<u8>> {
+        let mut buf = vec![0u8; usize::try_from(self.len).ok()?];
+        let mut f = fs::File::open(&self.path).ok()?;
+        f.seek(SeekFrom::Start(self.offset)).ok()?;
+        f.read_exact(&mut buf).ok()?;
+        (blake3::hash(&buf).as_bytes() == &self.leaf).then_some(buf)
     }
 }
 
@@ -328,6 +470,7 @@ mod tests {
                     path: p,
                     origin,
                     added,
+                    publisher: None,
                 },
                 m,
             )
@@ -341,11 +484,15 @@ mod tests {
         let mut s = Store::open(d.path(), 1 << 30).unwrap();
         let id = add(&mut s, d.path(), "a", 3000, Origin::Shared, 1);
         assert_eq!(s.read_chunk(&id, 0).unwrap().len(), 3000);
+        let src = s.chunk_source(&id, 0).unwrap();
+        assert_eq!(src.read().unwrap().len(), 3000);
+        assert!(s.chunk_source(&id, 1).is_none() && s.chunk_source(&id, u32::MAX).is_none());
         let s2 = Store::open(d.path(), 1 << 30).unwrap();
         assert_eq!(s2.get(&id).unwrap().name, "a");
         // The file changes on disk: never served, dropped.
         let mut s = s2;
         fs::write(d.path().join("a"), vec![b'x'; 3000]).unwrap();
+        assert!(src.read().is_none(), "a changed chunk does not verify");
         assert!(matches!(
             s.read_chunk(&id, 0),
             Err(StoreError::Changed { .. })
@@ -372,6 +519,61 @@ mod tests {
         let err = s.make_room("huge", 9000).unwrap_err();
         assert!(err.to_string().contains("storage quota"), "{err}");
         assert!(s.get(&r2).is_some(), "a refused request evicts nothing");
+    }
+
+    #[test]
+    fn reservations_count_and_evict_only_when_allowed() {
+        let d = tempfile::tempdir().unwrap();
+        let mut s = Store::open(d.path(), 10_000).unwrap();
+        let r1 = add(&mut s, d.path(), "r1", 4000, Origin::Replica, 1);
+        let a = FileId([1; 32]);
+        let b = FileId([2; 32]);
+        let c = FileId([3; 32]);
+        // 6000 free: a fetch takes 5000 of it without evicting anything.
+        assert!(
+            s.reserve(a, "a", 5000, Some("p".into()), false)
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!((s.used(), s.free(), s.reserved()), (9000, 1000, 5000));
+        // A second one does not fit without eviction: refused, nothing evicted.
+        let e = s
+            .reserve(b, "b", 3000, Some("p".into()), false)
+            .unwrap_err();
+        assert!(e.to_string().contains("storage quota"), "{e}");
+        assert!(s.get(&r1).is_some() && s.reserved_for(&b) == 0);
+        // The reservations of one publisher add up with its replicas.
+        assert_eq!(s.publisher_bytes("p"), 5000);
+        // Allowed to evict (a verified size): the oldest replica goes.
+        assert_eq!(s.reserve(c, "c", 3000, None, true).unwrap(), vec![r1]);
+        assert_eq!(s.used(), 8000);
+        // Growing a reservation that cannot fit leaves the old one in place.
+        assert!(s.reserve(a, "a", 20_000, None, true).is_err());
+        assert_eq!(s.reserved_for(&a), 5000);
+        s.release(&a);
+        assert_eq!(s.used(), 3000);
+        // A complete file counts as itself, not twice.
+        let p = d.path().join("c");
+        fs::write(&p, vec![7u8; 3000]).unwrap();
+        let m = hash_file(&p).unwrap();
+        let id = m.root();
+        s.reserve(id, "c", 3000, Some("q".into()), false).unwrap();
+        s.insert(
+            Entry {
+                id,
+                name: "c".into(),
+                size: 3000,
+                path: p,
+                origin: Origin::Replica,
+                added: 5,
+                publisher: Some("q".into()),
+            },
+            m,
+        )
+        .unwrap();
+        assert_eq!(s.reserved_for(&id), 0);
+        assert_eq!(s.publisher_bytes("q"), 3000);
+        assert_eq!(s.used(), 6000);
     }
 
     #[test]

@@ -44,7 +44,9 @@ pub(super) fn check(
 }
 
 fn replication(c: &Checker<'_>, r: &ReplicationFile) -> Result<ReplicationConfig, ConfigError> {
-    let fetch_deadline = r.fetch_deadline.map_or(Duration::from_secs(30 * 60), |d| d.0);
+    let fetch_deadline = r
+        .fetch_deadline
+        .map_or(Duration::from_secs(30 * 60), |d| d.0);
     if fetch_deadline.is_zero() {
         return Err(c.bad(
             "replication.fetch_deadline",

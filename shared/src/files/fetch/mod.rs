@@ -14,8 +14,8 @@ use std::{
 use libp2p::{PeerId, request_response::OutboundRequestId};
 
 use super::{
-    id::{FileId, Manifest},
-    protocol::Request,
+    id::{CHUNK_SIZE, FileId, Manifest},
+    protocol::{MAX_FILE_SIZE, Request},
     store::Origin,
 };
 use crate::status::FetchState;
@@ -38,6 +38,12 @@ pub struct Fetch {
     pub dest: PathBuf,
     pub origin: Origin,
     pub manifest: Option<Manifest>,
+    /// The size the file was announced with, which its manifest must match (a
+    /// replication fetch); `None` for a fetch by ID.
+    pub expected_size: Option<u64>,
+    /// The publisher whose announcement started a replication fetch.
+    pub publisher: Option<PeerId>,
+    pub started: Instant,
     part: PathBuf,
     file: Option<File>,
     done: Vec<bool>,
@@ -68,6 +74,9 @@ impl Fetch {
             dest,
             origin,
             manifest: None,
+            expected_size: None,
+            publisher: None,
+            started: Instant::now(),
             part: partial_dir.join(format!("{id}.part")),
             file: None,
             done: vec![],
@@ -217,9 +226,36 @@ impl Fetch {
                 what: "a manifest that does not hash to the file ID".into(),
             });
         }
+        if let Err(why) = self.check_scheme(&manifest) {
+            self.error = Some(format!("manifest of {} from {peer}: {why}", self.id));
+            return Ok(());
+        }
         match self.open_part(&manifest) {
             Ok(()) => self.manifest = Some(manifest),
             Err(e) => self.error = Some(format!("cannot write {}: {e}", self.part.display())),
+        }
+        Ok(())
+    }
+
+    /// A manifest that hashes to the ID can still describe a file this fetch must not
+    /// take: one of another size than announced, or not cut the scheme's way.
+    fn check_scheme(&self, m: &Manifest) -> Result<(), String> {
+        if m.chunk_size != CHUNK_SIZE {
+            return Err(format!(
+                "chunk size {} is not the scheme's {CHUNK_SIZE}",
+                m.chunk_size
+            ));
+        }
+        if m.size > MAX_FILE_SIZE {
+            return Err(format!(
+                "size {} is above the {MAX_FILE_SIZE} limit",
+                m.size
+            ));
+        }
+        if let Some(announced) = self.expected_size
+            && announced != m.size
+        {
+            return Err(format!("size {} is not the announced {announced}", m.size));
         }
         Ok(())
     }
@@ -286,6 +322,25 @@ impl Fetch {
             self.remaining -= 1;
         }
         Ok(self.is_complete())
+    }
+
+    /// Bytes of the chunks verified and written so far.
+    pub fn verified_bytes(&self) -> u64 {
+        let Some(m) = self.manifest.as_ref() else {
+            return 0;
+        };
+        (0..m.chunks())
+            .filter(|i| self.done.get(*i as usize).copied().unwrap_or(false))
+            .map(|i| m.chunk_len(i))
+            .sum()
+    }
+
+    /// Whether `data` verifies as the chunk that `req` asked for (without taking it).
+    pub fn verifies(&self, req: &OutboundRequestId, data: &[u8]) -> bool {
+        match (self.in_flight.get(req), self.manifest.as_ref()) {
+            (Some((_, Some(index))), Some(m)) => m.verify_chunk(*index, data),
+            _ => false,
+        }
     }
 
     pub fn is_complete(&self) -> bool {

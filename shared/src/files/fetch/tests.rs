@@ -186,3 +186,54 @@ fn resumes_verified_chunks_from_a_partial_file() {
         .collect();
     assert_eq!(wanted, vec![1, 2]);
 }
+
+/// A manifest that hashes to the ID but is not what was announced, or not cut the
+/// scheme's way, fails the fetch with a reason naming the file and the peer.
+#[test]
+fn manifests_are_checked_against_the_announcement_and_the_scheme() {
+    let d = tempfile::tempdir().unwrap();
+    let peer = PeerId::random();
+    let leaves = vec![[5u8; 32]; 3];
+    let honest = Manifest {
+        size: 2 * u64::from(CHUNK_SIZE) + 10,
+        chunk_size: CHUNK_SIZE,
+        leaves: leaves.clone(),
+    };
+    let small_chunks = Manifest {
+        size: 30,
+        chunk_size: 10,
+        leaves,
+    };
+    for (m, announced, want) in [
+        (&honest, Some(5), Some("not the announced 5")),
+        (&small_chunks, Some(30), Some("chunk size 10")),
+        (&honest, Some(honest.size), None),
+        (&honest, None, None),
+    ] {
+        let id = m.root();
+        let mut f = Fetch::new(
+            id,
+            "f".into(),
+            d.path().join("out"),
+            Origin::Replica,
+            &d.path().join("partial"),
+        );
+        f.expected_size = announced;
+        f.add_provider(peer);
+        let rid = request_ids(1)[0];
+        f.sent(rid, peer, None);
+        assert!(f.on_manifest(&rid, m.clone()).is_ok(), "not bad data");
+        match want {
+            Some(why) => {
+                let e = f.error.clone().expect("the fetch fails");
+                assert!(
+                    e.contains(why) && e.contains(&id.to_string()) && e.contains(&peer.to_string()),
+                    "{e}"
+                );
+                assert!(f.manifest.is_none());
+            }
+            None => assert!(f.error.is_none() && f.manifest.is_some(), "{:?}", f.error),
+        }
+        let _ = std::fs::remove_file(d.path().join("partial").join(format!("{id}.part")));
+    }
+}

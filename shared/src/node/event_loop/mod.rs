@@ -122,6 +122,11 @@ impl EventLoop {
                 Some(()) = tick(watchdog.as_mut()) => crate::systemd::watchdog(),
                 event = self.swarm.select_next_some() => self.on_swarm_event(event),
                 Some(cmd) = commands.recv() => self.on_command(cmd),
+                Some(read) = chunk_read(self.files.as_mut()) => {
+                    if let Some((files, mut net)) = self.files() {
+                        files.on_chunk_read(&mut net, read);
+                    }
+                }
                 _ = discovery.tick(), if joined => self.discover(),
                 _ = housekeeping.tick(), if joined => self.housekeeping(),
                 _ = cancel.cancelled() => break,
@@ -265,6 +270,14 @@ impl EventLoop {
             *r = ready;
             changed
         });
+    }
+}
+
+/// The next chunk the file part read for a peer; never, on a node without one.
+async fn chunk_read(files: Option<&mut FileService>) -> Option<super::files::ChunkRead> {
+    match files {
+        Some(f) => f.next_chunk_read().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -26,8 +26,10 @@ use crate::{
 const FINISHED: usize = 256;
 /// How long a peer that served bad data is not asked again.
 const PENALTY: Duration = Duration::from_secs(600);
-/// How often a fetch without providers looks them up again.
+/// How often a fetch without providers looks them up again, at first; each lookup
+/// that finds nobody doubles the wait, up to [`MAX_PROVIDER_RETRY`].
 const PROVIDER_RETRY: Duration = Duration::from_secs(5);
+const MAX_PROVIDER_RETRY: Duration = Duration::from_secs(300);
 /// Lookups that find nobody before a fetch that never started gives up.
 const MAX_EMPTY_LOOKUPS: u32 = 6;
 /// Relayed connections to a provider that may close with file requests in flight,
@@ -80,8 +82,9 @@ impl FileService {
             (None, Some((a, _))) => a.name.clone(),
             (None, None) => id.to_string(),
         };
-        if let Some((a, _)) = &announced {
-            self.make_room(net, &a.name, a.size)?;
+        if let Some((a, publisher)) = &announced {
+            let publisher = (origin == Origin::Replica).then(|| publisher.to_string());
+            self.reserve_announced(id, &a.name, a.size, publisher)?;
             // Remembered for a resumed fetch, once the fetch may go ahead.
             let _ = std::fs::write(&name_file, &name);
         }
@@ -97,6 +100,12 @@ impl FileService {
             (_, None) => free_destination(&self.policy.download_dir, &name, &id),
         };
         let mut fetch = Fetch::new(id, name, dest, origin, &self.store.partial_dir());
+        if origin == Origin::Replica
+            && let Some((a, publisher)) = &announced
+        {
+            fetch.expected_size = Some(a.size);
+            fetch.publisher = Some(*publisher);
+        }
         if let Some((_, publisher)) = &announced
             && !self.penalized(publisher)
         {
@@ -152,25 +161,6 @@ impl FileService {
         })
     }
 
-    /// Frees room for `size` bytes, evicting the oldest replicas (whose provider records
-    /// are withdrawn).
-    pub(super) fn make_room(
-        &mut self,
-        net: &mut Net<'_>,
-        name: &str,
-        size: u64,
-    ) -> Result<(), String> {
-        let evicted = self
-            .store
-            .make_room(name, size)
-            .map_err(|e| e.to_string())?;
-        for id in evicted {
-            info!(%id, "replica evicted to make room");
-            net.withdraw(id);
-        }
-        Ok(())
-    }
-
     pub(super) fn find_providers(&mut self, net: &mut Net<'_>, id: FileId) {
         let Some(kad) = net.swarm.behaviour_mut().kad.as_mut() else {
             return;
@@ -206,17 +196,18 @@ impl FileService {
     }
 
     /// A provider lookup ended. A fetch that has found nobody to ask after
-    /// [`MAX_EMPTY_LOOKUPS`] lookups fails; one that has started waits for providers.
+    /// [`MAX_EMPTY_LOOKUPS`] lookups fails; one that has started waits for providers,
+    /// looking them up less and less often (see [`lookup_interval`]).
     pub(in crate::node) fn query_ended(&mut self, query: kad::QueryId) {
         let Some(id) = self.provider_queries.remove(&query) else {
             return;
         };
         if let Some(f) = self.fetches.get_mut(&id) {
-            if f.has_providers() || f.manifest.is_some() {
+            if f.has_providers() {
                 f.empty_lookups = 0;
             } else {
                 f.empty_lookups += 1;
-                if f.empty_lookups >= MAX_EMPTY_LOOKUPS {
+                if f.manifest.is_none() && f.empty_lookups >= MAX_EMPTY_LOOKUPS {
                     f.error = Some(format!(
                         "no peer provides {id}: {MAX_EMPTY_LOOKUPS} DHT lookups found nobody (is the ID right, and is its publisher online?)"
                     ));
@@ -253,9 +244,11 @@ impl FileService {
         }
     }
 
-    /// Every second: fetches without providers look them up again; every fetch sends
-    /// what it can.
+    /// Every second: replication fetches past their deadline stop; fetches without
+    /// providers look them up again (less often the longer nobody is found); every
+    /// fetch sends what it can.
     pub(super) fn retry_fetches(&mut self, net: &mut Net<'_>) {
+        self.enforce_deadlines();
         let now = Instant::now();
         let stalled: Vec<FileId> = self
             .fetches
@@ -263,7 +256,7 @@ impl FileService {
             .filter(|f| f.error.is_none() && !f.has_providers())
             .filter(|f| {
                 f.last_provider_query
-                    .is_none_or(|t| now.duration_since(t) > PROVIDER_RETRY)
+                    .is_none_or(|t| now.duration_since(t) > lookup_interval(f.empty_lookups))
             })
             .map(|f| f.id)
             .collect();
@@ -293,13 +286,24 @@ impl FileService {
             return;
         };
         let is_chunk = matches!(response, Response::Chunk(_));
+        let origin = fetch.origin;
         let result = match response {
             Response::Manifest(manifest) => {
                 let size = manifest.size;
                 let r = fetch.on_manifest(&req, manifest).map(|()| false);
-                if r.is_ok() && fetch.manifest.is_some() && fetch.error.is_none() {
-                    let name = fetch.name.clone();
-                    if let Err(e) = self.make_room(net, &name, size) {
+                if r.is_ok() && fetch.manifest.is_none() && fetch.error.is_some() {
+                    // It hashes to the ID, but is not what was announced or not the
+                    // scheme's: the fetch stops (logged with the reason when it fails).
+                    if origin == Origin::Replica {
+                        super::replication::refused("manifest");
+                    }
+                    self.drop_fetch_data(id, fetch_error(self.fetches.get(&id)));
+                } else if r.is_ok() && fetch.manifest.is_some() && fetch.error.is_none() {
+                    // The user's fetch makes room for the file's verified size; a
+                    // replica makes room as its chunks verify.
+                    if origin != Origin::Replica
+                        && let Err(e) = self.reserve_verified(net, id, size)
+                    {
                         self.drop_fetch_data(id, e);
                     }
                 }
@@ -308,7 +312,14 @@ impl FileService {
             Response::Chunk(data) => {
                 metrics::counter!(m::FILE_BYTES, "direction" => "received")
                     .increment(data.len() as u64);
-                fetch.on_chunk(&req, &data)
+                if origin == Origin::Replica && !self.room_for_chunk(net, id, &req, &data) {
+                    self.finish_failed(id);
+                    return;
+                }
+                match self.fetches.get_mut(&id) {
+                    Some(fetch) => fetch.on_chunk(&req, &data),
+                    None => return,
+                }
             }
             Response::NotFound => {
                 fetch.not_found(&req);
@@ -386,12 +397,20 @@ impl FileService {
         }
     }
 
-    /// Moves a failed fetch to the finished list.
+    /// Moves a failed fetch to the finished list and releases its reservation; a
+    /// replica's partial file goes too (the user's stays, to resume from).
     pub(super) fn finish_failed(&mut self, id: FileId) {
         if self.fetches.get(&id).is_some_and(|f| f.error.is_some())
-            && let Some(f) = self.fetches.remove(&id)
+            && let Some(mut f) = self.fetches.remove(&id)
         {
             warn!(%id, error = ?f.error, "fetch failed");
+            f.abandon();
+            self.store.release(&id);
+            if f.origin == Origin::Replica {
+                let partial = self.store.partial_dir();
+                let _ = std::fs::remove_file(partial.join(format!("{id}.part")));
+                let _ = std::fs::remove_file(partial.join(format!("{id}.name")));
+            }
             self.push_finished(f.progress());
         }
     }
@@ -420,8 +439,12 @@ impl FileService {
                     path: path.clone(),
                     origin: fetch.origin,
                     added: now_secs(),
+                    publisher: (fetch.origin == Origin::Replica)
+                        .then(|| fetch.publisher.map(|p| p.to_string()))
+                        .flatten(),
                 };
                 if let Err(e) = self.store.insert(entry, manifest) {
+                    self.store.release(&id);
                     fetch.error = Some(e.to_string());
                 } else {
                     info!(%id, path = %path.display(), "file complete");
@@ -430,8 +453,36 @@ impl FileService {
                     net.provide(id);
                 }
             }
-            Err(e) => fetch.error = Some(format!("cannot move the file into place: {e}")),
+            Err(e) => {
+                self.store.release(&id);
+                fetch.error = Some(format!("cannot move the file into place: {e}"));
+            }
         }
         self.push_finished(fetch.progress());
+    }
+}
+
+/// The wait before the next provider lookup after `empty` lookups in a row found
+/// nobody: 5 s, doubling, at most [`MAX_PROVIDER_RETRY`].
+fn lookup_interval(empty: u32) -> Duration {
+    PROVIDER_RETRY
+        .saturating_mul(1 << empty.min(10))
+        .min(MAX_PROVIDER_RETRY)
+}
+
+fn fetch_error(f: Option<&Fetch>) -> String {
+    f.and_then(|f| f.error.clone()).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn provider_lookups_back_off() {
+        assert_eq!(lookup_interval(0), Duration::from_secs(5));
+        assert_eq!(lookup_interval(3), Duration::from_secs(40));
+        assert_eq!(lookup_interval(7), MAX_PROVIDER_RETRY);
+        assert_eq!(lookup_interval(u32::MAX), MAX_PROVIDER_RETRY);
     }
 }

@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use libp2p::{PeerId, gossipsub};
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
 use super::{gossip_rate::RateVerdict, net::Net, service::FileService};
 use crate::{
@@ -126,16 +126,6 @@ impl FileService {
             }
             return;
         }
-        // Replication policy.
-        if self.store.get(&a.id).is_some()
-            || a.size < self.policy.min_file_size
-            || a.size > self.store.max_storage()
-        {
-            return;
-        }
-        match self.start_fetch(net, a.id, None, Origin::Replica) {
-            Ok(_) => info!(id = %a.id, name = %a.name, "replicating announced file"),
-            Err(e) => debug!(id = %a.id, error = %e, "not replicating"),
-        }
+        self.replicate(net, publisher, &a);
     }
 }

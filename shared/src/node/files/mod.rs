@@ -1,6 +1,7 @@
 //! A peer's files and messages inside the event loop: [`service`] holds the state and
 //! answers the file API's commands; [`fetching`] finds providers, asks them for chunks
-//! and finishes files; [`serving`] answers other peers within the [`uploads`] budget;
+//! and finishes files; [`replication`] decides which announced files are fetched and
+//! holds them to the quota; [`serving`] answers other peers within the [`uploads`] bounds;
 //! [`gossip`] handles announcements, replication and messages, remembered in
 //! [`gossip_log`] and held to each sender's rate by [`gossip_rate`]. [`net`] is what
 //! they work on besides their own state.
@@ -13,9 +14,11 @@ mod gossip;
 mod gossip_log;
 mod gossip_rate;
 mod net;
+mod replication;
 mod service;
 mod serving;
 mod uploads;
 
 pub(super) use net::Net;
 pub(super) use service::{FileService, Policy};
+pub(super) use serving::ChunkRead;

@@ -13,19 +13,26 @@ use libp2p::{
 };
 use tracing::{debug, info};
 
-use super::{gossip_log::GossipLog, gossip_rate::SenderRates, net::Net, uploads::UploadBudget};
+use super::{
+    gossip_log::GossipLog,
+    gossip_rate::SenderRates,
+    net::Net,
+    serving::{ChunkRead, Serving},
+    uploads::UploadQueue,
+};
 use crate::node::command::FileCommand;
 use crate::{
-    config::{Config, Rate},
+    config::{Config, Rate, ReplicationConfig, ServingConfig},
     files::{
         fetch::Fetch,
         id::{FileId, Manifest},
         protocol::{
-            Announcement, ChatMessage, FILES_TOPIC, MESSAGES_TOPIC, Request, Response,
-            parse_message,
+            Announcement, ChatMessage, FILES_TOPIC, MESSAGES_TOPIC, REQUEST_TIMEOUT, Request,
+            Response, parse_message,
         },
         store::{Entry, Origin, Store, now_secs},
     },
+    metrics as m,
     status::{FileInfo, FileList, MessageRecord, Progress},
 };
 
@@ -40,6 +47,8 @@ pub(in crate::node) struct Policy {
     /// Announcements and messages accepted per sender.
     pub(super) announcement_rate: Rate,
     pub(super) message_rate: Rate,
+    pub(super) replication: ReplicationConfig,
+    pub(super) serving: ServingConfig,
 }
 
 impl Policy {
@@ -50,6 +59,8 @@ impl Policy {
             upload_rate_limit: config.upload_rate_limit,
             announcement_rate: config.network.gossip.announcement_rate_per_sender,
             message_rate: config.network.gossip.message_rate_per_sender,
+            replication: config.replication,
+            serving: config.serving,
         }
     }
 }
@@ -68,7 +79,7 @@ pub(in crate::node) struct FileService {
     /// Relayed connections to a provider that closed with file requests in flight
     /// since the last whole chunk from it (see [`fetching::MAX_RELAY_CUTS`]).
     pub(super) relay_cuts: HashMap<PeerId, u32>,
-    pub(super) uploads: UploadBudget,
+    pub(super) serving: Serving,
     pub(super) gossip: GossipLog,
     pub(super) rates: SenderRates,
 }
@@ -78,7 +89,11 @@ impl FileService {
         FileService {
             me,
             store,
-            uploads: UploadBudget::new(policy.upload_rate_limit),
+            serving: Serving::new(UploadQueue::new(
+                policy.serving,
+                policy.upload_rate_limit,
+                REQUEST_TIMEOUT,
+            )),
             rates: SenderRates::new(policy.announcement_rate, policy.message_rate),
             policy,
             fetches: HashMap::new(),
@@ -151,6 +166,7 @@ impl FileService {
             path,
             origin: Origin::Shared,
             added: now_secs(),
+            publisher: None,
         };
         let info = FileInfo::from(&entry);
         let announcement = Announcement {
@@ -170,6 +186,7 @@ impl FileService {
     fn remove(&mut self, net: &mut Net<'_>, id: FileId) -> Result<FileInfo, String> {
         if let Some(mut f) = self.fetches.remove(&id) {
             f.abandon();
+            self.store.release(&id);
         }
         let e = self.store.remove(&id).map_err(|e| e.to_string())?;
         net.withdraw(id);
@@ -203,8 +220,10 @@ impl FileService {
         match e {
             request_response::Event::Message { peer, message, .. } => match message {
                 request_response::Message::Request {
-                    request, channel, ..
-                } => self.on_request(net, peer, request, channel),
+                    request_id,
+                    request,
+                    channel,
+                } => self.on_request(net, peer, request_id, request, channel),
                 request_response::Message::Response {
                     request_id,
                     response,
@@ -224,10 +243,26 @@ impl FileService {
                     self.pump(net, id);
                 }
             }
-            request_response::Event::InboundFailure { peer, error, .. } => {
+            request_response::Event::InboundFailure {
+                peer,
+                error,
+                request_id,
+                ..
+            } => {
+                let reason = match &error {
+                    request_response::InboundFailure::Io(_) => "malformed",
+                    request_response::InboundFailure::Timeout => "timeout",
+                    request_response::InboundFailure::ConnectionClosed => "connection_closed",
+                    request_response::InboundFailure::ResponseOmission => "omitted",
+                    request_response::InboundFailure::UnsupportedProtocols => "unsupported",
+                };
+                metrics::counter!(m::FILE_INBOUND_FAILURES, "reason" => reason).increment(1);
                 debug!(%peer, error = %error, "serving a file request failed");
+                self.request_done(&request_id);
             }
-            request_response::Event::ResponseSent { .. } => {}
+            request_response::Event::ResponseSent { request_id, .. } => {
+                self.request_done(&request_id);
+            }
         }
     }
 
@@ -244,7 +279,13 @@ impl FileService {
 
     /// Every second: the upload budget refills, and fetches move on.
     pub(in crate::node) fn housekeeping(&mut self, net: &mut Net<'_>) {
-        self.uploads.refill(net);
+        self.serving_housekeeping();
         self.retry_fetches(net);
+        self.storage_gauges();
+    }
+
+    /// The next chunk read finished on the blocking pool.
+    pub(in crate::node) async fn next_chunk_read(&mut self) -> Option<ChunkRead> {
+        self.serving.reads_rx.recv().await
     }
 }
