@@ -233,17 +233,22 @@ fn kademlia(config: &Config, peer_id: PeerId) -> kad::Behaviour<MemoryStore> {
     kc.set_query_timeout(d.query_timeout)
         .set_max_packet_size(d.max_packet_size)
         .set_periodic_bootstrap_interval(Some(d.refresh_interval));
+    // Inbound PUT_VALUE and ADD_PROVIDER are handed to the event loop, which refuses
+    // records and stores provider records within their sources' quotas (none on a
+    // bootstrap node); peers enter the routing table only through the event loop's
+    // admission rules. The store's own key limit is lifted so that the node's own
+    // provider records are never refused: the quotas bound what others put in it.
+    kc.set_record_filtering(kad::StoreInserts::FilterBoth)
+        .set_kbucket_inserts(kad::BucketInserts::Manual);
     let store_config = kad::store::MemoryStoreConfig {
-        max_records: d.max_records,
-        max_provided_keys: d.max_provider_keys,
+        max_records: 0,
+        max_provided_keys: usize::MAX,
         max_value_bytes: d.max_packet_size,
         max_providers_per_key: kad::K_VALUE.get(),
     };
     if config.role == Role::Bootstrap {
-        // Stateless: inbound PUT_VALUE and ADD_PROVIDER are handed to the event loop,
-        // which drops them; nothing is stored or republished.
-        kc.set_record_filtering(kad::StoreInserts::FilterBoth)
-            .set_replication_interval(None)
+        // Stateless: nothing is stored or republished.
+        kc.set_replication_interval(None)
             .set_publication_interval(None)
             .set_provider_publication_interval(None);
     }

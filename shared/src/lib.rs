@@ -24,6 +24,7 @@ mod logging;
 mod metrics;
 pub mod node;
 mod private_file;
+pub mod scope;
 pub mod status;
 mod systemd;
 mod tls;

@@ -17,6 +17,7 @@ pub(crate) const DHT_QUERIES_SERVED: &str = "jantar_dht_queries_served_total";
 pub(crate) const DHT_QUERIES_STARTED: &str = "jantar_dht_queries_started_total";
 pub(crate) const DHT_QUERIES_FINISHED: &str = "jantar_dht_queries_finished_total";
 pub(crate) const DHT_INSERTS_REFUSED: &str = "jantar_dht_inserts_refused_total";
+pub(crate) const DHT_ROUTING_REFUSED: &str = "jantar_dht_routing_refused_total";
 pub(crate) const RELAY_RESERVATIONS: &str = "jantar_relay_reservations";
 pub(crate) const RELAY_RESERVATION_REQUESTS: &str = "jantar_relay_reservation_requests_total";
 pub(crate) const RELAY_CIRCUITS: &str = "jantar_relay_circuits";
@@ -91,7 +92,11 @@ fn describe() {
     );
     describe_counter!(
         DHT_INSERTS_REFUSED,
-        "Records or provider records from others that this node did not store, by kind."
+        "Records or provider records from others that this node did not store, by kind and reason."
+    );
+    describe_counter!(
+        DHT_ROUTING_REFUSED,
+        "DHT servers kept out of the routing table, by reason (no_address, subnet_bucket, subnet_table)."
     );
     describe_gauge!(
         RELAY_RESERVATIONS,

@@ -116,6 +116,8 @@ pub struct DhtStats {
     pub records_stored: usize,
     /// Keys this node itself announces as a provider.
     pub provided_keys: usize,
+    /// Keys for which this node stores provider records from others.
+    pub provider_keys_stored: usize,
     pub bootstrapped: bool,
 }
 

@@ -552,3 +552,18 @@ impl Node {
             .with_context(|| format!("share printed no ID: {out}"))
     }
 }
+
+/// Sum of a metric in a Prometheus exposition over the label sets that contain every
+/// one of `labels` (written as in the exposition: `reason="key_full"`).
+pub fn metric_sum(exposition: &str, name: &str, labels: &[&str]) -> f64 {
+    exposition
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with([' ', '{']))
+        })
+        .filter(|l| labels.iter().all(|want| l.contains(want)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}

@@ -7,7 +7,7 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail, ensure};
-use jantar_tests::harness::{LoopbackNet, Node, Role, diagnose_all};
+use jantar_tests::harness::{LoopbackNet, Node, Role, diagnose_all, metric_sum};
 use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(90);
@@ -390,19 +390,6 @@ impl Drop for EvilProvider {
     }
 }
 
-/// Sum of a counter in a Prometheus exposition, over all its label sets.
-fn counter(exposition: &str, name: &str) -> f64 {
-    exposition
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter(|l| {
-            l.strip_prefix(name)
-                .is_some_and(|rest| rest.starts_with([' ', '{']))
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 /// Names of the entries in `dir` (none when it does not exist).
 fn entries(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir)
@@ -507,7 +494,7 @@ async fn corrupt_chunks_from_a_malicious_provider_are_rejected_and_the_file_comp
             })
             .await
             .context("no bad-data warning naming the malicious provider")?;
-        let bad = counter(&fetcher.metrics().await?, "jantar_file_bad_data_total");
+        let bad = metric_sum(&fetcher.metrics().await?, "jantar_file_bad_data_total", &[]);
         ensure!(bad >= 1.0, "jantar_file_bad_data_total is {bad}");
         let downloads = net.root.join("p0/downloads");
         ensure!(

@@ -189,10 +189,21 @@ pub struct DhtFile {
     pub query_timeout: Option<HumanDuration>,
     /// Largest DHT message accepted. Default: 16KiB.
     pub max_packet_size: Option<ByteSize>,
-    /// Records kept for others (relay, peer). Default: 1024.
+    /// Accepted for older configs and ignored: nodes store no DHT records (PUT_VALUE
+    /// is refused), so setting it is a warning.
     pub max_records: Option<usize>,
-    /// Provider keys kept for others (relay, peer). Default: 1024.
+    /// Provider keys kept for others (relay, peer), in total. One peer may hold a
+    /// quarter of them, one subnet half, and one subnet two providers of any one key.
+    /// The node's own records are never refused. Default: 1024.
     pub max_provider_keys: Option<usize>,
+    /// Peers from one subnet (IPv4 /24, IPv6 /48) in one routing-table bucket.
+    /// Default: 2.
+    pub max_peers_per_subnet_per_bucket: Option<usize>,
+    /// Peers from one subnet in the whole routing table. Default: 8.
+    pub max_peers_per_subnet: Option<usize>,
+    /// Apply the subnet limits (routing table, provider records) to loopback and
+    /// private sources too, as on a large LAN or in a lab. Default: false.
+    pub limit_private_subnets: Option<bool>,
     /// How often peers look for other peers and relays in the DHT. Default: 30s.
     pub discovery_interval: Option<HumanDuration>,
 }

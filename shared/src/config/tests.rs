@@ -492,3 +492,47 @@ fn replication_and_serving_bounds() {
         .warnings;
     assert!(w.iter().any(|w| w.0.contains("serving")), "{w:?}");
 }
+
+#[test]
+fn dht_diversity_limits() {
+    let c = parse(
+        Role::Relay,
+        "network:\n  dht:\n    max_peers_per_subnet_per_bucket: 3\n    limit_private_subnets: true\n",
+    )
+    .unwrap()
+    .config;
+    assert_eq!(c.network.dht.max_peers_per_subnet_per_bucket, 3);
+    assert_eq!(c.network.dht.max_peers_per_subnet, 8);
+    assert!(c.network.dht.limit_private_subnets);
+    assert!(
+        !parse(Role::Peer, "")
+            .unwrap()
+            .config
+            .network
+            .dht
+            .limit_private_subnets
+    );
+
+    let e = err(
+        Role::Peer,
+        "network:\n  dht:\n    max_peers_per_subnet_per_bucket: 0\n",
+    );
+    assert_eq!(e.key(), Some("network.dht.max_peers_per_subnet_per_bucket"));
+    let e = err(
+        Role::Peer,
+        "network:\n  dht:\n    max_peers_per_subnet_per_bucket: 4\n    max_peers_per_subnet: 3\n",
+    );
+    assert_eq!(e.key(), Some("network.dht.max_peers_per_subnet"));
+    assert!(
+        e.to_string().contains("cannot be below the bucket limit"),
+        "{e}"
+    );
+
+    // Nodes store no records: the old key still loads, and says it does nothing.
+    let w = parse(Role::Relay, "network:\n  dht:\n    max_records: 100\n")
+        .unwrap()
+        .warnings;
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(w[0].0.contains("network.dht.max_records"), "{w:?}");
+    assert!(w[0].0.contains("PUT_VALUE is refused"), "{w:?}");
+}

@@ -42,8 +42,10 @@ pub struct DhtConfig {
     pub refresh_interval: Duration,
     pub query_timeout: Duration,
     pub max_packet_size: usize,
-    pub max_records: usize,
     pub max_provider_keys: usize,
+    pub max_peers_per_subnet_per_bucket: usize,
+    pub max_peers_per_subnet: usize,
+    pub limit_private_subnets: bool,
     pub discovery_interval: Duration,
 }
 

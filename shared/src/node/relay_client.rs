@@ -47,6 +47,12 @@ pub(super) const RELAYS_KEY: &[u8] = b"/jantar/relays/v1";
 /// How long a relay may take to answer the dial that precedes a reservation.
 const RELAY_DIAL_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Relays found in the DHT that have not yet shown they are reachable relays (a
+/// connection, and identify listing the relay protocol). Anyone can publish a relay
+/// record: more are ignored until these are tried, and one whose dial fails is
+/// forgotten, so records of relays that do not exist cannot fill the list.
+const MAX_UNVERIFIED_RELAYS: usize = 32;
+
 pub(super) struct RelayClient {
     me: PeerId,
     mode: RelayReservations,
@@ -120,6 +126,10 @@ impl RelayClient {
     /// Providers of [`RELAYS_KEY`]: relays to learn and dial.
     pub(super) fn found_in_dht(&mut self, swarm: &mut Swarm<Behaviour>, providers: Vec<PeerId>) {
         for p in providers.into_iter().filter(|p| *p != self.me) {
+            if !self.relays.contains_key(&p) && self.unverified() >= MAX_UNVERIFIED_RELAYS {
+                debug!(relay = %p, "relay record ignored: too many relays not yet tried");
+                continue;
+            }
             if let std::collections::hash_map::Entry::Vacant(e) = self.relays.entry(p) {
                 info!(relay = %p, "relay discovered through the DHT");
                 e.insert(Vec::new());
@@ -162,6 +172,10 @@ impl RelayClient {
         nat: NatStatus,
     ) {
         if !protocols.contains(&relay::HOP_PROTOCOL_NAME) {
+            // Found in the DHT, but no relay: its record was a lie.
+            if !self.is_configured(&peer) && self.relays.remove(&peer).is_some() {
+                debug!(%peer, "peer with a relay record does not serve relay circuits; forgotten");
+            }
             return;
         }
         let addrs = self.relays.entry(peer).or_default();
@@ -201,6 +215,13 @@ impl RelayClient {
         relay: PeerId,
         nat: NatStatus,
     ) {
+        if self.relays.get(&relay).is_some_and(Vec::is_empty)
+            && !self.is_configured(&relay)
+            && !swarm.is_connected(&relay)
+        {
+            debug!(%relay, "relay found in the DHT is not reachable; forgotten");
+            self.relays.remove(&relay);
+        }
         if self.reservations.is_dialing(&relay) && !swarm.is_connected(&relay) {
             debug!(%relay, "relay dial failed; trying another relay later");
             self.lost(swarm, relay, nat);
@@ -308,6 +329,18 @@ impl RelayClient {
                 }
             }
         }
+    }
+
+    /// Relays found in the DHT that have not shown an address that reaches them.
+    fn unverified(&self) -> usize {
+        self.relays
+            .iter()
+            .filter(|(p, addrs)| addrs.is_empty() && !self.is_configured(p))
+            .count()
+    }
+
+    fn is_configured(&self, peer: &PeerId) -> bool {
+        self.configured.iter().any(|c| c.peer_id == *peer)
     }
 
     /// Relays with addresses, no reservation and no backoff: configured ones first, in

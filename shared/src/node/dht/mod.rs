@@ -3,7 +3,12 @@
 //! routing-table gauges and the queries it serves.
 //!
 //! Query results that other parts asked for (providers of a key, peers close to a key)
-//! are handed back to the event loop as [`DhtEvent`]s.
+//! are handed back to the event loop as [`DhtEvent`]s. Who enters the routing table is
+//! decided in [`admission`], which provider records are stored for others in
+//! [`providers`]; records (PUT_VALUE) are refused, Jantar uses none.
+
+mod admission;
+mod providers;
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
@@ -16,6 +21,7 @@ use libp2p::{
 };
 use tracing::{debug, info, warn};
 
+use self::{admission::Admission, providers::ProviderQuota};
 use crate::{
     backoff::Backoff,
     behaviour::{Behaviour, KAD_PROTOCOL},
@@ -105,11 +111,27 @@ pub(super) struct Dht {
     retry: Backoff,
     queries_served: BTreeMap<&'static str, u64>,
     pub(super) records: ProviderRecords,
+    /// Whether this node stores provider records for others (all roles but bootstrap).
+    stores_providers: bool,
+    admission: Admission,
+    provider_quota: ProviderQuota,
+    /// The remote address of each identified DHT server's connection: the source its
+    /// provider records are counted against.
+    sources: HashMap<PeerId, Multiaddr>,
 }
 
 impl Dht {
-    pub(super) fn new(me: PeerId, net: &NetworkConfig) -> Self {
+    pub(super) fn new(me: PeerId, net: &NetworkConfig, stores_providers: bool) -> Self {
+        let infrastructure = net
+            .bootstrap_nodes
+            .iter()
+            .chain(&net.relay_nodes)
+            .map(|p| p.peer_id);
         Dht {
+            stores_providers,
+            admission: Admission::new(me, &net.dht, infrastructure),
+            provider_quota: ProviderQuota::new(&net.dht),
+            sources: HashMap::new(),
             bootstrap_nodes: net
                 .bootstrap_nodes
                 .iter()
@@ -146,9 +168,25 @@ impl Dht {
         self.dial_bootstrap_nodes(swarm);
     }
 
-    /// Every second: while out of touch, dials the bootstrap nodes again with backoff.
+    /// Every second: expired provider records go, the routing table's subnet counts
+    /// follow what Kademlia holds, and while out of touch the bootstrap nodes are
+    /// dialed again with backoff.
     pub(super) fn housekeeping(&mut self, swarm: &mut Swarm<Behaviour>) {
-        if !self.has_bootstrap_nodes() || !swarm.behaviour().kad.is_enabled() {
+        let Some(kad) = swarm.behaviour_mut().kad.as_mut() else {
+            return;
+        };
+        {
+            use kad::store::RecordStore;
+            for (key, provider) in self.provider_quota.expire(Instant::now()) {
+                kad.store_mut().remove_provider(&key, &provider);
+            }
+        }
+        let in_table: HashSet<PeerId> = kad
+            .kbuckets()
+            .flat_map(|b| b.iter().map(|e| *e.node.key.preimage()).collect::<Vec<_>>())
+            .collect();
+        self.admission.retain(&in_table);
+        if !self.has_bootstrap_nodes() {
             return;
         }
         if self.joined() {
@@ -181,26 +219,44 @@ impl Dht {
         }
     }
 
-    /// Identify told us `peer`'s protocols and addresses: a DHT server goes into the
-    /// routing table with its addresses; a peer that switched to client mode leaves the
-    /// set of servers.
+    /// Identify told us, over a connection from `source`, `peer`'s protocols and
+    /// addresses: a DHT server goes into the routing table with the addresses it may
+    /// hand over, if [`admission`] lets it in; a peer that switched to client mode
+    /// leaves the set of servers.
     pub(super) fn identified(
         &mut self,
         swarm: &mut Swarm<Behaviour>,
         peer: PeerId,
+        source: &Multiaddr,
         protocols: &[libp2p::StreamProtocol],
         addrs: &[Multiaddr],
     ) {
         let Some(kad) = swarm.behaviour_mut().kad.as_mut() else {
             return;
         };
-        if protocols.contains(&KAD_PROTOCOL) {
-            for addr in addrs {
-                kad.add_address(&peer, addr.clone());
-            }
-            self.servers.insert(peer);
-        } else {
+        if !protocols.contains(&KAD_PROTOCOL) {
             self.servers.remove(&peer);
+            return;
+        }
+        self.servers.insert(peer);
+        self.sources.insert(peer, source.clone());
+        match self.admission.admit(peer, source, addrs) {
+            Ok(change) => {
+                for a in &change.remove {
+                    kad.remove_address(&peer, a);
+                }
+                for a in change.add {
+                    if let kad::RoutingUpdate::Failed = kad.add_address(&peer, a) {
+                        self.admission.not_inserted(&peer);
+                        break;
+                    }
+                }
+            }
+            Err(refusal) => {
+                debug!(%peer, %source, reason = refusal.as_str(), "not added to the routing table");
+                metrics::counter!(m::DHT_ROUTING_REFUSED, "reason" => refusal.as_str())
+                    .increment(1);
+            }
         }
     }
 
@@ -208,6 +264,7 @@ impl Dht {
     /// touch with the network: without any, the bootstrap nodes are dialed again.
     pub(super) fn disconnected(&mut self, peer: &PeerId) {
         self.servers.remove(peer);
+        self.sources.remove(peer);
     }
 
     pub(super) fn on_event(
@@ -218,6 +275,13 @@ impl Dht {
         match e {
             kad::Event::InboundRequest { request } => {
                 self.served(&request);
+                self.store_inbound(swarm, request);
+                vec![]
+            }
+            kad::Event::RoutablePeer { peer, .. }
+            | kad::Event::PendingRoutablePeer { peer, .. } => {
+                // Inserts are manual: the peer enters through identify, if admitted.
+                debug!(%peer, "routable peer awaits identify");
                 vec![]
             }
             kad::Event::RoutingUpdated {
@@ -246,17 +310,38 @@ impl Dht {
         };
         *self.queries_served.entry(kind).or_default() += 1;
         metrics::counter!(m::DHT_QUERIES_SERVED, "kind" => kind).increment(1);
-        // With filtering on (bootstrap nodes), records arrive here to be stored by us;
-        // a stateless node drops them.
+    }
+
+    /// Records arrive here to be stored by us (filtering is on for every role): a
+    /// provider record is stored if its source is within its quotas (and this node is
+    /// not a stateless bootstrap node); a record never is.
+    fn store_inbound(&mut self, swarm: &mut Swarm<Behaviour>, request: kad::InboundRequest) {
+        let refused = |kind: &'static str, reason: &'static str| {
+            metrics::counter!(m::DHT_INSERTS_REFUSED, "kind" => kind, "reason" => reason)
+                .increment(1);
+        };
         match request {
-            kad::InboundRequest::AddProvider { record: Some(_) } => {
-                metrics::counter!(m::DHT_INSERTS_REFUSED, "kind" => "provider").increment(1);
+            kad::InboundRequest::AddProvider {
+                record: Some(mut record),
+            } => {
+                if !self.stores_providers {
+                    return refused("provider", "stateless");
+                }
+                let source = self.sources.get(&record.provider);
+                if let Err(r) = self.provider_quota.admit(&mut record, source) {
+                    debug!(provider = %record.provider, reason = r.as_str(), "provider record refused");
+                    return refused("provider", r.as_str());
+                }
+                if let Some(kad) = swarm.behaviour_mut().kad.as_mut() {
+                    use kad::store::RecordStore;
+                    if let Err(e) = kad.store_mut().add_provider(record) {
+                        warn!(error = %e, "cannot store a provider record");
+                    }
+                }
             }
             kad::InboundRequest::PutRecord {
                 record: Some(_), ..
-            } => {
-                metrics::counter!(m::DHT_INSERTS_REFUSED, "kind" => "record").increment(1);
-            }
+            } => refused("record", "records_unused"),
             _ => {}
         }
     }
@@ -337,6 +422,7 @@ impl Dht {
             queries_served_total: total,
             records_stored: 0,
             provided_keys: 0,
+            provider_keys_stored: self.provider_quota.keys(),
             bootstrapped: self.bootstrapped,
         };
         if let Some(kad) = swarm.behaviour_mut().kad.as_mut() {
@@ -393,5 +479,27 @@ pub(super) fn update_routing_gauges(swarm: &mut Swarm<Behaviour>) {
         }
         metrics::gauge!(m::DHT_ROUTING_TABLE_PEERS).set(peers as f64);
         metrics::gauge!(m::DHT_BUCKETS).set(buckets as f64);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use crate::config::DhtConfig;
+
+    /// The defaults, with the store size and the private-subnet switch under test.
+    pub(super) fn config(max_provider_keys: usize, limit_private_subnets: bool) -> DhtConfig {
+        DhtConfig {
+            enabled: true,
+            refresh_interval: Duration::from_secs(300),
+            query_timeout: Duration::from_secs(30),
+            max_packet_size: 16 * 1024,
+            max_provider_keys,
+            max_peers_per_subnet_per_bucket: 2,
+            max_peers_per_subnet: 8,
+            limit_private_subnets,
+            discovery_interval: Duration::from_secs(30),
+        }
     }
 }

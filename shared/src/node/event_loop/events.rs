@@ -234,12 +234,15 @@ impl EventLoop {
         if !self.connections.via_loopback(&peer_id) {
             info.listen_addrs.retain(|a| !is_loopback(a));
         }
-        self.dht.identified(
-            &mut self.swarm,
-            peer_id,
-            &info.protocols,
-            &info.listen_addrs,
-        );
+        if let Some(source) = self.connections.get(connection_id).map(|c| c.addr.clone()) {
+            self.dht.identified(
+                &mut self.swarm,
+                peer_id,
+                &source,
+                &info.protocols,
+                &info.listen_addrs,
+            );
+        }
         if let Some(rc) = self.relay_client.as_mut() {
             rc.identified(
                 &mut self.swarm,

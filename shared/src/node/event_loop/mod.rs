@@ -72,7 +72,7 @@ impl EventLoop {
         let mut swarm = swarm;
         super::dht::update_routing_gauges(&mut swarm);
         let infrastructure = net.bootstrap_nodes.iter().chain(&net.relay_nodes).cloned();
-        let mut dht = Dht::new(me, net);
+        let mut dht = Dht::new(me, net, role != Role::Bootstrap);
         for id in files.iter().flat_map(FileService::held_ids) {
             dht.records.want(id.dht_key());
         }

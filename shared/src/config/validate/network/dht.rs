@@ -1,4 +1,4 @@
-//! `network.dht`: the Kademlia DHT's timing and sizes.
+//! `network.dht`: the Kademlia DHT's timing, sizes and per-subnet limits.
 
 use std::time::Duration;
 
@@ -6,14 +6,20 @@ use super::Checker;
 use crate::config::{ConfigError, DhtConfig, file::DhtFile};
 
 /// Applies the defaults; packets must hold a DHT message and intervals be positive.
-pub(super) fn check(c: &Checker<'_>, d: DhtFile, enabled: bool) -> Result<DhtConfig, ConfigError> {
+pub(super) fn check(
+    c: &mut Checker<'_>,
+    d: DhtFile,
+    enabled: bool,
+) -> Result<DhtConfig, ConfigError> {
     let dht = DhtConfig {
         enabled,
         refresh_interval: d.refresh_interval.map_or(Duration::from_secs(300), |d| d.0),
         query_timeout: d.query_timeout.map_or(Duration::from_secs(30), |d| d.0),
         max_packet_size: d.max_packet_size.map_or(16 * 1024, |s| s.0 as usize),
-        max_records: d.max_records.unwrap_or(1024),
         max_provider_keys: d.max_provider_keys.unwrap_or(1024),
+        max_peers_per_subnet_per_bucket: d.max_peers_per_subnet_per_bucket.unwrap_or(2),
+        max_peers_per_subnet: d.max_peers_per_subnet.unwrap_or(8),
+        limit_private_subnets: d.limit_private_subnets.unwrap_or(false),
         discovery_interval: d
             .discovery_interval
             .map_or(Duration::from_secs(30), |d| d.0),
@@ -32,6 +38,35 @@ pub(super) fn check(c: &Checker<'_>, d: DhtFile, enabled: bool) -> Result<DhtCon
         if v.is_zero() {
             return Err(c.bad(key, "must be longer than 0s".into()));
         }
+    }
+    for (key, v) in [
+        (
+            "network.dht.max_peers_per_subnet_per_bucket",
+            dht.max_peers_per_subnet_per_bucket,
+        ),
+        ("network.dht.max_peers_per_subnet", dht.max_peers_per_subnet),
+    ] {
+        if v == 0 {
+            return Err(c.bad(
+                key,
+                "must be at least 1: no peer could join the routing table".into(),
+            ));
+        }
+    }
+    if dht.max_peers_per_subnet < dht.max_peers_per_subnet_per_bucket {
+        return Err(c.bad(
+            "network.dht.max_peers_per_subnet",
+            format!(
+                "is {} but network.dht.max_peers_per_subnet_per_bucket is {}; the table limit cannot be below the bucket limit",
+                dht.max_peers_per_subnet, dht.max_peers_per_subnet_per_bucket
+            ),
+        ));
+    }
+    if d.max_records.is_some() {
+        c.warn(
+            "network.dht.max_records",
+            "has no effect: nodes store no DHT records (PUT_VALUE is refused)".into(),
+        );
     }
     Ok(dht)
 }

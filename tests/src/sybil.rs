@@ -1,0 +1,301 @@
+//! Sybil identities for the attack suite: many libp2p identities in one process, each
+//! its own swarm, whose connections leave from a source address the test chooses.
+//!
+//! libp2p's TCP transport binds its dials to the unspecified address (or to a listen
+//! port with port reuse), so on loopback every dial would come from 127.0.0.1. A
+//! Sybil dials with [`SourceTcp`] instead, which binds each socket to its source
+//! address first: 200 identities from `127.0.66.1` look to the target like 200
+//! identities from one machine, and identities spread over `127.0.66.0/24` like one
+//! subnet. Sybils do not listen: they only dial.
+//!
+//! Each Sybil speaks what a Jantar node needs to talk to it (Noise, Yamux, identify with
+//! Jantar's protocol version, ping, Kademlia on Jantar's protocol in server mode) and
+//! claims whatever addresses the test gives it: they are its external addresses, so
+//! identify and its provider records carry them. The test then drives it: publish
+//! provider records, put records. What the Sybils saw is counted in a shared
+//! [`Tally`].
+
+use std::{
+    io,
+    net::{IpAddr, SocketAddr},
+    pin::Pin,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use anyhow::{Context as _, Result, bail};
+use futures::{FutureExt, StreamExt, future::BoxFuture};
+use jantar_net::behaviour::{KAD_PROTOCOL, PROTOCOL_VERSION};
+use libp2p::{
+    Multiaddr, PeerId, SwarmBuilder, Transport,
+    core::{
+        transport::{DialOpts, ListenerId, TransportError, TransportEvent},
+        upgrade::Version,
+    },
+    identify,
+    identity::Keypair,
+    kad::{self, store::MemoryStore},
+    multiaddr::Protocol,
+    noise, ping,
+    swarm::{NetworkBehaviour, SwarmEvent},
+    tcp, yamux,
+};
+use tokio::{sync::mpsc, task::JoinHandle};
+
+/// A dial-only TCP transport whose sockets are bound to `source` before they connect.
+#[derive(Clone, Copy, Debug)]
+pub struct SourceTcp {
+    source: IpAddr,
+}
+
+impl SourceTcp {
+    pub fn new(source: IpAddr) -> Self {
+        SourceTcp { source }
+    }
+}
+
+fn socket_addr(addr: &Multiaddr) -> Option<SocketAddr> {
+    let mut it = addr.iter();
+    let ip: IpAddr = match it.next()? {
+        Protocol::Ip4(ip) => ip.into(),
+        Protocol::Ip6(ip) => ip.into(),
+        _ => return None,
+    };
+    let Protocol::Tcp(port) = it.next()? else {
+        return None;
+    };
+    match it.next() {
+        None | Some(Protocol::P2p(_)) => Some(SocketAddr::new(ip, port)),
+        _ => None,
+    }
+}
+
+impl Transport for SourceTcp {
+    type Output = tcp::tokio::TcpStream;
+    type Error = io::Error;
+    type ListenerUpgrade = futures::future::Pending<io::Result<Self::Output>>;
+    type Dial = BoxFuture<'static, io::Result<Self::Output>>;
+
+    fn listen_on(
+        &mut self,
+        _id: ListenerId,
+        addr: Multiaddr,
+    ) -> Result<(), TransportError<Self::Error>> {
+        Err(TransportError::MultiaddrNotSupported(addr))
+    }
+
+    fn remove_listener(&mut self, _id: ListenerId) -> bool {
+        false
+    }
+
+    fn dial(
+        &mut self,
+        addr: Multiaddr,
+        _opts: DialOpts,
+    ) -> Result<Self::Dial, TransportError<Self::Error>> {
+        let Some(remote) = socket_addr(&addr) else {
+            return Err(TransportError::MultiaddrNotSupported(addr));
+        };
+        if remote.is_ipv4() != self.source.is_ipv4() {
+            return Err(TransportError::MultiaddrNotSupported(addr));
+        }
+        let source = self.source;
+        Ok(async move {
+            let socket = if source.is_ipv4() {
+                tokio::net::TcpSocket::new_v4()?
+            } else {
+                tokio::net::TcpSocket::new_v6()?
+            };
+            socket.bind(SocketAddr::new(source, 0))?;
+            let stream = socket.connect(remote).await?;
+            stream.set_nodelay(true)?;
+            Ok(tcp::tokio::TcpStream(stream))
+        }
+        .boxed())
+    }
+
+    fn poll(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<TransportEvent<Self::ListenerUpgrade, Self::Error>> {
+        Poll::Pending
+    }
+}
+
+/// What the Sybils of one test saw, summed over all of them.
+#[derive(Debug, Default)]
+pub struct Tally {
+    /// Connections established.
+    pub connected: AtomicUsize,
+    /// Connections closed.
+    pub disconnected: AtomicUsize,
+    /// Dials that failed.
+    pub dial_failed: AtomicUsize,
+    /// Provider records published (`start_providing` reached at least one node).
+    pub provided: AtomicUsize,
+    /// `start_providing` that failed.
+    pub provide_failed: AtomicUsize,
+    /// Records put (`put_record` reached the quorum).
+    pub put: AtomicUsize,
+    /// `put_record` that failed.
+    pub put_failed: AtomicUsize,
+}
+
+impl Tally {
+    pub fn get(counter: &AtomicUsize) -> usize {
+        counter.load(Ordering::Relaxed)
+    }
+
+    fn add(counter: &AtomicUsize) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// What a test asks a Sybil to do.
+#[derive(Debug)]
+pub enum Command {
+    /// Publish a provider record for the key (the Sybil's claimed addresses in it).
+    Provide(kad::RecordKey),
+    /// Put a record.
+    PutRecord(kad::Record),
+}
+
+#[derive(NetworkBehaviour)]
+struct Behaviour {
+    identify: identify::Behaviour,
+    ping: ping::Behaviour,
+    kad: kad::Behaviour<MemoryStore>,
+}
+
+/// One Sybil identity, running in its own task until dropped.
+pub struct Sybil {
+    pub peer_id: PeerId,
+    commands: mpsc::UnboundedSender<Command>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for Sybil {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Sybil {
+    /// Starts an identity that dials from `source` to each of `dial` (addresses ending
+    /// in `/p2p/<peer id>`, which become its only routing-table entries) and claims
+    /// `claimed` as its addresses.
+    pub fn spawn(
+        source: IpAddr,
+        claimed: &[Multiaddr],
+        dial: &[Multiaddr],
+        tally: Arc<Tally>,
+    ) -> Result<Sybil> {
+        let key = Keypair::generate_ed25519();
+        let peer_id = key.public().to_peer_id();
+        let mut swarm = SwarmBuilder::with_existing_identity(key)
+            .with_tokio()
+            .with_other_transport(|key| {
+                let transport = SourceTcp::new(source)
+                    .upgrade(Version::V1)
+                    .authenticate(noise::Config::new(key)?)
+                    .multiplex(yamux::Config::default())
+                    .timeout(Duration::from_secs(20));
+                Ok::<_, Box<dyn std::error::Error + Send + Sync>>(transport)
+            })?
+            .with_behaviour(|key| {
+                let me = key.public().to_peer_id();
+                let mut config = kad::Config::new(KAD_PROTOCOL);
+                config.set_kbucket_inserts(kad::BucketInserts::Manual);
+                let mut kad = kad::Behaviour::with_config(me, MemoryStore::new(me), config);
+                kad.set_mode(Some(kad::Mode::Server));
+                Behaviour {
+                    identify: identify::Behaviour::new(
+                        identify::Config::new(PROTOCOL_VERSION.to_string(), key.public())
+                            .with_agent_version("sybil".into()),
+                    ),
+                    ping: ping::Behaviour::default(),
+                    kad,
+                }
+            })?
+            .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(600)))
+            .build();
+        for addr in claimed {
+            swarm.add_external_address(addr.clone());
+        }
+        for addr in dial {
+            let Some(Protocol::P2p(peer)) = addr.iter().last() else {
+                bail!("{addr} does not end in /p2p/<peer id>");
+            };
+            swarm.behaviour_mut().kad.add_address(&peer, addr.clone());
+            swarm
+                .dial(addr.clone())
+                .with_context(|| format!("dial {addr}"))?;
+        }
+        let (commands, mut rx) = mpsc::unbounded_channel();
+        let task = tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    command = rx.recv() => match command {
+                        Some(Command::Provide(key)) => {
+                            if swarm.behaviour_mut().kad.start_providing(key).is_err() {
+                                Tally::add(&tally.provide_failed);
+                            }
+                        }
+                        Some(Command::PutRecord(record)) => {
+                            if swarm.behaviour_mut().kad.put_record(record, kad::Quorum::One).is_err() {
+                                Tally::add(&tally.put_failed);
+                            }
+                        }
+                        None => return,
+                    },
+                    event = swarm.select_next_some() => on_event(&tally, event),
+                }
+            }
+        });
+        Ok(Sybil {
+            peer_id,
+            commands,
+            task,
+        })
+    }
+
+    pub fn command(&self, command: Command) -> Result<()> {
+        self.commands
+            .send(command)
+            .map_err(|_| anyhow::anyhow!("sybil {} has stopped", self.peer_id))
+    }
+}
+
+fn on_event(tally: &Tally, event: SwarmEvent<BehaviourEvent>) {
+    match event {
+        SwarmEvent::ConnectionEstablished { .. } => Tally::add(&tally.connected),
+        SwarmEvent::ConnectionClosed { .. } => Tally::add(&tally.disconnected),
+        SwarmEvent::OutgoingConnectionError { .. } => Tally::add(&tally.dial_failed),
+        SwarmEvent::Behaviour(BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed {
+            result,
+            step,
+            ..
+        })) if step.last => match result {
+            kad::QueryResult::StartProviding(r) => {
+                Tally::add(if r.is_ok() {
+                    &tally.provided
+                } else {
+                    &tally.provide_failed
+                });
+            }
+            kad::QueryResult::PutRecord(r) => {
+                Tally::add(if r.is_ok() {
+                    &tally.put
+                } else {
+                    &tally.put_failed
+                });
+            }
+            _ => {}
+        },
+        _ => {}
+    }
+}
