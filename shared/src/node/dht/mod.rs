@@ -115,8 +115,9 @@ pub(super) struct Dht {
     stores_providers: bool,
     admission: Admission,
     provider_quota: ProviderQuota,
-    /// The remote address of each identified DHT server's connection: the source its
-    /// provider records are counted against.
+    /// The remote address of each connected peer's newest connection: the source its
+    /// provider records are counted against and narrowed to. DHT clients publish
+    /// records too, so every connection counts, not only the servers'.
     sources: HashMap<PeerId, Multiaddr>,
 }
 
@@ -231,6 +232,7 @@ impl Dht {
         protocols: &[libp2p::StreamProtocol],
         addrs: &[Multiaddr],
     ) {
+        self.sources.insert(peer, source.clone());
         let Some(kad) = swarm.behaviour_mut().kad.as_mut() else {
             return;
         };
@@ -239,7 +241,6 @@ impl Dht {
             return;
         }
         self.servers.insert(peer);
-        self.sources.insert(peer, source.clone());
         match self.admission.admit(peer, source, addrs) {
             Ok(change) => {
                 for a in &change.remove {
@@ -258,6 +259,11 @@ impl Dht {
                     .increment(1);
             }
         }
+    }
+
+    /// A connection to `peer` from `source` is up.
+    pub(super) fn connected(&mut self, peer: PeerId, source: &Multiaddr) {
+        self.sources.insert(peer, source.clone());
     }
 
     /// `peer`'s last connection closed. Only connected DHT servers count as being in
