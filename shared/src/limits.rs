@@ -17,7 +17,6 @@ use std::{
 use libp2p::{
     Multiaddr, PeerId,
     core::{Endpoint, transport::PortUse},
-    multiaddr::Protocol,
     swarm::{
         ConnectionDenied, ConnectionId, FromSwarm, NetworkBehaviour, THandler, THandlerInEvent,
         THandlerOutEvent, ToSwarm, dummy,
@@ -45,14 +44,7 @@ impl IpKey {
     /// The source IP of a connection's remote address. Relayed addresses carry the
     /// relay's IP, so they are not keyed (`None`).
     pub fn from_multiaddr(addr: &Multiaddr) -> Option<Self> {
-        if addr.iter().any(|p| p == Protocol::P2pCircuit) {
-            return None;
-        }
-        addr.iter().find_map(|p| match p {
-            Protocol::Ip4(ip) => Some(IpKey::from_ip(ip.into())),
-            Protocol::Ip6(ip) => Some(IpKey::from_ip(ip.into())),
-            _ => None,
-        })
+        crate::scope::direct_ip(addr).map(IpKey::from_ip)
     }
 }
 

@@ -120,15 +120,21 @@ impl Subnet {
     /// The subnet of a direct connection's remote address; a relayed address carries
     /// the relay's IP, not the peer's (`None`).
     pub fn of_multiaddr(addr: &Multiaddr) -> Option<Subnet> {
-        if addr.iter().any(|p| p == Protocol::P2pCircuit) {
-            return None;
-        }
-        addr.iter().find_map(|p| match p {
-            Protocol::Ip4(ip) => Some(Subnet::of_ip(ip.into())),
-            Protocol::Ip6(ip) => Some(Subnet::of_ip(ip.into())),
-            _ => None,
-        })
+        direct_ip(addr).map(Subnet::of_ip)
     }
+}
+
+/// The IP of a direct connection's remote address; a relayed address carries the
+/// relay's IP, not the peer's (`None`).
+pub fn direct_ip(addr: &Multiaddr) -> Option<IpAddr> {
+    if addr.iter().any(|p| p == Protocol::P2pCircuit) {
+        return None;
+    }
+    addr.iter().find_map(|p| match p {
+        Protocol::Ip4(ip) => Some(ip.into()),
+        Protocol::Ip6(ip) => Some(ip.into()),
+        _ => None,
+    })
 }
 
 fn v4_subnet(ip: Ipv4Addr) -> Subnet {

@@ -567,3 +567,19 @@ pub fn metric_sum(exposition: &str, name: &str, labels: &[&str]) -> f64 {
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }
+
+/// Writes `size` bytes of a deterministic, incompressible pattern (xorshift, varied by
+/// `seed`) to `path`, so that no two chunks of a test file repeat.
+pub fn random_file(path: &Path, size: usize, seed: u64) -> Result<()> {
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15 ^ seed ^ size as u64;
+    let mut data = Vec::with_capacity(size);
+    while data.len() < size {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        data.extend_from_slice(&x.to_le_bytes());
+    }
+    data.truncate(size);
+    std::fs::write(path, data)?;
+    Ok(())
+}

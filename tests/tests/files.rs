@@ -7,25 +7,10 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail, ensure};
-use jantar_tests::harness::{LoopbackNet, Node, Role, diagnose_all, metric_sum};
+use jantar_tests::harness::{LoopbackNet, Node, Role, diagnose_all, metric_sum, random_file};
 use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(90);
-
-fn random_file(path: &Path, size: usize) -> Result<()> {
-    // A deterministic, incompressible pattern (xorshift), so no two chunks repeat.
-    let mut x: u64 = 0x9E37_79B9_7F4A_7C15 ^ size as u64;
-    let mut data = Vec::with_capacity(size);
-    while data.len() < size {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        data.extend_from_slice(&x.to_le_bytes());
-    }
-    data.truncate(size);
-    std::fs::write(path, data)?;
-    Ok(())
-}
 
 /// The peer's own CLI against its daemon: exit code, stdout, stderr.
 fn cli(node: &Node, args: &[&str]) -> Result<(i32, String, String)> {
@@ -88,7 +73,7 @@ async fn shared_file_reaches_every_peer_identically() -> Result<()> {
             wait_peers(p, 3).await?;
         }
         let src = net.root.join("photo.bin");
-        random_file(&src, 5 * 1024 * 1024 + 777)?;
+        random_file(&src, 5 * 1024 * 1024 + 777, 0)?;
         let id = net.peers[0].share(&src)?;
         let want = std::fs::read(&src)?;
         // Peers 1 and 2 replicate it on their own (min_file_size 0, room in the quota).
@@ -152,7 +137,7 @@ async fn get_during_replication_gives_the_user_their_file() -> Result<()> {
     let r = async {
         wait_peers(&mut net.peers[1], 2).await?;
         let src = net.root.join("album.bin");
-        random_file(&src, 12 * 1024 * 1024)?;
+        random_file(&src, 12 * 1024 * 1024, 0)?;
         let want = std::fs::read(&src)?;
         let id = net.peers[0].share(&src)?;
         let id2 = id.clone();
@@ -198,7 +183,7 @@ async fn fetch_resumes_from_another_provider() -> Result<()> {
     let r = async {
         wait_peers(&mut net.peers[1], 2).await?;
         let src = net.root.join("video.bin");
-        random_file(&src, 24 * 1024 * 1024)?;
+        random_file(&src, 24 * 1024 * 1024, 0)?;
         let id = net.peers[0].share(&src)?;
         let (code, _, err) = cli(&net.peers[1], &["get", &id, "--no-wait"])?;
         ensure!(code == 0, "{err}");
@@ -262,7 +247,7 @@ async fn quota_and_bad_ids_give_clear_errors() -> Result<()> {
     let r = async {
         wait_peers(&mut net.peers[1], 2).await?;
         let src = net.root.join("large.bin");
-        random_file(&src, 3 * 1024 * 1024)?;
+        random_file(&src, 3 * 1024 * 1024, 0)?;
         let id = net.peers[0].share(&src)?;
         let (code, _, err) = cli(&net.peers[1], &["get", &id])?;
         ensure!(
@@ -419,7 +404,7 @@ async fn corrupt_chunks_from_a_malicious_provider_are_rejected_and_the_file_comp
     // p0 fetches; it and the honest peer only store what they are asked to.
     let mut net = Net::start(&["min_file_size: 1TiB\n"]).await?;
     let src = net.root.join("doc.bin");
-    random_file(&src, 5 * 1024 * 1024 + 123)?;
+    random_file(&src, 5 * 1024 * 1024 + 123, 0)?;
     let want = std::fs::read(&src)?;
     let id = jantar_net::files::id::hash_file(&src)?.root().to_string();
     let evil = EvilProvider::start(

@@ -8,7 +8,7 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail, ensure};
-use jantar_tests::harness::{LoopbackNet, Node, diagnose_all};
+use jantar_tests::harness::{LoopbackNet, Node, diagnose_all, random_file};
 use serde_json::Value;
 
 use crate::{READY, memory_bounded};
@@ -18,20 +18,6 @@ const MIB: u64 = 1 << 20;
 const FETCH: Duration = Duration::from_secs(90);
 /// Replication off, for the honest peers that are not under attack.
 const NO_REPLICATION: &str = "replication:\n  max_concurrent_fetches: 0\n";
-
-fn random_file(path: &Path, size: usize, seed: u64) -> Result<()> {
-    let mut x: u64 = 0x9E37_79B9_7F4A_7C15 ^ seed ^ size as u64;
-    let mut data = Vec::with_capacity(size);
-    while data.len() < size {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        data.extend_from_slice(&x.to_le_bytes());
-    }
-    data.truncate(size);
-    std::fs::write(path, data)?;
-    Ok(())
-}
 
 /// The sum of the samples of metric `name` whose labels contain every one of `labels`.
 fn metric(exposition: &str, name: &str, labels: &[&str]) -> f64 {
