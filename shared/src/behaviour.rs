@@ -24,7 +24,10 @@ use libp2p::{
 
 use crate::{
     config::{AutonatConfig, Config, Rate, RelayLimits, Role},
-    limits::{PeerLimits, relay_rate_per_ip, relay_rate_per_peer},
+    limits::{
+        AddressVotes, AutonatGate, MAX_OBSERVED_ADDRESSES, PeerLimits, RelayGate, SlotCaps,
+        relay_rate_per_ip, relay_rate_per_peer,
+    },
 };
 
 /// Jantar's own Kademlia protocol: a DHT of Jantar nodes, separate from other networks.
@@ -41,7 +44,10 @@ pub struct Behaviour {
     pub identify: identify::Behaviour,
     pub ping: ping::Behaviour,
     pub kad: Toggle<kad::Behaviour<MemoryStore>>,
-    pub autonat: autonat::Behaviour,
+    /// AutoNAT, served to a share of each source's inbound connections.
+    pub autonat: AutonatGate,
+    /// Reservations and circuits per source (relay); frees a peer's slots when it leaves.
+    pub relay_gate: Toggle<RelayGate>,
     pub relay: Toggle<relay::Behaviour>,
     pub relay_client: Toggle<relay::client::Behaviour>,
     pub dcutr: Toggle<dcutr::Behaviour>,
@@ -65,11 +71,13 @@ impl Behaviour {
         let role = config.role;
         let net = &config.network;
         let l = &net.limits;
-        let mut peer_limits = PeerLimits::new(l.max_peers, l.max_connections_per_ip);
+        let mut peer_limits = PeerLimits::new(l);
         for n in net.bootstrap_nodes.iter().chain(&net.relay_nodes) {
             peer_limits.exempt(n.peer_id);
         }
         let is_peer = role == Role::Peer;
+        let relay_gate =
+            (role == Role::Relay).then(|| RelayGate::new(&config.relay, l.limit_loopback));
         let mdns = if net.enable_mdns {
             Some(mdns::tokio::Behaviour::new(
                 mdns::Config::default(),
@@ -101,9 +109,24 @@ impl Behaviour {
                     .with_timeout(Duration::from_secs(10)),
             ),
             kad: net.dht.enabled.then(|| kademlia(config, peer_id)).into(),
-            autonat: autonat(role, &net.autonat, peer_id),
-            relay: (role == Role::Relay)
-                .then(|| relay_server(&config.relay, peer_id))
+            autonat: AutonatGate::new(
+                autonat(role, &net.autonat, peer_id),
+                SlotCaps {
+                    per_ip: net.autonat.max_clients_per_ip,
+                    per_subnet: net.autonat.max_clients_per_subnet,
+                    loopback: l.limit_loopback,
+                },
+                AddressVotes::new(
+                    net.autonat.address_confirmations,
+                    MAX_OBSERVED_ADDRESSES,
+                    // A vote counts until two refreshes have passed without it.
+                    net.autonat.refresh_interval * 2,
+                    net.external_addresses.iter().cloned(),
+                ),
+            ),
+            relay_gate: relay_gate.clone().into(),
+            relay: relay_gate
+                .map(|gate| relay_server(&config.relay, peer_id, &gate))
                 .into(),
             relay_client: is_peer.then_some(relay_client).into(),
             dcutr: is_peer.then(|| dcutr::Behaviour::new(peer_id)).into(),
@@ -153,9 +176,10 @@ fn autonat(role: Role, a: &AutonatConfig, peer_id: PeerId) -> autonat::Behaviour
     )
 }
 
-/// Circuit relay v2 with the configured limits and token-bucket rate limits per source
-/// peer and per source IP (IPv6 per /64).
-fn relay_server(r: &RelayLimits, peer_id: PeerId) -> relay::Behaviour {
+/// Circuit relay v2 with the configured limits, token-bucket rate limits per source
+/// peer and per source IP (IPv6 per /64), and the gate's caps per source IP and subnet
+/// (last, so that what it lets through is granted).
+fn relay_server(r: &RelayLimits, peer_id: PeerId, gate: &RelayGate) -> relay::Behaviour {
     let per_peer = |rate: &Rate| relay_rate_per_peer(rate.limit, rate.interval);
     let per_ip = |rate: &Rate| relay_rate_per_ip(rate.limit, rate.interval);
     relay::Behaviour::new(
@@ -167,6 +191,7 @@ fn relay_server(r: &RelayLimits, peer_id: PeerId) -> relay::Behaviour {
             reservation_rate_limiters: vec![
                 per_peer(&r.reservation_rate_per_peer),
                 per_ip(&r.reservation_rate_per_ip),
+                gate.reservation_limiter(),
             ],
             max_circuits: r.max_circuits,
             max_circuits_per_peer: r.max_circuits_per_peer,
@@ -175,6 +200,7 @@ fn relay_server(r: &RelayLimits, peer_id: PeerId) -> relay::Behaviour {
             circuit_src_rate_limiters: vec![
                 per_peer(&r.circuit_rate_per_peer),
                 per_ip(&r.circuit_rate_per_ip),
+                gate.circuit_limiter(),
             ],
         },
     )

@@ -22,6 +22,12 @@ pub(crate) const RELAY_RESERVATIONS: &str = "jantar_relay_reservations";
 pub(crate) const RELAY_RESERVATION_REQUESTS: &str = "jantar_relay_reservation_requests_total";
 pub(crate) const RELAY_CIRCUITS: &str = "jantar_relay_circuits";
 pub(crate) const RELAY_CIRCUIT_REQUESTS: &str = "jantar_relay_circuit_requests_total";
+pub(crate) const RELAY_SOURCE_REFUSED: &str = "jantar_relay_source_refused_total";
+pub(crate) const RELAY_RECEIVED_BYTES: &str = "jantar_relay_received_bytes_total";
+pub(crate) const RELAY_BUDGET_WAITS: &str = "jantar_relay_budget_waits_total";
+pub(crate) const RELAY_BUDGET: &str = "jantar_relay_budget_bytes_per_second";
+pub(crate) const AUTONAT_GATED: &str = "jantar_autonat_gated_connections_total";
+pub(crate) const AUTONAT_ADDRESS_REPORTS: &str = "jantar_autonat_address_reports_total";
 pub(crate) const RELAY_CLIENT_RESERVATIONS: &str = "jantar_relay_client_reservations";
 pub(crate) const NAT_STATUS: &str = "jantar_nat_status";
 pub(crate) const AUTONAT_PROBES_SERVED: &str = "jantar_autonat_probes_served_total";
@@ -115,6 +121,32 @@ fn describe() {
     describe_counter!(
         RELAY_CIRCUIT_REQUESTS,
         "Circuit requests on this relay, by result (accepted, denied) and reason."
+    );
+    describe_counter!(
+        RELAY_SOURCE_REFUSED,
+        "Reservation and circuit requests this relay refused for their source: its IP or subnet held its share (per_ip, per_subnet) or the ACL refused it (acl_denied_peer, acl_denied_network, acl_not_allowed); by kind and reason."
+    );
+    describe_counter!(
+        RELAY_RECEIVED_BYTES,
+        Unit::Bytes,
+        "Bytes this relay received on its streams (circuits and its own protocols), counted by its bandwidth budget."
+    );
+    describe_counter!(
+        RELAY_BUDGET_WAITS,
+        "Reads a relay stream deferred because of the bandwidth budget, by limit (total, stream)."
+    );
+    describe_gauge!(
+        RELAY_BUDGET,
+        Unit::Bytes,
+        "The relay's configured bandwidth budget in bytes per second, by scope (total, stream); 0: none."
+    );
+    describe_counter!(
+        AUTONAT_ADDRESS_REPORTS,
+        "Addresses AutoNAT servers reported reaching this node at, by result: pending (too few subnets agree yet) or agreed (confirmed)."
+    );
+    describe_counter!(
+        AUTONAT_GATED,
+        "Inbound connections that got no AutoNAT service because their source IP or subnet had its share served, by reason."
     );
     describe_gauge!(
         RELAY_CLIENT_RESERVATIONS,

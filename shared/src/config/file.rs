@@ -175,6 +175,16 @@ pub struct ConnectionLimitsFile {
     pub max_connections_per_peer: Option<u32>,
     /// Inbound connections from one IPv4 address or IPv6 /64. Default: 8 (peer), 16 (others).
     pub max_connections_per_ip: Option<u32>,
+    /// Inbound connections still in their handshake from one IPv4 address or IPv6 /64.
+    /// Default: 4 (peer), 8 (others).
+    pub max_pending_per_ip: Option<u32>,
+    /// Inbound connections still in their handshake from one IPv4 /24 or IPv6 /48.
+    /// Default: 8 (peer), 32 (others).
+    pub max_pending_per_subnet: Option<u32>,
+    /// Apply the caps per source (handshakes, relay reservations and circuits, AutoNAT
+    /// service) to loopback sources too. Off by default: loopback is this host (local
+    /// tools, test networks). Default: false.
+    pub limit_loopback: Option<bool>,
     /// Resident memory of the process above which new connections are refused; `0` for
     /// no limit. Default: 1GiB (peer), 2GiB (others).
     pub max_memory: Option<ByteSize>,
@@ -217,6 +227,15 @@ pub struct AutonatFile {
     pub max_clients: Option<usize>,
     /// AutoNAT dial-backs served per `throttle_period` for one peer. Default: 3.
     pub max_clients_per_peer: Option<usize>,
+    /// Inbound connections from one IPv4 address or IPv6 /64 whose peers may ask for
+    /// dial-backs; more get no AutoNAT service. Default: 2.
+    pub max_clients_per_ip: Option<usize>,
+    /// The same per IPv4 /24 or IPv6 /48. Default: 4.
+    pub max_clients_per_subnet: Option<usize>,
+    /// AutoNAT servers in different subnets (IPv4 /24, IPv6 /48; servers on private
+    /// addresses count per peer) that must report an address's IP before this node
+    /// confirms the address as its own. Default: 2.
+    pub address_confirmations: Option<usize>,
     /// Window for the two limits above. Default: 1m.
     pub throttle_period: Option<HumanDuration>,
     /// Delay before the first reachability probe (peer). Default: 15s.
@@ -236,12 +255,21 @@ pub struct RelayFile {
     pub max_reservations: Option<usize>,
     /// Reservations held at once by one peer. Default: 4.
     pub max_reservations_per_peer: Option<usize>,
+    /// Reservations held at once by the peers of one IPv4 address or IPv6 /64.
+    /// Default: 8.
+    pub max_reservations_per_ip: Option<usize>,
+    /// Reservations held at once by the peers of one IPv4 /24 or IPv6 /48. Default: 32.
+    pub max_reservations_per_subnet: Option<usize>,
     /// Lifetime of a reservation before the peer must renew it. Default: 1h.
     pub reservation_duration: Option<HumanDuration>,
     /// Circuits relayed at once, in total. Default: 16.
     pub max_circuits: Option<usize>,
     /// Circuits relayed at once for one peer. Default: 4.
     pub max_circuits_per_peer: Option<usize>,
+    /// Circuits at once from the peers of one IPv4 address or IPv6 /64. Default: 4.
+    pub max_circuits_per_ip: Option<usize>,
+    /// Circuits at once from the peers of one IPv4 /24 or IPv6 /48. Default: 8.
+    pub max_circuits_per_subnet: Option<usize>,
     /// Lifetime of one circuit. Default: 2m.
     pub max_circuit_duration: Option<HumanDuration>,
     /// Bytes relayed by one circuit, both directions together. Default: 16MiB.
@@ -254,6 +282,31 @@ pub struct RelayFile {
     pub circuit_rate_per_peer: Option<RateFile>,
     /// Circuit requests per source IPv4 address or IPv6 /64. Default: 60 per 1m.
     pub circuit_rate_per_ip: Option<RateFile>,
+    /// Bytes per second the relay receives on all its streams together (what it relays,
+    /// and its own small DHT and identify traffic), shared round-robin among the
+    /// streams that want more; `0` for no budget. Default: 32MiB.
+    pub max_bytes_per_second: Option<ByteSize>,
+    /// Bytes per second the relay receives on one stream: one direction of one
+    /// circuit; `0` for no limit. Default: 1MiB.
+    pub circuit_bytes_per_second: Option<ByteSize>,
+    /// Who may reserve and open circuits. Default: everyone.
+    pub acl: Option<RelayAclFile>,
+}
+
+/// `relay.acl`: allow and deny lists. Deny wins; when an allow list is given, a request
+/// must match one of them.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RelayAclFile {
+    /// Peer ids that may use the relay.
+    pub allow_peers: Option<Vec<String>>,
+    /// Networks (CIDR, such as `192.0.2.0/24` or `2001:db8::/32`) whose sources may use
+    /// the relay.
+    pub allow_networks: Option<Vec<String>>,
+    /// Peer ids refused.
+    pub deny_peers: Option<Vec<String>>,
+    /// Networks (CIDR) whose sources are refused.
+    pub deny_networks: Option<Vec<String>>,
 }
 
 /// A token bucket: `limit` requests, refilled one per `interval`.

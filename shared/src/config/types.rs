@@ -32,6 +32,13 @@ pub struct ConnectionLimits {
     pub idle_timeout: Duration,
     pub max_connections_per_peer: u32,
     pub max_connections_per_ip: u32,
+    /// Inbound connections in their handshake from one IPv4 address or IPv6 /64.
+    pub max_pending_per_ip: u32,
+    /// Inbound connections in their handshake from one IPv4 /24 or IPv6 /48.
+    pub max_pending_per_subnet: u32,
+    /// Whether the per-source caps (handshakes, relay reservations and circuits, AutoNAT
+    /// service) count loopback sources too.
+    pub limit_loopback: bool,
     /// Process memory (resident) above which new connections are refused; 0: no limit.
     pub max_memory: u64,
 }
@@ -54,6 +61,12 @@ pub struct AutonatConfig {
     pub only_global_ips: bool,
     pub max_clients: usize,
     pub max_clients_per_peer: usize,
+    /// Inbound connections from one IPv4 address or IPv6 /64 that are served.
+    pub max_clients_per_ip: usize,
+    /// Inbound connections from one IPv4 /24 or IPv6 /48 that are served.
+    pub max_clients_per_subnet: usize,
+    /// Server groups (subnets) that must agree on an address before it is confirmed.
+    pub address_confirmations: usize,
     pub throttle_period: Duration,
     pub boot_delay: Duration,
     pub retry_interval: Duration,
@@ -117,11 +130,24 @@ pub struct Rate {
 pub struct RelayLimits {
     pub max_reservations: usize,
     pub max_reservations_per_peer: usize,
+    /// Reservations held at once by the peers of one IPv4 address or IPv6 /64.
+    pub max_reservations_per_ip: usize,
+    /// Reservations held at once by the peers of one IPv4 /24 or IPv6 /48.
+    pub max_reservations_per_subnet: usize,
     pub reservation_duration: Duration,
     pub max_circuits: usize,
     pub max_circuits_per_peer: usize,
+    /// Circuits at once from the peers of one IPv4 address or IPv6 /64.
+    pub max_circuits_per_ip: usize,
+    /// Circuits at once from the peers of one IPv4 /24 or IPv6 /48.
+    pub max_circuits_per_subnet: usize,
     pub max_circuit_duration: Duration,
     pub max_circuit_bytes: u64,
+    /// Bytes per second received on all streams together; 0: no budget.
+    pub max_bytes_per_second: u64,
+    /// Bytes per second received on one stream (one direction of a circuit); 0: none.
+    pub circuit_bytes_per_second: u64,
+    pub acl: crate::limits::RelayAcl,
     pub reservation_rate_per_peer: Rate,
     pub reservation_rate_per_ip: Rate,
     pub circuit_rate_per_peer: Rate,

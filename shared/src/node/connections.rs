@@ -169,8 +169,9 @@ impl Connections {
         error: &DialError,
     ) {
         let msg = ErrorChain(error).to_string();
-        if let DialError::Denied { .. } = error {
-            metrics::counter!(m::CONNECTIONS_DENIED, "reason" => "limit", "direction" => "outbound")
+        if let DialError::Denied { cause } = error {
+            let reason = crate::limits::denial_reason(cause);
+            metrics::counter!(m::CONNECTIONS_DENIED, "reason" => reason, "direction" => "outbound")
                 .increment(1);
         }
         debug!(peer = ?peer, error = %msg, "dial failed");
@@ -181,7 +182,7 @@ impl Connections {
 
     pub(super) fn incoming_failed(&self, send_back_addr: &Multiaddr, error: &ListenError) {
         let reason = match error {
-            ListenError::Denied { .. } => "limit",
+            ListenError::Denied { cause } => crate::limits::denial_reason(cause),
             _ => "error",
         };
         metrics::counter!(m::CONNECTIONS_DENIED, "reason" => reason, "direction" => "inbound")

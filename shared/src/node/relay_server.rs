@@ -1,17 +1,18 @@
 //! What a relay carries: whether it serves (it has a confirmed external address to
 //! advertise), the reservations and circuits it holds, what it refused, and their
 //! metrics. The limits themselves are enforced by `relay::Behaviour` (see
-//! [`crate::behaviour`]).
+//! [`crate::behaviour`]) and, per source, by its [`RelayGate`], which learns here when a
+//! circuit it let through has ended.
 
 use std::collections::HashMap;
 
 use libp2p::{PeerId, relay};
 use tracing::{debug, info};
 
-use crate::{metrics as m, status::RelayServerStatus};
+use crate::{limits::RelayGate, metrics as m, status::RelayServerStatus};
 
-#[derive(Debug, Default)]
 pub(super) struct RelayServer {
+    gate: Option<RelayGate>,
     serving: bool,
     reservations: HashMap<PeerId, usize>,
     circuits: usize,
@@ -20,10 +21,28 @@ pub(super) struct RelayServer {
 }
 
 impl RelayServer {
-    pub(super) fn new() -> Self {
-        let r = RelayServer::default();
+    pub(super) fn new(gate: Option<RelayGate>) -> Self {
+        let r = RelayServer {
+            gate,
+            serving: false,
+            reservations: HashMap::new(),
+            circuits: 0,
+            reservations_denied: 0,
+            circuits_denied: 0,
+        };
         r.update_gauges();
         r
+    }
+
+    /// A circuit the gate let through ended (closed, or refused further on: no
+    /// reservation, the destination said no). A refusal for a limit was refused before
+    /// or by the gate and holds no slot.
+    fn circuit_ended(&self, src: &PeerId, refused_for_limit: bool) {
+        if let Some(g) = &self.gate
+            && !refused_for_limit
+        {
+            g.circuit_ended(src);
+        }
     }
 
     pub(super) fn serving(&self) -> bool {
@@ -78,7 +97,9 @@ impl RelayServer {
                 dst_peer_id,
                 status,
             } => {
+                let for_limit = matches!(status, relay::StatusCode::ResourceLimitExceeded);
                 let reason = status_reason(status);
+                self.circuit_ended(&src_peer_id, for_limit);
                 self.circuits_denied += 1;
                 metrics::counter!(m::RELAY_CIRCUIT_REQUESTS, "result" => "denied", "reason" => reason).increment(1);
                 info!(src = %src_peer_id, dst = %dst_peer_id, reason, "circuit denied");
@@ -89,6 +110,7 @@ impl RelayServer {
                 error,
             } => {
                 self.circuits = self.circuits.saturating_sub(1);
+                self.circuit_ended(&src_peer_id, false);
                 debug!(src = %src_peer_id, dst = %dst_peer_id, error = ?error.map(|e| e.to_string()), "circuit closed");
             }
             relay::Event::StatusChanged { status } => {

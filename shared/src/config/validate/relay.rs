@@ -1,11 +1,17 @@
 //! The `relay` section: what a relay grants to the peers it serves.
 
-use std::time::Duration;
+use std::{collections::HashSet, time::Duration};
+
+use ipnet::IpNet;
+use libp2p::PeerId;
 
 use super::{Checker, rate};
-use crate::config::{
-    ConfigError, DEFAULT_MAX_CIRCUIT_BYTES, MIN_FILE_CIRCUIT_BYTES, RelayLimits, Role,
-    file::RelayFile,
+use crate::{
+    config::{
+        ConfigError, DEFAULT_MAX_CIRCUIT_BYTES, MIN_FILE_CIRCUIT_BYTES, RelayLimits, Role,
+        file::{RelayAclFile, RelayFile},
+    },
+    limits::RelayAcl,
 };
 
 /// Applies the defaults and checks the rates for every role; the cross-field checks and
@@ -13,22 +19,30 @@ use crate::config::{
 pub(super) fn check(
     c: &mut Checker<'_>,
     role: Role,
-    r: RelayFile,
+    mut r: RelayFile,
 ) -> Result<RelayLimits, ConfigError> {
+    let acl = acl(c, r.acl.take().unwrap_or_default())?;
     let relay = RelayLimits {
         max_reservations: r.max_reservations.unwrap_or(128),
         max_reservations_per_peer: r.max_reservations_per_peer.unwrap_or(4),
+        max_reservations_per_ip: r.max_reservations_per_ip.unwrap_or(8),
+        max_reservations_per_subnet: r.max_reservations_per_subnet.unwrap_or(32),
         reservation_duration: r
             .reservation_duration
             .map_or(Duration::from_secs(3600), |d| d.0),
         max_circuits: r.max_circuits.unwrap_or(16),
         max_circuits_per_peer: r.max_circuits_per_peer.unwrap_or(4),
+        max_circuits_per_ip: r.max_circuits_per_ip.unwrap_or(4),
+        max_circuits_per_subnet: r.max_circuits_per_subnet.unwrap_or(8),
         max_circuit_duration: r
             .max_circuit_duration
             .map_or(Duration::from_secs(120), |d| d.0),
         max_circuit_bytes: r
             .max_circuit_bytes
             .map_or(DEFAULT_MAX_CIRCUIT_BYTES, |s| s.0),
+        max_bytes_per_second: r.max_bytes_per_second.map_or(32 << 20, |s| s.0),
+        circuit_bytes_per_second: r.circuit_bytes_per_second.map_or(1 << 20, |s| s.0),
+        acl,
         reservation_rate_per_peer: rate(
             c,
             "relay.reservation_rate_per_peer",
@@ -75,8 +89,50 @@ pub(super) fn check(
     Ok(relay)
 }
 
+/// `relay.acl`: peer ids and networks, each entry checked.
+fn acl(c: &Checker<'_>, a: RelayAclFile) -> Result<RelayAcl, ConfigError> {
+    let peers = |key: &str, list: Option<Vec<String>>| {
+        list.unwrap_or_default()
+            .iter()
+            .map(|p| {
+                p.parse::<PeerId>()
+                    .map_err(|e| c.bad(key, format!("`{p}` is not a peer id: {e}")))
+            })
+            .collect::<Result<HashSet<_>, _>>()
+    };
+    let networks = |key: &str, list: Option<Vec<String>>| {
+        list.unwrap_or_default()
+            .iter()
+            .map(|n| {
+                n.parse::<IpNet>().map(|n| n.trunc()).map_err(|_| {
+                    c.bad(
+                        key,
+                        format!("`{n}` is not a network (CIDR, such as 192.0.2.0/24 or 2001:db8::/32)"),
+                    )
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()
+    };
+    Ok(RelayAcl {
+        allow_peers: peers("relay.acl.allow_peers", a.allow_peers)?,
+        allow_networks: networks("relay.acl.allow_networks", a.allow_networks)?,
+        deny_peers: peers("relay.acl.deny_peers", a.deny_peers)?,
+        deny_networks: networks("relay.acl.deny_networks", a.deny_networks)?,
+    })
+}
+
 /// Cross-field checks of the relay limits; returns the key at fault and why.
 fn check_relay_limits(r: &RelayLimits) -> Result<(), (&'static str, String)> {
+    for (key, v) in [
+        ("relay.max_reservations_per_ip", r.max_reservations_per_ip),
+        ("relay.max_reservations_per_subnet", r.max_reservations_per_subnet),
+        ("relay.max_circuits_per_ip", r.max_circuits_per_ip),
+        ("relay.max_circuits_per_subnet", r.max_circuits_per_subnet),
+    ] {
+        if v == 0 {
+            return Err((key, "is 0; every request would be refused".into()));
+        }
+    }
     if r.max_reservations_per_peer > r.max_reservations {
         return Err((
             "relay.max_reservations_per_peer",

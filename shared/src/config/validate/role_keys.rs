@@ -86,11 +86,18 @@ fn relay_section_set(r: &RelayFile) -> bool {
     let RelayFile {
         max_reservations,
         max_reservations_per_peer,
+        max_reservations_per_ip,
+        max_reservations_per_subnet,
         reservation_duration,
         max_circuits,
         max_circuits_per_peer,
+        max_circuits_per_ip,
+        max_circuits_per_subnet,
         max_circuit_duration,
         max_circuit_bytes,
+        max_bytes_per_second,
+        circuit_bytes_per_second,
+        acl,
         reservation_rate_per_peer,
         reservation_rate_per_ip,
         circuit_rate_per_peer,
@@ -98,11 +105,18 @@ fn relay_section_set(r: &RelayFile) -> bool {
     } = r;
     max_reservations.is_some()
         || max_reservations_per_peer.is_some()
+        || max_reservations_per_ip.is_some()
+        || max_reservations_per_subnet.is_some()
         || reservation_duration.is_some()
         || max_circuits.is_some()
         || max_circuits_per_peer.is_some()
+        || max_circuits_per_ip.is_some()
+        || max_circuits_per_subnet.is_some()
         || max_circuit_duration.is_some()
         || max_circuit_bytes.is_some()
+        || max_bytes_per_second.is_some()
+        || circuit_bytes_per_second.is_some()
+        || acl.is_some()
         || reservation_rate_per_peer.is_some()
         || reservation_rate_per_ip.is_some()
         || circuit_rate_per_peer.is_some()

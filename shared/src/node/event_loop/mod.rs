@@ -88,7 +88,8 @@ impl EventLoop {
             discovery: Discovery::new(me),
             reachability: Reachability::new(me, role == Role::Peer, infrastructure.collect()),
             relay_client,
-            relay_server: (role == Role::Relay).then(RelayServer::new),
+            relay_server: (role == Role::Relay)
+                .then(|| RelayServer::new(swarm.behaviour().relay_gate.as_ref().cloned())),
             files,
             swarm,
         }

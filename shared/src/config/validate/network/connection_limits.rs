@@ -29,6 +29,13 @@ pub(super) fn check(
         } else {
             8
         }),
+        max_pending_per_ip: cl
+            .max_pending_per_ip
+            .unwrap_or(if role.is_server() { 8 } else { 4 }),
+        max_pending_per_subnet: cl
+            .max_pending_per_subnet
+            .unwrap_or(if role.is_server() { 32 } else { 8 }),
+        limit_loopback: cl.limit_loopback.unwrap_or(false),
         max_memory: cl
             .max_memory
             .map_or(if role.is_server() { 2 << 30 } else { 1 << 30 }, |s| s.0),
@@ -46,6 +53,14 @@ pub(super) fn check(
         (
             "network.connection_limits.max_connections_per_ip",
             limits.max_connections_per_ip,
+        ),
+        (
+            "network.connection_limits.max_pending_per_ip",
+            limits.max_pending_per_ip,
+        ),
+        (
+            "network.connection_limits.max_pending_per_subnet",
+            limits.max_pending_per_subnet,
         ),
     ] {
         if v == 0 {

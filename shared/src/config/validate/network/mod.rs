@@ -116,10 +116,25 @@ fn listen(
     Ok(listen_addresses)
 }
 
+/// The most configured external addresses: with the observed ones they fit in the
+/// 20-entry lists libp2p's behaviours keep, so none is pushed out.
+const MAX_EXTERNAL_ADDRESSES: usize = 20 - crate::limits::MAX_OBSERVED_ADDRESSES;
+
 /// `network.external_addresses`: plain transport addresses.
 fn external(c: &Checker<'_>, list: Option<Vec<Addr>>) -> Result<Vec<Multiaddr>, ConfigError> {
     let external_addresses: Vec<Multiaddr> =
         list.unwrap_or_default().into_iter().map(|a| a.0).collect();
+    if external_addresses.len() > MAX_EXTERNAL_ADDRESSES {
+        return Err(c.bad(
+            "network.external_addresses",
+            format!(
+                "lists {} addresses; at most {MAX_EXTERNAL_ADDRESSES} (libp2p's behaviours keep 20 \
+                 external addresses, and {} stay for the addresses AutoNAT servers agree on)",
+                external_addresses.len(),
+                crate::limits::MAX_OBSERVED_ADDRESSES
+            ),
+        ));
+    }
     for a in &external_addresses {
         if names_a_peer(a) {
             return Err(c.bad(

@@ -1,5 +1,7 @@
 //! Limits on what strangers can make a node do: distinct peers, connections per source
-//! IP, and request rates keyed by source address.
+//! IP, handshakes per source IP and subnet, request rates keyed by source address, and
+//! (in [`slots`] and [`autonat_gate`]) the relay's and AutoNAT's service per source, and
+//! (in [`address_votes`]) which addresses AutoNAT servers may confirm.
 //!
 //! Source addresses are grouped by [`IpKey`]: an IPv4 address counts on its own, an
 //! IPv6 address counts per /64, since anyone with one IPv6 address usually has a whole
@@ -14,6 +16,16 @@ use std::{
     time::{Duration, Instant},
 };
 
+mod acl;
+mod address_votes;
+mod autonat_gate;
+mod slots;
+
+pub use acl::{AclRefusal, RelayAcl};
+pub use address_votes::{AddressVotes, MAX_OBSERVED_ADDRESSES, Verdict, Voter};
+pub use autonat_gate::AutonatGate;
+pub use slots::{ConcurrentSlots, RelayGate, SlotCaps, SlotRefusal};
+
 use libp2p::{
     Multiaddr, PeerId,
     core::{Endpoint, transport::PortUse},
@@ -22,6 +34,8 @@ use libp2p::{
         THandlerOutEvent, ToSwarm, dummy,
     },
 };
+
+use crate::{config::ConnectionLimits, scope::Subnet};
 
 /// The unit a source address is counted in: an IPv4 address or an IPv6 /64.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -136,29 +150,68 @@ pub enum LimitExceeded {
     Peers { max: u32 },
     #[error("{max} inbound connections from {key:?} already")]
     PerIp { max: u32, key: IpKey },
+    #[error("{max} connections from {key:?} still in their handshake")]
+    PendingPerIp { max: u32, key: IpKey },
+    #[error("{max} connections from {subnet:?} still in their handshake")]
+    PendingPerSubnet { max: u32, subnet: Subnet },
 }
 
-/// Caps the number of distinct connected peers and the inbound connections per source
-/// IP (IPv6 per /64). A peer that is already connected may always add a connection
-/// (per-peer connection counts are capped by `libp2p::connection_limits`).
+impl LimitExceeded {
+    /// The `reason` label of `jantar_connections_denied_total`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            LimitExceeded::Peers { .. } => "max_peers",
+            LimitExceeded::PerIp { .. } => "per_ip",
+            LimitExceeded::PendingPerIp { .. } => "pending_per_ip",
+            LimitExceeded::PendingPerSubnet { .. } => "pending_per_subnet",
+        }
+    }
+}
+
+/// The reserve of peer slots above `max_peers` that only the node's own dials may use:
+/// a tenth of `max_peers`, at least 4.
+pub fn own_dial_reserve(max_peers: u32) -> u32 {
+    (max_peers / 10).max(4)
+}
+
+/// Caps the number of distinct connected peers, the inbound connections per source IP
+/// (IPv6 per /64), and the inbound connections still in their handshake per source IP
+/// and per subnet (IPv4 /24, IPv6 /48). A peer that is already connected may always add
+/// a connection (per-peer connection counts are capped by `libp2p::connection_limits`).
+///
+/// `max_peers` bounds what strangers can make the node hold; the node's own dials may
+/// go [`own_dial_reserve`] beyond it, so a node whose slots strangers filled can still
+/// reach the peers it chose. Configured infrastructure never counts.
 pub struct PeerLimits {
     max_peers: u32,
     max_per_ip: u32,
+    pending_caps: SlotCaps,
     peers: HashMap<PeerId, usize>,
     inbound_by_ip: HashMap<IpKey, u32>,
     inbound_key: HashMap<ConnectionId, IpKey>,
+    pending_by_ip: HashMap<IpKey, u32>,
+    pending_by_subnet: HashMap<Subnet, u32>,
+    pending: HashMap<ConnectionId, (IpKey, Subnet)>,
     /// Peers that never count against `max_peers`.
     exempt: HashSet<PeerId>,
 }
 
 impl PeerLimits {
-    pub fn new(max_peers: u32, max_per_ip: u32) -> Self {
+    pub fn new(l: &ConnectionLimits) -> Self {
         PeerLimits {
-            max_peers,
-            max_per_ip,
+            max_peers: l.max_peers,
+            max_per_ip: l.max_connections_per_ip,
+            pending_caps: SlotCaps {
+                per_ip: l.max_pending_per_ip as usize,
+                per_subnet: l.max_pending_per_subnet as usize,
+                loopback: l.limit_loopback,
+            },
             peers: HashMap::new(),
             inbound_by_ip: HashMap::new(),
             inbound_key: HashMap::new(),
+            pending_by_ip: HashMap::new(),
+            pending_by_subnet: HashMap::new(),
+            pending: HashMap::new(),
             exempt: HashSet::new(),
         }
     }
@@ -172,7 +225,12 @@ impl PeerLimits {
         self.peers.len()
     }
 
-    fn check_peer(&self, peer: PeerId) -> Result<(), ConnectionDenied> {
+    /// Inbound connections in their handshake now, of the sources the caps count.
+    pub fn pending_inbound(&self) -> usize {
+        self.pending.len()
+    }
+
+    fn check_peer(&self, peer: PeerId, own_dial: bool) -> Result<(), ConnectionDenied> {
         if self.peers.contains_key(&peer) || self.exempt.contains(&peer) {
             return Ok(());
         }
@@ -181,13 +239,55 @@ impl PeerLimits {
             .keys()
             .filter(|p| !self.exempt.contains(p))
             .count();
-        if counted >= self.max_peers as usize {
-            return Err(ConnectionDenied::new(LimitExceeded::Peers {
-                max: self.max_peers,
-            }));
+        let max = if own_dial {
+            self.max_peers + own_dial_reserve(self.max_peers)
+        } else {
+            self.max_peers
+        };
+        if counted >= max as usize {
+            return Err(denied(LimitExceeded::Peers { max }));
         }
         Ok(())
     }
+
+    fn release_ip(&mut self, id: ConnectionId) {
+        if let Some(key) = self.inbound_key.remove(&id) {
+            release(&mut self.inbound_by_ip, &key);
+        }
+        self.release_pending(id);
+    }
+
+    fn release_pending(&mut self, id: ConnectionId) {
+        if let Some((key, subnet)) = self.pending.remove(&id) {
+            release(&mut self.pending_by_ip, &key);
+            release(&mut self.pending_by_subnet, &subnet);
+        }
+    }
+}
+
+fn count<K: std::hash::Hash + Eq>(counts: &HashMap<K, u32>, k: &K) -> usize {
+    counts.get(k).copied().unwrap_or(0) as usize
+}
+
+fn release<K: std::hash::Hash + Eq>(counts: &mut HashMap<K, u32>, k: &K) {
+    if let Some(n) = counts.get_mut(k) {
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            counts.remove(k);
+        }
+    }
+}
+
+fn denied(e: LimitExceeded) -> ConnectionDenied {
+    ConnectionDenied::new(e)
+}
+
+/// The `reason` label of a refused connection: which of Jantar's limits refused it,
+/// or `limit` for the library's (pending, per-peer and memory limits).
+pub fn denial_reason(cause: &ConnectionDenied) -> &'static str {
+    cause
+        .downcast_ref::<LimitExceeded>()
+        .map_or("limit", LimitExceeded::reason)
 }
 
 impl NetworkBehaviour for PeerLimits {
@@ -200,28 +300,49 @@ impl NetworkBehaviour for PeerLimits {
         _local_addr: &Multiaddr,
         remote_addr: &Multiaddr,
     ) -> Result<(), ConnectionDenied> {
-        if let Some(key) = IpKey::from_multiaddr(remote_addr) {
-            let n = self.inbound_by_ip.entry(key).or_default();
-            if *n >= self.max_per_ip {
-                return Err(ConnectionDenied::new(LimitExceeded::PerIp {
-                    max: self.max_per_ip,
-                    key,
-                }));
-            }
-            *n += 1;
-            self.inbound_key.insert(connection_id, key);
+        let Some(ip) = crate::scope::direct_ip(remote_addr) else {
+            return Ok(());
+        };
+        let (key, subnet) = (IpKey::from_ip(ip), Subnet::of_ip(ip));
+        if count(&self.inbound_by_ip, &key) >= self.max_per_ip as usize {
+            return Err(denied(LimitExceeded::PerIp {
+                max: self.max_per_ip,
+                key,
+            }));
+        }
+        let caps = self.pending_caps;
+        let capped = caps.counts(ip);
+        if capped && count(&self.pending_by_ip, &key) >= caps.per_ip {
+            return Err(denied(LimitExceeded::PendingPerIp {
+                max: caps.per_ip as u32,
+                key,
+            }));
+        }
+        if capped && count(&self.pending_by_subnet, &subnet) >= caps.per_subnet {
+            return Err(denied(LimitExceeded::PendingPerSubnet {
+                max: caps.per_subnet as u32,
+                subnet,
+            }));
+        }
+        *self.inbound_by_ip.entry(key).or_default() += 1;
+        self.inbound_key.insert(connection_id, key);
+        if capped {
+            *self.pending_by_ip.entry(key).or_default() += 1;
+            *self.pending_by_subnet.entry(subnet).or_default() += 1;
+            self.pending.insert(connection_id, (key, subnet));
         }
         Ok(())
     }
 
     fn handle_established_inbound_connection(
         &mut self,
-        _connection_id: ConnectionId,
+        connection_id: ConnectionId,
         peer: PeerId,
         _local_addr: &Multiaddr,
         _remote_addr: &Multiaddr,
     ) -> Result<THandler<Self>, ConnectionDenied> {
-        self.check_peer(peer)?;
+        self.release_pending(connection_id);
+        self.check_peer(peer, false)?;
         Ok(dummy::ConnectionHandler)
     }
 
@@ -233,13 +354,14 @@ impl NetworkBehaviour for PeerLimits {
         _role_override: Endpoint,
         _port_use: PortUse,
     ) -> Result<THandler<Self>, ConnectionDenied> {
-        self.check_peer(peer)?;
+        self.check_peer(peer, true)?;
         Ok(dummy::ConnectionHandler)
     }
 
     fn on_swarm_event(&mut self, event: FromSwarm) {
         match event {
             FromSwarm::ConnectionEstablished(e) => {
+                self.release_pending(e.connection_id);
                 *self.peers.entry(e.peer_id).or_default() += 1;
             }
             FromSwarm::ConnectionClosed(e) => {
@@ -269,19 +391,6 @@ impl NetworkBehaviour for PeerLimits {
         _cx: &mut Context<'_>,
     ) -> Poll<ToSwarm<Self::ToSwarm, THandlerInEvent<Self>>> {
         Poll::Pending
-    }
-}
-
-impl PeerLimits {
-    fn release_ip(&mut self, id: ConnectionId) {
-        if let Some(key) = self.inbound_key.remove(&id)
-            && let Some(n) = self.inbound_by_ip.get_mut(&key)
-        {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                self.inbound_by_ip.remove(&key);
-            }
-        }
     }
 }
 

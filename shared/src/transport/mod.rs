@@ -2,17 +2,31 @@
 //! IPv6, DNS resolution of `/dns4`, `/dns6` and `/dnsaddr` addresses, and the
 //! relay-client transport for `/p2p-circuit` addresses.
 
+mod reuse_fallback;
+mod throttle;
+
+use std::sync::Arc;
+
+use futures::future::Either;
 use libp2p::{
-    Swarm, SwarmBuilder, Transport,
-    core::{transport::MemoryTransport, upgrade::Version},
+    PeerId, Swarm, SwarmBuilder, Transport,
+    core::{
+        muxing::StreamMuxerBox,
+        transport::{Boxed, MemoryTransport},
+        upgrade::Version,
+    },
     dns,
     identity::Keypair,
-    noise, tcp, websocket, yamux,
+    noise, quic, tcp, websocket, yamux,
 };
-
 use tracing::warn;
 
-use crate::{behaviour::Behaviour, config::Config};
+pub use self::throttle::{Budget, Throttled, ThrottledMuxer};
+use self::reuse_fallback::ReuseFallback;
+use crate::{
+    behaviour::Behaviour,
+    config::{Config, Role},
+};
 
 /// The system's resolver configuration. Without one (a container image with no
 /// `/etc/resolv.conf`) the node still starts and dials IP addresses; `/dns`
@@ -43,7 +57,8 @@ pub enum TransportError {
 }
 
 /// Builds the swarm for `config` with identity `key`; `tls` serves and verifies
-/// `/tls/ws` connections (see [`crate::tls::load`]).
+/// `/tls/ws` connections (see [`crate::tls::load`]). A relay's streams read through its
+/// bandwidth budget ([`throttle`]).
 pub fn build_swarm(
     config: &Config,
     key: Keypair,
@@ -56,34 +71,24 @@ pub fn build_swarm(
         }
     };
     let idle = config.network.limits.idle_timeout;
+    let budget = if config.role == Role::Relay {
+        let r = &config.relay;
+        for (scope, rate) in [
+            ("total", r.max_bytes_per_second),
+            ("stream", r.circuit_bytes_per_second),
+        ] {
+            metrics::gauge!(crate::metrics::RELAY_BUDGET, "scope" => scope).set(rate as f64);
+        }
+        Budget::new(r.max_bytes_per_second, r.circuit_bytes_per_second)
+    } else {
+        None
+    };
     let (resolver, resolver_opts) = resolver_config();
+    let ws_resolver = (resolver.clone(), resolver_opts.clone());
     let swarm = SwarmBuilder::with_existing_identity(key)
         .with_tokio()
-        .with_tcp(
-            tcp::Config::default().nodelay(true),
-            noise::Config::new,
-            yamux::Config::default,
-        )
-        .map_err(|e| err("TCP")(&e))?
-        .with_quic()
-        .with_other_transport(|key| {
-            // DNS inside the websocket transport, so TLS sees the host name (SNI).
-            let tcp = tcp::tokio::Transport::new(tcp::Config::default().nodelay(true));
-            let mut ws = websocket::Config::new(dns::tokio::Transport::custom(
-                tcp,
-                resolver.clone(),
-                resolver_opts.clone(),
-            ));
-            ws.set_tls_config(tls);
-            ws.set_max_data_size(MAX_WS_MESSAGE);
-            let noise = noise::Config::new(key)?;
-            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(
-                ws.upgrade(Version::V1)
-                    .authenticate(noise)
-                    .multiplex(yamux::Config::default()),
-            )
-        })
-        .map_err(|e| err("WebSocket")(&e))?
+        .with_other_transport(|key| direct(key, tls, ws_resolver, budget))
+        .map_err(|e| err("TCP, QUIC and WebSocket")(&e))?
         .with_dns_config(resolver, resolver_opts)
         .with_relay_client(noise::Config::new, yamux::Config::default)
         .map_err(|e| err("relay client")(&e))?
@@ -95,6 +100,55 @@ pub fn build_swarm(
         .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
         .build();
     Ok(swarm)
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The direct transports: TCP (Noise + Yamux, falling back to a fresh port when reusing
+/// the listen port clashes), QUIC v1, and secure WebSocket with DNS inside it so that
+/// TLS sees the host name (SNI). With a budget, every connection's streams read
+/// through it.
+fn direct(
+    key: &Keypair,
+    tls: websocket::tls::Config,
+    (resolver, resolver_opts): (dns::ResolverConfig, dns::ResolverOpts),
+    budget: Option<Arc<Budget>>,
+) -> Result<Boxed<(PeerId, StreamMuxerBox)>, BoxError> {
+    let tcp = ReuseFallback(tcp::tokio::Transport::new(tcp_config()))
+        .upgrade(Version::V1Lazy)
+        .authenticate(noise::Config::new(key)?)
+        .multiplex(yamux::Config::default())
+        .map(|(peer, muxer), _| (peer, StreamMuxerBox::new(muxer)));
+    let quic = quic::tokio::Transport::new(quic::Config::new(key))
+        .map(|(peer, muxer), _| (peer, StreamMuxerBox::new(muxer)));
+    let mut ws = websocket::Config::new(dns::tokio::Transport::custom(
+        tcp::tokio::Transport::new(tcp_config()),
+        resolver,
+        resolver_opts,
+    ));
+    ws.set_tls_config(tls);
+    ws.set_max_data_size(MAX_WS_MESSAGE);
+    let ws = ws
+        .upgrade(Version::V1)
+        .authenticate(noise::Config::new(key)?)
+        .multiplex(yamux::Config::default())
+        .map(|(peer, muxer), _| (peer, StreamMuxerBox::new(muxer)));
+    let all = tcp
+        .or_transport(quic)
+        .or_transport(ws)
+        .map(|either, _| match either {
+            Either::Left(Either::Left(conn) | Either::Right(conn)) | Either::Right(conn) => conn,
+        });
+    Ok(match budget {
+        Some(budget) => all
+            .map(move |(peer, muxer), _| (peer, ThrottledMuxer::wrap(muxer, budget.clone())))
+            .boxed(),
+        None => all.boxed(),
+    })
+}
+
+fn tcp_config() -> tcp::Config {
+    tcp::Config::default().nodelay(true)
 }
 
 /// Builds a swarm on the in-memory transport (`/memory/<n>` addresses) for tests that
