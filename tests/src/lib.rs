@@ -1,5 +1,7 @@
 //! Test support for Jantar: integration helpers and the NAT lab.
 
+pub mod autonat_liar;
+pub mod circuit_pump;
 pub mod harness;
 pub mod lab;
 pub mod sybil;

@@ -76,7 +76,10 @@ mod tests {
 
     #[test]
     fn an_empty_acl_lets_everyone_in() {
-        assert_eq!(RelayAcl::default().check(&PeerId::random(), &at("192.0.2.1")), Ok(()));
+        assert_eq!(
+            RelayAcl::default().check(&PeerId::random(), &at("192.0.2.1")),
+            Ok(())
+        );
     }
 
     #[test]
@@ -130,7 +133,10 @@ mod tests {
             deny_peers: [bad].into(),
             ..RelayAcl::default()
         };
-        assert_eq!(acl.check(&bad, &at("192.0.2.1")), Err(AclRefusal::DeniedPeer));
+        assert_eq!(
+            acl.check(&bad, &at("192.0.2.1")),
+            Err(AclRefusal::DeniedPeer)
+        );
         assert_eq!(acl.check(&PeerId::random(), &at("192.0.2.1")), Ok(()));
     }
 }

@@ -198,7 +198,12 @@ mod tests {
     }
 
     fn server(ip: &str) -> Voter {
-        Voter::of(PeerId::random(), &addr(&format!("/ip4/{ip}/tcp/4001")), false).unwrap()
+        Voter::of(
+            PeerId::random(),
+            &addr(&format!("/ip4/{ip}/tcp/4001")),
+            false,
+        )
+        .unwrap()
     }
 
     const LIFETIME: Duration = Duration::from_secs(1800);
@@ -246,7 +251,10 @@ mod tests {
         let configured = addr("/ip4/192.0.2.1/tcp/4001");
         let mut v = AddressVotes::new(1, 2, LIFETIME, [configured.clone()]);
         let now = Instant::now();
-        assert!(v.vote(server("51.15.2.1"), configured.clone(), now).is_empty());
+        assert!(
+            v.vote(server("51.15.2.1"), configured.clone(), now)
+                .is_empty()
+        );
         let mut expired = Vec::new();
         for host in 1..=30 {
             for verdict in v.vote(

@@ -46,8 +46,9 @@ pub struct AutonatGate {
     served: HashMap<ConnectionId, (IpKey, Subnet)>,
     /// Inbound connections beyond their source's share: not shown to the server.
     gated: HashSet<ConnectionId>,
-    /// The remote address of every connection, by peer: how a server is grouped.
-    remotes: HashMap<PeerId, HashMap<ConnectionId, Multiaddr>>,
+    /// The remote address of every connection and whether this node dialed it, by
+    /// peer: how a server is grouped.
+    remotes: HashMap<PeerId, HashMap<ConnectionId, (Multiaddr, bool)>>,
     votes: AddressVotes,
     /// Confirmations and expiries decided by the votes, for the swarm.
     verdicts: VecDeque<Verdict>,
@@ -71,12 +72,15 @@ impl AutonatGate {
     /// A server reported the address it reached this node at: a vote, counted by the
     /// server's group (see [`Voter::of`]).
     fn on_report(&mut self, server: PeerId, address: &Multiaddr) {
-        let voter = self
-            .remotes
-            .get(&server)
+        // Where this node dialed the server says best where it is; an inbound
+        // connection's source address may be another of its addresses.
+        let remotes = self.remotes.get(&server);
+        let voter = remotes
             .into_iter()
             .flat_map(HashMap::values)
-            .find_map(|remote| Voter::of(server, remote, self.caps.loopback));
+            .filter(|(_, outbound)| *outbound)
+            .chain(remotes.into_iter().flat_map(HashMap::values))
+            .find_map(|(remote, _)| Voter::of(server, remote, self.caps.loopback));
         let Some(voter) = voter else {
             debug!(%server, %address, "AutoNAT report from a server without a direct connection; not counted");
             return;
@@ -136,8 +140,7 @@ impl AutonatGate {
 }
 
 impl NetworkBehaviour for AutonatGate {
-    type ConnectionHandler =
-        Either<THandler<autonat::Behaviour>, dummy::ConnectionHandler>;
+    type ConnectionHandler = Either<THandler<autonat::Behaviour>, dummy::ConnectionHandler>;
     type ToSwarm = autonat::Event;
 
     fn handle_pending_inbound_connection(
@@ -218,14 +221,20 @@ impl NetworkBehaviour for AutonatGate {
         };
         match &event {
             FromSwarm::ConnectionEstablished(e) => {
-                self.remotes
-                    .entry(e.peer_id)
-                    .or_default()
-                    .insert(e.connection_id, e.endpoint.get_remote_address().clone());
+                self.remotes.entry(e.peer_id).or_default().insert(
+                    e.connection_id,
+                    (
+                        e.endpoint.get_remote_address().clone(),
+                        e.endpoint.is_dialer(),
+                    ),
+                );
             }
             FromSwarm::AddressChange(e) => {
                 if let Some(c) = self.remotes.get_mut(&e.peer_id) {
-                    c.insert(e.connection_id, e.new.get_remote_address().clone());
+                    c.insert(
+                        e.connection_id,
+                        (e.new.get_remote_address().clone(), e.new.is_dialer()),
+                    );
                 }
             }
             FromSwarm::ConnectionClosed(e) => {

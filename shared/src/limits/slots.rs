@@ -124,7 +124,12 @@ impl ConcurrentSlots {
     /// A grant a peer holds once (a reservation): a peer that holds one renews it, any
     /// other takes a slot of its source. Sources without an IP of their own (relayed or
     /// memory connections) are not counted.
-    pub fn hold(&mut self, peer: PeerId, source: &Multiaddr, now: Instant) -> Result<(), SlotRefusal> {
+    pub fn hold(
+        &mut self,
+        peer: PeerId,
+        source: &Multiaddr,
+        now: Instant,
+    ) -> Result<(), SlotRefusal> {
         self.prune(now);
         let until = now + self.lifetime;
         if let Some(held) = self.grants.get_mut(&peer) {
@@ -135,7 +140,12 @@ impl ConcurrentSlots {
     }
 
     /// One more grant (a circuit) for `peer`, asked from `source`.
-    pub fn take(&mut self, peer: PeerId, source: &Multiaddr, now: Instant) -> Result<(), SlotRefusal> {
+    pub fn take(
+        &mut self,
+        peer: PeerId,
+        source: &Multiaddr,
+        now: Instant,
+    ) -> Result<(), SlotRefusal> {
         self.prune(now);
         let Some(ip) = crate::scope::direct_ip(source).filter(|ip| self.caps.counts(*ip)) else {
             return Ok(());
@@ -214,7 +224,11 @@ impl RelayGate {
             let r = acl
                 .check(&peer, addr)
                 .map_err(|e| e.as_str())
-                .and_then(|()| locked(&slots).hold(peer, addr, now).map_err(SlotRefusal::as_str));
+                .and_then(|()| {
+                    locked(&slots)
+                        .hold(peer, addr, now)
+                        .map_err(SlotRefusal::as_str)
+                });
             admitted("reservation", peer, r)
         })
     }
@@ -226,7 +240,11 @@ impl RelayGate {
             let r = acl
                 .check(&peer, addr)
                 .map_err(|e| e.as_str())
-                .and_then(|()| locked(&slots).take(peer, addr, now).map_err(SlotRefusal::as_str));
+                .and_then(|()| {
+                    locked(&slots)
+                        .take(peer, addr, now)
+                        .map_err(SlotRefusal::as_str)
+                });
             admitted("circuit", peer, r)
         })
     }
@@ -343,7 +361,10 @@ mod tests {
         let subnet: usize = (1..=10)
             .map(|host| {
                 (0..8)
-                    .filter(|_| s.hold(PeerId::random(), &at(&format!("198.51.100.{host}")), now).is_ok())
+                    .filter(|_| {
+                        s.hold(PeerId::random(), &at(&format!("198.51.100.{host}")), now)
+                            .is_ok()
+                    })
                     .count()
             })
             .sum();

@@ -21,8 +21,8 @@ use libp2p::{
 };
 use tracing::warn;
 
-pub use self::throttle::{Budget, Throttled, ThrottledMuxer};
 use self::reuse_fallback::ReuseFallback;
+pub use self::throttle::{Budget, Throttled, ThrottledMuxer};
 use crate::{
     behaviour::Behaviour,
     config::{Config, Role},

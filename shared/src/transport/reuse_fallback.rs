@@ -124,13 +124,21 @@ mod tests {
         type ListenerUpgrade = <tcp::tokio::Transport as Transport>::ListenerUpgrade;
         type Dial = BoxFuture<'static, io::Result<Self::Output>>;
 
-        fn listen_on(&mut self, id: ListenerId, addr: Multiaddr) -> Result<(), TransportError<io::Error>> {
+        fn listen_on(
+            &mut self,
+            id: ListenerId,
+            addr: Multiaddr,
+        ) -> Result<(), TransportError<io::Error>> {
             self.tcp.listen_on(id, addr)
         }
         fn remove_listener(&mut self, id: ListenerId) -> bool {
             self.tcp.remove_listener(id)
         }
-        fn dial(&mut self, addr: Multiaddr, opts: DialOpts) -> Result<Self::Dial, TransportError<io::Error>> {
+        fn dial(
+            &mut self,
+            addr: Multiaddr,
+            opts: DialOpts,
+        ) -> Result<Self::Dial, TransportError<io::Error>> {
             let dial = self.tcp.dial(addr, opts)?;
             if opts.port_use == PortUse::Reuse {
                 self.reuse_dials += 1;
@@ -139,7 +147,10 @@ mod tests {
             }
             Ok(dial.boxed())
         }
-        fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<TransportEvent<Self::ListenerUpgrade, io::Error>> {
+        fn poll(
+            self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<TransportEvent<Self::ListenerUpgrade, io::Error>> {
             Pin::new(&mut self.get_mut().tcp).poll(cx)
         }
     }
@@ -160,7 +171,10 @@ mod tests {
     fn remote() -> (TcpListener, Multiaddr) {
         let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
         let port = listener.local_addr().unwrap().port();
-        (listener, format!("/ip4/127.0.0.1/tcp/{port}").parse().unwrap())
+        (
+            listener,
+            format!("/ip4/127.0.0.1/tcp/{port}").parse().unwrap(),
+        )
     }
 
     #[tokio::test]
@@ -169,7 +183,11 @@ mod tests {
             let (listener, addr) = remote();
             let mut transport = clashing(error);
             let stream = transport.dial(addr, REUSE).unwrap().await;
-            assert!(stream.is_ok(), "{error:?} was not retried: {:?}", stream.err());
+            assert!(
+                stream.is_ok(),
+                "{error:?} was not retried: {:?}",
+                stream.err()
+            );
             listener.accept().expect("the retry reached the remote");
             assert_eq!(transport.0.reuse_dials, 1);
         }
@@ -189,7 +207,10 @@ mod tests {
     async fn a_new_port_dial_is_passed_through() {
         let (listener, addr) = remote();
         let mut transport = clashing(io::ErrorKind::AddrInUse);
-        let new = DialOpts { port_use: PortUse::New, ..REUSE };
+        let new = DialOpts {
+            port_use: PortUse::New,
+            ..REUSE
+        };
         transport.dial(addr, new).unwrap().await.expect("connects");
         listener.accept().unwrap();
         assert_eq!(transport.0.reuse_dials, 0);

@@ -11,8 +11,10 @@
 //!
 //! Fairness: when the total budget runs short, streams that want more wait in a queue
 //! and take one quantum each in turn (round robin), so a circuit that pumps as fast as
-//! it can gets the same share as one that merely keeps up. A stream that waits holds no
-//! buffer: the bytes stay in the sender's window.
+//! it can gets the same share as one that merely keeps up. The first in line is woken
+//! when its turn comes; if it does not come for it within [`TURN_TIMEOUT`] (its
+//! circuit's other end stopped reading, so nobody polls it), the next goes ahead. A
+//! stream that waits holds no buffer: the bytes stay in the sender's window.
 
 use std::{
     collections::VecDeque,
@@ -20,7 +22,7 @@ use std::{
     io,
     pin::Pin,
     sync::{Arc, Mutex, MutexGuard},
-    task::{Context, Poll, ready},
+    task::{Context, Poll, Waker, ready},
     time::Duration,
 };
 
@@ -72,13 +74,37 @@ impl Bucket {
     }
 }
 
+/// How long the first stream in line may take to come for its turn before the next
+/// one goes ahead of it (its owner may have stopped reading: a circuit whose other end
+/// does not read is not polled), and how often a waiting stream looks again.
+const TURN_TIMEOUT: Duration = Duration::from_millis(50);
+
+#[derive(Debug)]
+struct Waiting {
+    ticket: u64,
+    waker: Waker,
+}
+
 #[derive(Debug)]
 struct Total {
     bucket: Bucket,
     quantum: u64,
-    /// Streams waiting for their turn, by ticket, first in line first.
-    queue: VecDeque<u64>,
+    /// Streams waiting for their turn, first in line first.
+    queue: VecDeque<Waiting>,
     next_ticket: u64,
+    /// Since when the first in line has had its turn.
+    front_since: Instant,
+}
+
+impl Total {
+    /// The first in line leaves (it read, or it was dropped); the next is told.
+    fn pass_turn(&mut self, now: Instant) {
+        self.queue.pop_front();
+        self.front_since = now;
+        if let Some(next) = self.queue.front() {
+            next.waker.wake_by_ref();
+        }
+    }
 }
 
 /// The budget every stream of the node reads through; see the module documentation.
@@ -102,6 +128,7 @@ impl Budget {
                 quantum: (total / 64).clamp(MIN_QUANTUM, MAX_QUANTUM),
                 queue: VecDeque::new(),
                 next_ticket: 0,
+                front_since: now,
             })
         });
         Some(Arc::new(Budget {
@@ -137,7 +164,9 @@ pub struct Throttled<S> {
 
 impl<S> Throttled<S> {
     pub fn new(inner: S, budget: Arc<Budget>) -> Self {
-        let own = budget.per_stream.map(|rate| Bucket::new(rate, Instant::now()));
+        let own = budget
+            .per_stream
+            .map(|rate| Bucket::new(rate, Instant::now()));
         Throttled {
             inner,
             budget,
@@ -147,7 +176,7 @@ impl<S> Throttled<S> {
         }
     }
 
-    fn turn(&mut self, want: usize, now: Instant) -> Turn {
+    fn turn(&mut self, want: usize, now: Instant, waker: &Waker) -> Turn {
         let mut allowed = want as f64;
         if let Some(own) = &mut self.own {
             own.refill(now);
@@ -162,30 +191,68 @@ impl<S> Throttled<S> {
         };
         total.bucket.refill(now);
         let quantum = total.quantum as f64;
-        let first = total.queue.front().copied();
-        let my_turn = first.is_none() || first == self.ticket;
-        if my_turn && total.bucket.tokens >= 1.0 {
-            if first.is_some() {
-                total.queue.pop_front();
-                self.ticket = None;
+        let read = |tokens: f64| Turn::Read(allowed.min(quantum).min(tokens) as usize);
+        let Some(ticket) = self.ticket else {
+            if total.queue.is_empty() && total.bucket.tokens >= 1.0 {
+                return read(total.bucket.tokens);
             }
-            return Turn::Read(allowed.min(quantum).min(total.bucket.tokens) as usize);
-        }
-        // Wait in line: behind everyone queued before this stream.
-        let ticket = match self.ticket {
-            Some(t) => t,
-            None => {
-                let t = total.next_ticket;
-                total.next_ticket += 1;
-                total.queue.push_back(t);
-                self.ticket = Some(t);
-                t
+            // Get in line.
+            let ticket = total.next_ticket;
+            total.next_ticket += 1;
+            if total.queue.is_empty() {
+                total.front_since = now;
             }
+            total.queue.push_back(Waiting {
+                ticket,
+                waker: waker.clone(),
+            });
+            self.ticket = Some(ticket);
+            metrics::counter!(m::RELAY_BUDGET_WAITS, "limit" => "total").increment(1);
+            return self.wait_in_line(&mut total, want as f64, now);
         };
-        let ahead = total.queue.iter().take_while(|t| **t != ticket).count();
-        metrics::counter!(m::RELAY_BUDGET_WAITS, "limit" => "total").increment(1);
-        let wait = total.bucket.time_for(quantum * (ahead + 1) as f64);
-        Turn::Wait(wait.max(Duration::from_millis(1)))
+        let Some(position) = total.queue.iter().position(|w| w.ticket == ticket) else {
+            // Passed over while it did not come for its turn: in line again, at the end.
+            self.ticket = None;
+            drop(total);
+            return self.turn(want, now, waker);
+        };
+        // The first in line waits for a whole quantum (or what it asks for, if less):
+        // every turn is worth the same.
+        if position == 0 && total.bucket.tokens >= quantum.min(want as f64) {
+            let tokens = total.bucket.tokens;
+            total.pass_turn(now);
+            self.ticket = None;
+            return read(tokens);
+        }
+        total.queue[position].waker.clone_from(waker);
+        self.wait_in_line(&mut total, want as f64, now)
+    }
+
+    /// How long this stream, in line, waits before it looks again: the first in line
+    /// until a quantum is there; the others until they are told or the first has
+    /// overstayed its turn, which then passes on.
+    fn wait_in_line(&self, total: &mut Total, want: f64, now: Instant) -> Turn {
+        let first = total.queue.front().map(|w| w.ticket);
+        if first == self.ticket {
+            let quantum = total.quantum as f64;
+            return Turn::Wait(
+                total
+                    .bucket
+                    .time_for(quantum.min(want))
+                    .max(Duration::from_millis(1)),
+            );
+        }
+        if now.saturating_duration_since(total.front_since) >= TURN_TIMEOUT
+            && let Some(stale) = total.queue.pop_front()
+        {
+            // It keeps no place: when it reads again it gets back in line.
+            total.front_since = now;
+            if let Some(next) = total.queue.front() {
+                next.waker.wake_by_ref();
+            }
+            drop(stale);
+        }
+        Turn::Wait(TURN_TIMEOUT)
     }
 
     fn charge(&mut self, n: usize) {
@@ -202,7 +269,13 @@ impl<S> Throttled<S> {
 impl<S> Drop for Throttled<S> {
     fn drop(&mut self) {
         if let (Some(ticket), Some(mut total)) = (self.ticket, self.budget.total()) {
-            total.queue.retain(|t| *t != ticket);
+            match total.queue.iter().position(|w| w.ticket == ticket) {
+                Some(0) => total.pass_turn(Instant::now()),
+                Some(i) => {
+                    total.queue.remove(i);
+                }
+                None => {}
+            }
         }
     }
 }
@@ -218,18 +291,23 @@ impl<S: AsyncRead + Unpin> AsyncRead for Throttled<S> {
             return Pin::new(&mut this.inner).poll_read(cx, buf);
         }
         loop {
-            if let Some(sleep) = &mut this.sleep {
-                ready!(sleep.as_mut().poll(cx));
-                this.sleep = None;
-            }
-            match this.turn(buf.len(), Instant::now()) {
+            // The turn is looked at on every poll: a stream in line is woken when its
+            // turn comes, before its timer runs out.
+            let now = Instant::now();
+            match this.turn(buf.len(), now, cx.waker()) {
                 Turn::Read(n) => {
                     let n = n.clamp(1, buf.len());
                     let read = ready!(Pin::new(&mut this.inner).poll_read(cx, &mut buf[..n]))?;
                     this.charge(read);
                     return Poll::Ready(Ok(read));
                 }
-                Turn::Wait(d) => this.sleep = Some(Box::pin(tokio::time::sleep(d))),
+                Turn::Wait(d) => {
+                    let sleep = this
+                        .sleep
+                        .get_or_insert_with(|| Box::pin(tokio::time::sleep(d)));
+                    sleep.as_mut().reset(now + d);
+                    ready!(sleep.as_mut().poll(cx));
+                }
             }
         }
     }
@@ -323,7 +401,11 @@ mod tests {
     }
 
     /// Reads from `stream` for `secs` seconds of (paused) time; returns the bytes read.
-    fn pump(mut stream: Throttled<Endless>, secs: u64, counter: Arc<AtomicU64>) -> tokio::task::JoinHandle<()> {
+    fn pump(
+        mut stream: Throttled<Endless>,
+        secs: u64,
+        counter: Arc<AtomicU64>,
+    ) -> tokio::task::JoinHandle<()> {
         tokio::spawn(async move {
             let end = Instant::now() + Duration::from_secs(secs);
             let mut buf = vec![0u8; 64 * 1024];
@@ -340,7 +422,9 @@ mod tests {
     async fn one_stream_is_held_to_its_rate() {
         let budget = Budget::new(0, MIB).unwrap();
         let read = Arc::new(AtomicU64::new(0));
-        pump(Throttled::new(Endless, budget), 10, read.clone()).await.unwrap();
+        pump(Throttled::new(Endless, budget), 10, read.clone())
+            .await
+            .unwrap();
         let got = read.load(Ordering::Relaxed);
         // 10 s at 1 MiB/s, plus the burst (a quarter second) and one read.
         assert!(got >= 9 * MIB && got <= 11 * MIB, "read {got} bytes");
@@ -359,7 +443,10 @@ mod tests {
         }
         let got: Vec<u64> = counters.iter().map(|c| c.load(Ordering::Relaxed)).collect();
         let sum: u64 = got.iter().sum();
-        assert!(sum >= 38 * MIB && sum <= 42 * MIB, "total {sum} bytes: {got:?}");
+        assert!(
+            sum >= 38 * MIB && sum <= 42 * MIB,
+            "total {sum} bytes: {got:?}"
+        );
         let (min, max) = (got.iter().min().unwrap(), got.iter().max().unwrap());
         assert!(
             (*max as f64) / (*min as f64) < 1.2,
@@ -399,6 +486,29 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_stream_that_stops_reading_does_not_stall_the_line() {
+        let budget = Budget::new(MIB, 0).unwrap();
+        budget.total().unwrap().bucket.tokens = 0.0;
+        // `stuck` gets in line first and is never polled again.
+        let mut stuck = Throttled::new(Endless, budget.clone());
+        assert!(matches!(
+            stuck.turn(1024, Instant::now(), Waker::noop()),
+            Turn::Wait(_)
+        ));
+        let read = Arc::new(AtomicU64::new(0));
+        pump(Throttled::new(Endless, budget.clone()), 2, read.clone())
+            .await
+            .unwrap();
+        let got = read.load(Ordering::Relaxed);
+        assert!(
+            got >= MIB,
+            "the line stalled behind a stream that stopped reading: {got} bytes"
+        );
+        drop(stuck);
+        assert!(budget.total().unwrap().queue.is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_dropped_stream_leaves_the_queue() {
         let budget = Budget::new(MIB, 0).unwrap();
         // The burst spent: `b` has to queue; then it is dropped.
@@ -406,7 +516,7 @@ mod tests {
         {
             let mut b = Throttled::new(Endless, budget.clone());
             let now = Instant::now();
-            assert!(matches!(b.turn(1024, now), Turn::Wait(_)));
+            assert!(matches!(b.turn(1024, now, Waker::noop()), Turn::Wait(_)));
             assert_eq!(budget.total().unwrap().queue.len(), 1);
         }
         assert!(budget.total().unwrap().queue.is_empty());

@@ -4,9 +4,11 @@
 //! One module per surface; the helpers every attack uses live here.
 
 mod admin;
+mod autonat;
 mod dht;
 mod files;
 mod gossip;
+mod relay_budget;
 
 use std::time::Duration;
 

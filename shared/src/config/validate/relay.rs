@@ -107,7 +107,9 @@ fn acl(c: &Checker<'_>, a: RelayAclFile) -> Result<RelayAcl, ConfigError> {
                 n.parse::<IpNet>().map(|n| n.trunc()).map_err(|_| {
                     c.bad(
                         key,
-                        format!("`{n}` is not a network (CIDR, such as 192.0.2.0/24 or 2001:db8::/32)"),
+                        format!(
+                            "`{n}` is not a network (CIDR, such as 192.0.2.0/24 or 2001:db8::/32)"
+                        ),
                     )
                 })
             })
@@ -125,7 +127,10 @@ fn acl(c: &Checker<'_>, a: RelayAclFile) -> Result<RelayAcl, ConfigError> {
 fn check_relay_limits(r: &RelayLimits) -> Result<(), (&'static str, String)> {
     for (key, v) in [
         ("relay.max_reservations_per_ip", r.max_reservations_per_ip),
-        ("relay.max_reservations_per_subnet", r.max_reservations_per_subnet),
+        (
+            "relay.max_reservations_per_subnet",
+            r.max_reservations_per_subnet,
+        ),
         ("relay.max_circuits_per_ip", r.max_circuits_per_ip),
         ("relay.max_circuits_per_subnet", r.max_circuits_per_subnet),
     ] {

@@ -23,8 +23,14 @@ pub(super) fn check(c: &Checker<'_>, a: AutonatFile) -> Result<AutonatConfig, Co
         confidence_max: a.confidence_max.unwrap_or(3),
     };
     for (key, v) in [
-        ("network.autonat.max_clients_per_ip", autonat.max_clients_per_ip),
-        ("network.autonat.max_clients_per_subnet", autonat.max_clients_per_subnet),
+        (
+            "network.autonat.max_clients_per_ip",
+            autonat.max_clients_per_ip,
+        ),
+        (
+            "network.autonat.max_clients_per_subnet",
+            autonat.max_clients_per_subnet,
+        ),
     ] {
         if v == 0 {
             return Err(c.bad(key, "is 0; no inbound connection would be served".into()));

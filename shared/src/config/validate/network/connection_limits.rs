@@ -32,9 +32,11 @@ pub(super) fn check(
         max_pending_per_ip: cl
             .max_pending_per_ip
             .unwrap_or(if role.is_server() { 8 } else { 4 }),
-        max_pending_per_subnet: cl
-            .max_pending_per_subnet
-            .unwrap_or(if role.is_server() { 32 } else { 8 }),
+        max_pending_per_subnet: cl.max_pending_per_subnet.unwrap_or(if role.is_server() {
+            32
+        } else {
+            8
+        }),
         limit_loopback: cl.limit_loopback.unwrap_or(false),
         max_memory: cl
             .max_memory
