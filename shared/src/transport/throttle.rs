@@ -427,7 +427,7 @@ mod tests {
             .unwrap();
         let got = read.load(Ordering::Relaxed);
         // 10 s at 1 MiB/s, plus the burst (a quarter second) and one read.
-        assert!(got >= 9 * MIB && got <= 11 * MIB, "read {got} bytes");
+        assert!((9 * MIB..=11 * MIB).contains(&got), "read {got} bytes");
     }
 
     #[tokio::test(start_paused = true)]
@@ -444,7 +444,7 @@ mod tests {
         let got: Vec<u64> = counters.iter().map(|c| c.load(Ordering::Relaxed)).collect();
         let sum: u64 = got.iter().sum();
         assert!(
-            sum >= 38 * MIB && sum <= 42 * MIB,
+            (38 * MIB..=42 * MIB).contains(&sum),
             "total {sum} bytes: {got:?}"
         );
         let (min, max) = (got.iter().min().unwrap(), got.iter().max().unwrap());
