@@ -7,6 +7,7 @@ mod admin;
 mod dht;
 mod files;
 mod gossip;
+mod relay;
 
 use std::time::Duration;
 
