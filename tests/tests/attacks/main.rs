@@ -4,6 +4,7 @@
 //! One module per surface; the helpers every attack uses live here.
 
 mod admin;
+mod connections;
 mod dht;
 mod files;
 mod gossip;
