@@ -6,14 +6,16 @@
 //! Sybil dials with [`SourceTcp`] instead, which binds each socket to its source
 //! address first: 200 identities from `127.0.66.1` look to the target like 200
 //! identities from one machine, and identities spread over `127.0.66.0/24` like one
-//! subnet. Sybils do not listen: they only dial.
+//! subnet. Sybils do not listen on TCP: they only dial (and, asked to, listen through a
+//! relay reservation).
 //!
 //! Each Sybil speaks what a Jantar node needs to talk to it (Noise, Yamux, identify with
-//! Jantar's protocol version, ping, Kademlia on Jantar's protocol in server mode) and
-//! claims whatever addresses the test gives it: they are its external addresses, so
-//! identify and its provider records carry them. The test then drives it: publish
-//! provider records, put records. What the Sybils saw is counted in a shared
-//! [`Tally`].
+//! Jantar's protocol version, ping, Kademlia on Jantar's protocol in server mode, and the
+//! circuit relay client) and claims whatever addresses the test gives it: they are its
+//! external addresses, so identify and its provider records carry them. The test then
+//! drives it: publish provider records, put records, ask a relay for a reservation, open
+//! a circuit through a relay. The relay client does nothing until asked. What the Sybils
+//! saw is counted in a shared [`Tally`].
 
 use std::{
     io,
@@ -40,7 +42,7 @@ use libp2p::{
     identity::Keypair,
     kad::{self, store::MemoryStore},
     multiaddr::Protocol,
-    noise, ping,
+    noise, ping, relay,
     swarm::{NetworkBehaviour, SwarmEvent},
     tcp, yamux,
 };
@@ -143,15 +145,37 @@ pub struct Tally {
     pub put: AtomicUsize,
     /// `put_record` that failed.
     pub put_failed: AtomicUsize,
+    /// Reservations a relay accepted (renewals not counted).
+    pub reserved: AtomicUsize,
+    /// Reservations a relay refused (it answered `RESERVATION_REFUSED` or
+    /// `RESOURCE_LIMIT_EXCEEDED`).
+    pub reservation_refused: AtomicUsize,
+    /// Reservations that failed otherwise (no connection to the relay, no answer).
+    pub reservation_failed: AtomicUsize,
+    /// Circuits a relay opened to their destination.
+    pub circuits: AtomicUsize,
 }
 
 impl Tally {
     pub fn get(counter: &AtomicUsize) -> usize {
         counter.load(Ordering::Relaxed)
     }
+}
 
-    fn add(counter: &AtomicUsize) {
-        counter.fetch_add(1, Ordering::Relaxed);
+/// Which counter of a [`Tally`] an event adds to.
+type Counter = fn(&Tally) -> &AtomicUsize;
+
+/// The tally of all Sybils of a test and that of one Sybil, counted together.
+struct Tallies {
+    all: Arc<Tally>,
+    own: Arc<Tally>,
+}
+
+impl Tallies {
+    fn add(&self, counter: Counter) {
+        for t in [&*self.all, &*self.own] {
+            counter(t).fetch_add(1, Ordering::Relaxed);
+        }
     }
 }
 
@@ -162,10 +186,18 @@ pub enum Command {
     Provide(kad::RecordKey),
     /// Put a record.
     PutRecord(kad::Record),
+    /// Ask the relay at this address (ending in `/p2p/<relay id>`) for a reservation:
+    /// listen on its `/p2p-circuit` address. The Sybil dials the relay if it is not
+    /// connected yet.
+    Reserve(Multiaddr),
+    /// Dial an address: `<relay>/p2p/<relay id>/p2p-circuit/p2p/<target>` asks the relay
+    /// for a circuit to the target.
+    Dial(Multiaddr),
 }
 
 #[derive(NetworkBehaviour)]
 struct Behaviour {
+    relay: relay::client::Behaviour,
     identify: identify::Behaviour,
     ping: ping::Behaviour,
     kad: kad::Behaviour<MemoryStore>,
@@ -174,6 +206,8 @@ struct Behaviour {
 /// One Sybil identity, running in its own task until dropped.
 pub struct Sybil {
     pub peer_id: PeerId,
+    /// What this identity alone saw.
+    pub tally: Arc<Tally>,
     commands: mpsc::UnboundedSender<Command>,
     task: JoinHandle<()>,
 }
@@ -194,7 +228,18 @@ impl Sybil {
         dial: &[Multiaddr],
         tally: Arc<Tally>,
     ) -> Result<Sybil> {
-        let key = Keypair::generate_ed25519();
+        Sybil::spawn_with_key(Keypair::generate_ed25519(), source, claimed, dial, tally)
+    }
+
+    /// Like [`Sybil::spawn`], with an identity the test made beforehand (so that a
+    /// node's config can name its peer id).
+    pub fn spawn_with_key(
+        key: Keypair,
+        source: IpAddr,
+        claimed: &[Multiaddr],
+        dial: &[Multiaddr],
+        tally: Arc<Tally>,
+    ) -> Result<Sybil> {
         let peer_id = key.public().to_peer_id();
         let mut swarm = SwarmBuilder::with_existing_identity(key)
             .with_tokio()
@@ -206,13 +251,15 @@ impl Sybil {
                     .timeout(Duration::from_secs(20));
                 Ok::<_, Box<dyn std::error::Error + Send + Sync>>(transport)
             })?
-            .with_behaviour(|key| {
+            .with_relay_client(noise::Config::new, yamux::Config::default)?
+            .with_behaviour(|key, relay| {
                 let me = key.public().to_peer_id();
                 let mut config = kad::Config::new(KAD_PROTOCOL);
                 config.set_kbucket_inserts(kad::BucketInserts::Manual);
                 let mut kad = kad::Behaviour::with_config(me, MemoryStore::new(me), config);
                 kad.set_mode(Some(kad::Mode::Server));
                 Behaviour {
+                    relay,
                     identify: identify::Behaviour::new(
                         identify::Config::new(PROTOCOL_VERSION.to_string(), key.public())
                             .with_agent_version("sybil".into()),
@@ -235,6 +282,11 @@ impl Sybil {
                 .dial(addr.clone())
                 .with_context(|| format!("dial {addr}"))?;
         }
+        let own = Arc::new(Tally::default());
+        let tally = Tallies {
+            all: tally,
+            own: own.clone(),
+        };
         let (commands, mut rx) = mpsc::unbounded_channel();
         let task = tokio::spawn(async move {
             loop {
@@ -242,12 +294,22 @@ impl Sybil {
                     command = rx.recv() => match command {
                         Some(Command::Provide(key)) => {
                             if swarm.behaviour_mut().kad.start_providing(key).is_err() {
-                                Tally::add(&tally.provide_failed);
+                                tally.add(|t| &t.provide_failed);
                             }
                         }
                         Some(Command::PutRecord(record)) => {
                             if swarm.behaviour_mut().kad.put_record(record, kad::Quorum::One).is_err() {
-                                Tally::add(&tally.put_failed);
+                                tally.add(|t| &t.put_failed);
+                            }
+                        }
+                        Some(Command::Reserve(relay)) => {
+                            if swarm.listen_on(relay.with(Protocol::P2pCircuit)).is_err() {
+                                tally.add(|t| &t.reservation_failed);
+                            }
+                        }
+                        Some(Command::Dial(addr)) => {
+                            if swarm.dial(addr).is_err() {
+                                tally.add(|t| &t.dial_failed);
                             }
                         }
                         None => return,
@@ -258,6 +320,7 @@ impl Sybil {
         });
         Ok(Sybil {
             peer_id,
+            tally: own,
             commands,
             task,
         })
@@ -270,32 +333,61 @@ impl Sybil {
     }
 }
 
-fn on_event(tally: &Tally, event: SwarmEvent<BehaviourEvent>) {
+fn on_event(tally: &Tallies, event: SwarmEvent<BehaviourEvent>) {
     match event {
-        SwarmEvent::ConnectionEstablished { .. } => Tally::add(&tally.connected),
-        SwarmEvent::ConnectionClosed { .. } => Tally::add(&tally.disconnected),
-        SwarmEvent::OutgoingConnectionError { .. } => Tally::add(&tally.dial_failed),
+        SwarmEvent::ConnectionEstablished { .. } => tally.add(|t| &t.connected),
+        SwarmEvent::ConnectionClosed { .. } => tally.add(|t| &t.disconnected),
+        SwarmEvent::OutgoingConnectionError { .. } => tally.add(|t| &t.dial_failed),
+        SwarmEvent::Behaviour(BehaviourEvent::Relay(
+            relay::client::Event::ReservationReqAccepted { renewal: false, .. },
+        )) => tally.add(|t| &t.reserved),
+        SwarmEvent::Behaviour(BehaviourEvent::Relay(
+            relay::client::Event::OutboundCircuitEstablished { .. },
+        )) => tally.add(|t| &t.circuits),
+        // A relay listener closes with an error when its reservation is not granted.
+        SwarmEvent::ListenerClosed { reason: Err(e), .. } => tally.add(if refused_by_relay(&e) {
+            |t| &t.reservation_refused
+        } else {
+            |t| &t.reservation_failed
+        }),
         SwarmEvent::Behaviour(BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed {
             result,
             step,
             ..
         })) if step.last => match result {
             kad::QueryResult::StartProviding(r) => {
-                Tally::add(if r.is_ok() {
-                    &tally.provided
+                tally.add(if r.is_ok() {
+                    |t| &t.provided
                 } else {
-                    &tally.provide_failed
+                    |t| &t.provide_failed
                 });
             }
             kad::QueryResult::PutRecord(r) => {
-                Tally::add(if r.is_ok() {
-                    &tally.put
+                tally.add(if r.is_ok() {
+                    |t| &t.put
                 } else {
-                    &tally.put_failed
+                    |t| &t.put_failed
                 });
             }
             _ => {}
         },
         _ => {}
     }
+}
+
+/// Whether a relay listener's error is the relay's refusal (rather than a failure to
+/// reach it or a missing answer).
+fn refused_by_relay(e: &io::Error) -> bool {
+    use relay::outbound::hop::ReserveError;
+    let mut source: Option<&(dyn std::error::Error + 'static)> = e.get_ref().map(|e| e as _);
+    while let Some(e) = source {
+        if let Some(r) = e.downcast_ref::<ReserveError>() {
+            return matches!(
+                r,
+                ReserveError::Refused | ReserveError::ResourceLimitExceeded
+            );
+        }
+        source = e.source();
+    }
+    false
 }

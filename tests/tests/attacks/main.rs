@@ -5,9 +5,11 @@
 
 mod admin;
 mod autonat;
+mod connections;
 mod dht;
 mod files;
 mod gossip;
+mod relay;
 mod relay_budget;
 
 use std::time::Duration;
