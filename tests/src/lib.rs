@@ -1,5 +1,6 @@
 //! Test support for Jantar: integration helpers and the NAT lab.
 
+pub mod autonat_client;
 pub mod autonat_liar;
 pub mod circuit_pump;
 pub mod harness;

@@ -139,3 +139,96 @@ async fn lying_autonat_servers_cannot_confirm_an_address() -> Result<()> {
     );
     Ok(())
 }
+
+/// Twenty identities from one address ask a bootstrap node for dial-backs as often as
+/// they may. Only `max_clients_per_ip` (2) of their connections get AutoNAT service, so
+/// they take at most 2 × `max_clients_per_peer` of the node's `max_clients` dial-backs
+/// per period, and an honest peer from another address is still answered. Without the
+/// cap per source, the twenty take all 30 within the first seconds and the honest peer
+/// is refused for the rest of the minute.
+#[tokio::test]
+async fn greedy_autonat_clients_from_one_address_hold_their_share() -> Result<()> {
+    use std::sync::Arc;
+
+    use jantar_tests::autonat_client::{Answers, Asker};
+
+    let dir = tempfile::tempdir()?;
+    let root = dir.path();
+    let mut boot = Node::start(
+        root,
+        "boot",
+        Role::Bootstrap,
+        "network:\n  listen_addresses: [\"/ip4/127.0.0.1/tcp/0\"]\n  autonat: {only_global_ips: false}\n  connection_limits: {limit_loopback: true, max_connections_per_ip: 100, max_pending_per_ip: 100, max_pending_per_subnet: 100}\n",
+    )
+    .await?;
+    boot.wait_ready(READY).await?;
+    let before = boot.memory()?;
+    let target: Multiaddr = boot.addr().parse()?;
+    let answers = Arc::new(Answers::default());
+    let _askers = (0..20)
+        .map(|_| {
+            Asker::spawn(
+                "127.0.66.1".parse()?,
+                &target,
+                Duration::from_millis(500),
+                answers.clone(),
+            )
+        })
+        .collect::<Result<Vec<_>>>()?;
+    boot.wait_until(
+        Duration::from_secs(30),
+        "18 connections gated",
+        async |n: &Node| {
+            let m = n.metrics().await?;
+            Ok(metric_sum(
+                &m,
+                "jantar_autonat_gated_connections_total",
+                &["reason=\"per_ip\""],
+            ) >= 18.0)
+        },
+    )
+    .await?;
+    // Let them ask for a while.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+
+    // An honest peer from 127.0.0.1 learns that it is reachable from the same node.
+    let mut peer = Node::start(
+        root,
+        "peer",
+        Role::Peer,
+        &format!(
+            "network:\n  enable_mdns: false\n  enable_upnp: false\n  listen_addresses: [\"/ip4/127.0.0.1/tcp/0\"]\n  bootstrap_nodes: [\"{}\"]\n  autonat: {{only_global_ips: false, boot_delay: 1s, retry_interval: 2s}}\n",
+            boot.addr()
+        ),
+    )
+    .await?;
+    if let Err(e) = peer
+        .wait_until(
+            Duration::from_secs(60),
+            "the peer's NAT status public",
+            async |n: &Node| Ok(n.status().await?["nat_status"] == "public"),
+        )
+        .await
+    {
+        anyhow::bail!(
+            "the honest peer was not served: {e:#}\n{}",
+            boot.diagnose().await
+        );
+    }
+
+    let m = boot.metrics().await?;
+    let served = metric_sum(&m, "jantar_autonat_probes_served_total", &[]);
+    let (answered, refused) = (answers.answered(), answers.refused());
+    eprintln!(
+        "20 greedy clients from one address: {answered} answered, {refused} refused; the node served {served} dial-backs in all"
+    );
+    // Two served connections, three dial-backs each per minute (the node's per-peer
+    // throttle), within the test's minute.
+    ensure!(
+        answered <= 6,
+        "one address got {answered} dial-backs; its share is 2 connections × 3 per minute\n{m}"
+    );
+    ensure!(refused >= 18, "only {refused} requests refused\n{m}");
+    memory_bounded(&boot, before)?;
+    Ok(())
+}

@@ -320,10 +320,11 @@ async fn restart(root: &Path, listen: &str) -> Result<Node> {
 /// only the limits close them.
 const KEEP_IDLE: &str = "connection_grace_period: 5m";
 
-/// A peer whose `max_peers` (4) Sybils filled: strangers are refused (`max_peers`), its
-/// own dials go up to its reserve (4) beyond it and no further, and its configured
-/// bootstrap node, which never counts, still connects when it comes up; its memory stays
-/// bounded.
+/// A peer whose `max_peers` (4) Sybils filled: strangers are refused (`max_peers`), the
+/// strangers (DHT servers that dialed in) do not make it count itself joined while its
+/// bootstrap node is down, its own dials go up to its reserve (4) beyond it and no
+/// further, and its configured bootstrap node, which never counts, still connects when
+/// it comes up; its memory stays bounded.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_peers_full_still_reaches_infrastructure() -> Result<()> {
     let dir = tempfile::tempdir()?;
@@ -382,6 +383,16 @@ async fn full_peer(
         st["connected_peers"] == 4,
         "the target holds more than its 4 peers: {st}"
     );
+    // The strangers serve the DHT, but they dialed in: the target does not count itself
+    // joined (or it would stop dialing its bootstrap node, which is down) and is not
+    // ready. Identify has told it by now what they serve.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (code, _) = nodes[0].get("/readyz").await?;
+    ensure!(
+        code != 200,
+        "strangers that dialed in made the target ready without its bootstrap node:\n{}",
+        nodes[0].diagnose().await
+    );
 
     // Its own dials: four friends fit in the reserve, the fifth does not.
     let mut friends = Vec::new();
@@ -417,9 +428,7 @@ async fn full_peer(
         "the fifth own dial was not refused for max_peers"
     );
 
-    // The bootstrap node comes up: the target reaches it all the same. (It may count
-    // itself joined already, the strangers serving the DHT; it still reaches its
-    // bootstrap node through its DHT lookups.)
+    // The bootstrap node comes up: the target, still dialing it, reaches it.
     nodes.push(restart(root, boot_listen).await?);
     let boot_id = nodes.last().map(|b| b.peer_id.clone()).unwrap_or_default();
     nodes[0]

@@ -106,6 +106,9 @@ pub(super) struct Dht {
     bootstrap_nodes: Vec<PeerAddr>,
     /// Connected peers that serve the DHT (per identify).
     servers: HashSet<PeerId>,
+    /// Connected peers this node dialed itself (it chose them: configured, or found in
+    /// the DHT), as opposed to strangers that dialed in.
+    dialed: HashSet<PeerId>,
     bootstrapped: bool,
     /// Retries the bootstrap nodes while not joined.
     retry: Backoff,
@@ -140,6 +143,7 @@ impl Dht {
                 .cloned()
                 .collect(),
             servers: HashSet::new(),
+            dialed: HashSet::new(),
             bootstrapped: false,
             retry: Backoff::new(BOOTSTRAP_RETRY_MIN, BOOTSTRAP_RETRY_MAX),
             queries_served: BTreeMap::new(),
@@ -149,8 +153,14 @@ impl Dht {
 
     /// Connected to at least one DHT server: in touch with the network. (The routing
     /// table alone does not tell: configured bootstrap nodes are in it from the start.)
+    /// In touch with the network: connected to a DHT server that this node dialed or
+    /// that is one of its bootstrap nodes. Strangers that dial in and claim to serve the
+    /// DHT do not count, or a crowd of them could make a node whose bootstrap nodes are
+    /// down believe it joined and stop dialing them.
     pub(super) fn joined(&self) -> bool {
-        !self.servers.is_empty()
+        self.servers.iter().any(|p| {
+            self.dialed.contains(p) || self.bootstrap_nodes.iter().any(|b| b.peer_id == *p)
+        })
     }
 
     /// Whether there are bootstrap nodes to join through (other than this node).
@@ -261,15 +271,19 @@ impl Dht {
         }
     }
 
-    /// A connection to `peer` from `source` is up.
-    pub(super) fn connected(&mut self, peer: PeerId, source: &Multiaddr) {
+    /// A connection to `peer` from `source` is up; `outbound` when this node dialed it.
+    pub(super) fn connected(&mut self, peer: PeerId, source: &Multiaddr, outbound: bool) {
         self.sources.insert(peer, source.clone());
+        if outbound {
+            self.dialed.insert(peer);
+        }
     }
 
     /// `peer`'s last connection closed. Only connected DHT servers count as being in
     /// touch with the network: without any, the bootstrap nodes are dialed again.
     pub(super) fn disconnected(&mut self, peer: &PeerId) {
         self.servers.remove(peer);
+        self.dialed.remove(peer);
         self.sources.remove(peer);
     }
 

@@ -33,7 +33,7 @@ impl EventLoop {
                     .established(peer_id, connection_id, &endpoint)
                     .clone();
                 let _span = info.span().entered();
-                self.dht.connected(peer_id, &info.addr);
+                self.dht.connected(peer_id, &info.addr, info.outbound);
                 if let Some(rc) = self.relay_client.as_mut() {
                     rc.connected(&mut self.swarm, &info, self.reachability.nat());
                 }
