@@ -19,9 +19,11 @@ use anyhow::{Context as _, Result, bail};
 use futures::StreamExt;
 use jantar_net::behaviour::PROTOCOL_VERSION;
 use libp2p::{
-    Multiaddr, SwarmBuilder, Transport, autonat, core::upgrade::Version, identify,
-    identity::Keypair, multiaddr::Protocol, noise, ping, swarm::NetworkBehaviour,
-    swarm::SwarmEvent, yamux,
+    Multiaddr, SwarmBuilder, autonat, identify,
+    identity::Keypair,
+    multiaddr::Protocol,
+    ping,
+    swarm::{NetworkBehaviour, SwarmEvent},
 };
 use tokio::task::JoinHandle;
 
@@ -76,15 +78,7 @@ impl Asker {
         };
         let mut swarm = SwarmBuilder::with_existing_identity(Keypair::generate_ed25519())
             .with_tokio()
-            .with_other_transport(|key| {
-                Ok::<_, Box<dyn std::error::Error + Send + Sync>>(
-                    SourceTcp::new(source)
-                        .upgrade(Version::V1)
-                        .authenticate(noise::Config::new(key)?)
-                        .multiplex(yamux::Config::default())
-                        .timeout(Duration::from_secs(20)),
-                )
-            })?
+            .with_other_transport(|key| SourceTcp::upgraded(source, key))?
             .with_behaviour(|key| {
                 let me = key.public().to_peer_id();
                 let mut autonat = autonat::Behaviour::new(

@@ -19,13 +19,10 @@ use anyhow::{Context as _, Result, anyhow};
 use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use jantar_net::behaviour::PROTOCOL_VERSION;
 use libp2p::{
-    Multiaddr, StreamProtocol, SwarmBuilder, Transport, autonat,
-    core::upgrade::Version,
-    identify,
+    Multiaddr, StreamProtocol, SwarmBuilder, autonat, identify,
     identity::Keypair,
-    noise, ping,
+    ping,
     swarm::{NetworkBehaviour, SwarmEvent},
-    yamux,
 };
 use tokio::task::JoinHandle;
 
@@ -103,15 +100,7 @@ impl Liar {
     pub fn spawn(source: IpAddr, claim: Multiaddr, dial: &[Multiaddr]) -> Result<Liar> {
         let mut swarm = SwarmBuilder::with_existing_identity(Keypair::generate_ed25519())
             .with_tokio()
-            .with_other_transport(|key| {
-                Ok::<_, Box<dyn std::error::Error + Send + Sync>>(
-                    SourceTcp::new(source)
-                        .upgrade(Version::V1)
-                        .authenticate(noise::Config::new(key)?)
-                        .multiplex(yamux::Config::default())
-                        .timeout(Duration::from_secs(20)),
-                )
-            })?
+            .with_other_transport(|key| SourceTcp::upgraded(source, key))?
             .with_behaviour(|key| Behaviour {
                 identify: identify::Behaviour::new(
                     identify::Config::new(PROTOCOL_VERSION.to_string(), key.public())

@@ -462,6 +462,47 @@ impl Drop for Node {
     }
 }
 
+/// Starts a relay on 127.0.0.1 that serves at once: its listen address is also its
+/// configured external address. The port is learned from a first start and the relay
+/// restarted on it. `network` goes under `network:` (after the addresses), `relay` under
+/// `relay:`; returns once the relay is ready.
+pub async fn start_serving_relay(
+    root: &Path,
+    name: &str,
+    network: &str,
+    relay: &str,
+) -> Result<Node> {
+    let first = Node::start(
+        root,
+        name,
+        Role::Relay,
+        "network:\n  listen_addresses: [\"/ip4/127.0.0.1/tcp/0\"]\n",
+    )
+    .await?;
+    let addr = first
+        .listen
+        .first()
+        .context("the relay has no listen address")?
+        .clone();
+    drop(first);
+    let relay = if relay.is_empty() {
+        String::new()
+    } else {
+        format!("relay:\n{relay}")
+    };
+    let mut node = Node::start(
+        root,
+        name,
+        Role::Relay,
+        &format!(
+            "network:\n  listen_addresses: [\"{addr}\"]\n  external_addresses: [\"{addr}\"]\n{network}{relay}"
+        ),
+    )
+    .await?;
+    node.wait_ready(Duration::from_secs(30)).await?;
+    Ok(node)
+}
+
 /// Diagnostics of several nodes at once.
 pub async fn diagnose_all(nodes: &[&Node]) -> String {
     let mut s = String::new();

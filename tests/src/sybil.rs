@@ -35,7 +35,8 @@ use jantar_net::behaviour::{KAD_PROTOCOL, PROTOCOL_VERSION};
 use libp2p::{
     Multiaddr, PeerId, SwarmBuilder, Transport,
     core::{
-        transport::{DialOpts, ListenerId, TransportError, TransportEvent},
+        muxing::StreamMuxerBox,
+        transport::{Boxed, DialOpts, ListenerId, TransportError, TransportEvent},
         upgrade::Version,
     },
     identify,
@@ -57,6 +58,20 @@ pub struct SourceTcp {
 impl SourceTcp {
     pub fn new(source: IpAddr) -> Self {
         SourceTcp { source }
+    }
+
+    /// Dials from `source` with Noise and Yamux, as every attack tool's identity does.
+    pub fn upgraded(
+        source: IpAddr,
+        key: &Keypair,
+    ) -> Result<Boxed<(PeerId, StreamMuxerBox)>, Box<dyn std::error::Error + Send + Sync>> {
+        Ok(SourceTcp::new(source)
+            .upgrade(Version::V1)
+            .authenticate(noise::Config::new(key)?)
+            .multiplex(yamux::Config::default())
+            .timeout(Duration::from_secs(20))
+            .map(|(peer, muxer), _| (peer, StreamMuxerBox::new(muxer)))
+            .boxed())
     }
 }
 
@@ -243,14 +258,7 @@ impl Sybil {
         let peer_id = key.public().to_peer_id();
         let mut swarm = SwarmBuilder::with_existing_identity(key)
             .with_tokio()
-            .with_other_transport(|key| {
-                let transport = SourceTcp::new(source)
-                    .upgrade(Version::V1)
-                    .authenticate(noise::Config::new(key)?)
-                    .multiplex(yamux::Config::default())
-                    .timeout(Duration::from_secs(20));
-                Ok::<_, Box<dyn std::error::Error + Send + Sync>>(transport)
-            })?
+            .with_other_transport(|key| SourceTcp::upgraded(source, key))?
             .with_relay_client(noise::Config::new, yamux::Config::default)?
             .with_behaviour(|key, relay| {
                 let me = key.public().to_peer_id();

@@ -34,7 +34,7 @@ use libp2p::{
 };
 use tracing::debug;
 
-use super::{IpKey, RelayAcl};
+use super::{AclRefusal, IpKey, RelayAcl};
 use crate::{config::RelayLimits, metrics as m, scope::Subnet};
 
 /// The most one source IP and one subnet may hold at once.
@@ -216,36 +216,31 @@ impl RelayGate {
     }
 
     /// The reservation limiter: last in the relay's list, so a request it lets through
-    /// is granted.
-    /// The ACL is asked first: a refused request takes no slot.
+    /// is granted. The ACL is asked first: a refused request takes no slot.
     pub fn reservation_limiter(&self) -> Box<dyn relay::RateLimiter> {
-        let (acl, slots) = (self.acl.clone(), self.reservations.clone());
-        Box::new(move |peer: PeerId, addr: &Multiaddr, now: Instant| {
-            let r = acl
-                .check(&peer, addr)
-                .map_err(|e| e.as_str())
-                .and_then(|()| {
-                    locked(&slots)
-                        .hold(peer, addr, now)
-                        .map_err(SlotRefusal::as_str)
-                });
-            admitted("reservation", peer, r)
-        })
+        self.limiter("reservation", &self.reservations, ConcurrentSlots::hold)
     }
 
     /// The circuit limiter, counted by the circuit's source.
     pub fn circuit_limiter(&self) -> Box<dyn relay::RateLimiter> {
-        let (acl, slots) = (self.acl.clone(), self.circuits.clone());
+        self.limiter("circuit", &self.circuits, ConcurrentSlots::take)
+    }
+
+    fn limiter(
+        &self,
+        kind: &'static str,
+        slots: &Arc<Mutex<ConcurrentSlots>>,
+        grant: fn(&mut ConcurrentSlots, PeerId, &Multiaddr, Instant) -> Result<(), SlotRefusal>,
+    ) -> Box<dyn relay::RateLimiter> {
+        let (acl, slots) = (self.acl.clone(), slots.clone());
         Box::new(move |peer: PeerId, addr: &Multiaddr, now: Instant| {
             let r = acl
                 .check(&peer, addr)
-                .map_err(|e| e.as_str())
+                .map_err(AclRefusal::as_str)
                 .and_then(|()| {
-                    locked(&slots)
-                        .take(peer, addr, now)
-                        .map_err(SlotRefusal::as_str)
+                    grant(&mut locked(&slots), peer, addr, now).map_err(SlotRefusal::as_str)
                 });
-            admitted("circuit", peer, r)
+            admitted(kind, peer, r)
         })
     }
 

@@ -15,7 +15,7 @@ use std::{
 
 use anyhow::{Context, Result, ensure};
 use jantar_tests::{
-    harness::{LOOPBACK_FAST, Node, Role, diagnose_all, metric_sum},
+    harness::{LOOPBACK_FAST, Node, Role, diagnose_all, metric_sum, start_serving_relay},
     sybil::{Command, Sybil, Tally},
 };
 use libp2p::{Multiaddr, kad};
@@ -48,32 +48,13 @@ impl Targets {
         )
         .await?;
         boot.wait_ready(READY).await?;
-        // The relay learns its port only once started; it is restarted on that port
-        // with the port as its external address.
-        let first = Node::start(
+        let relay = start_serving_relay(
             root,
             "relay",
-            Role::Relay,
-            &format!("network:\n  listen_addresses: [\"/ip4/127.0.0.1/tcp/0\"]\n{TARGET_NETWORK}"),
+            &format!("  bootstrap_nodes: [\"{}\"]\n{TARGET_NETWORK}", boot.addr()),
+            "",
         )
         .await?;
-        let addr = first
-            .listen
-            .first()
-            .context("relay has no listen address")?
-            .clone();
-        drop(first);
-        let mut relay = Node::start(
-            root,
-            "relay",
-            Role::Relay,
-            &format!(
-                "network:\n  listen_addresses: [\"{addr}\"]\n  external_addresses: [\"{addr}\"]\n  bootstrap_nodes: [\"{}\"]\n{TARGET_NETWORK}",
-                boot.addr()
-            ),
-        )
-        .await?;
-        relay.wait_ready(READY).await?;
         Ok(Targets { boot, relay })
     }
 

@@ -16,7 +16,7 @@ use std::{
 
 use anyhow::{Context, Result, ensure};
 use jantar_tests::{
-    harness::{Node, Role, diagnose_all, metric_sum},
+    harness::{Node, Role, diagnose_all, metric_sum, start_serving_relay},
     sybil::{Command, Sybil, Tally},
 };
 use libp2p::{Multiaddr, identity::Keypair};
@@ -38,34 +38,10 @@ const RELAY_NETWORK: &str = "  connection_limits: {limit_loopback: true, max_pee
 /// see it.
 const RELAY_RATES: &str = "  reservation_rate_per_ip: {limit: 10000, interval: 1m}\n  reservation_rate_per_peer: {limit: 100, interval: 1m}\n  circuit_rate_per_ip: {limit: 10000, interval: 1m}\n";
 
-/// Starts a relay on 127.0.0.1 with its listen address as its external address, so it
-/// serves at once; `relay` goes under the `relay:` key. The relay learns its port only
-/// once started, so it is restarted on that port.
+/// Starts a relay held to per-source caps on loopback, with room for every Sybil to
+/// connect; `relay` goes under the `relay:` key.
 async fn start_relay(root: &Path, name: &str, relay: &str) -> Result<Node> {
-    let first = Node::start(
-        root,
-        name,
-        Role::Relay,
-        "network:\n  listen_addresses: [\"/ip4/127.0.0.1/tcp/0\"]\n",
-    )
-    .await?;
-    let addr = first
-        .listen
-        .first()
-        .context("relay has no listen address")?
-        .clone();
-    drop(first);
-    let mut node = Node::start(
-        root,
-        name,
-        Role::Relay,
-        &format!(
-            "network:\n  listen_addresses: [\"{addr}\"]\n  external_addresses: [\"{addr}\"]\n{RELAY_NETWORK}relay:\n{RELAY_RATES}{relay}"
-        ),
-    )
-    .await?;
-    node.wait_ready(READY).await?;
-    Ok(node)
+    start_serving_relay(root, name, RELAY_NETWORK, &format!("{RELAY_RATES}{relay}")).await
 }
 
 /// An honest peer on 127.0.0.1 (no DHT) that holds a reservation on each of `relays`

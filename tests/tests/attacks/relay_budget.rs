@@ -14,11 +14,11 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, ensure};
 use jantar_tests::{
     circuit_pump::{Pace, Pump, Sink},
-    harness::{Node, Role, metric_sum},
+    harness::{Node, metric_sum, start_serving_relay},
 };
 use libp2p::Multiaddr;
 
-use crate::{READY, memory_bounded};
+use crate::memory_bounded;
 
 const MIB: f64 = 1024.0 * 1024.0;
 /// The relay's budget in this test.
@@ -28,29 +28,16 @@ const SETUP: Duration = Duration::from_secs(20);
 const MEASURE: Duration = Duration::from_secs(8);
 
 async fn relay(root: &std::path::Path) -> Result<Node> {
-    // The relay learns its port only once started; it is restarted on that port with
-    // the port as its external address, so that it serves at once.
-    let first = Node::start(
+    start_serving_relay(
         root,
         "relay",
-        Role::Relay,
-        "network:\n  listen_addresses: [\"/ip4/127.0.0.1/tcp/0\"]\n",
-    )
-    .await?;
-    let addr = first.listen[0].clone();
-    drop(first);
-    let mut relay = Node::start(
-        root,
-        "relay",
-        Role::Relay,
+        "",
         &format!(
-            "network:\n  listen_addresses: [\"{addr}\"]\n  external_addresses: [\"{addr}\"]\nrelay:\n  max_bytes_per_second: {}\n  circuit_bytes_per_second: {}\n  max_circuit_bytes: 1GiB\n  max_circuit_duration: 10m\n",
+            "  max_bytes_per_second: {}\n  circuit_bytes_per_second: {}\n  max_circuit_bytes: 1GiB\n  max_circuit_duration: 10m\n",
             TOTAL as u64, PER_CIRCUIT as u64
         ),
     )
-    .await?;
-    relay.wait_ready(READY).await?;
-    Ok(relay)
+    .await
 }
 
 /// Bytes per second each pump delivered to its sink over `MEASURE`.
