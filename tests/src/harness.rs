@@ -462,13 +462,14 @@ impl Drop for Node {
     }
 }
 
-/// Starts a relay on 127.0.0.1 that serves at once: its listen address is also its
-/// configured external address. The port is learned from a first start and the relay
-/// restarted on it. `network` goes under `network:` (after the addresses), `relay` under
-/// `relay:`; returns once the relay is ready.
+/// Starts a relay that serves at once: its listen address (`listen`, such as
+/// `/ip4/127.0.0.1/tcp/0`) is also its configured external address. The port is learned
+/// from a first start and the relay restarted on it. `network` goes under `network:`
+/// (after the addresses), `relay` under `relay:`; returns once the relay is ready.
 pub async fn start_serving_relay(
     root: &Path,
     name: &str,
+    listen: &str,
     network: &str,
     relay: &str,
 ) -> Result<Node> {
@@ -476,7 +477,7 @@ pub async fn start_serving_relay(
         root,
         name,
         Role::Relay,
-        "network:\n  listen_addresses: [\"/ip4/127.0.0.1/tcp/0\"]\n",
+        &format!("network:\n  listen_addresses: [\"{listen}\"]\n"),
     )
     .await?;
     let addr = first
@@ -502,6 +503,9 @@ pub async fn start_serving_relay(
     node.wait_ready(Duration::from_secs(30)).await?;
     Ok(node)
 }
+
+/// A listen address on 127.0.0.1 with a port the kernel picks.
+pub const LOOPBACK: &str = "/ip4/127.0.0.1/tcp/0";
 
 /// Diagnostics of several nodes at once.
 pub async fn diagnose_all(nodes: &[&Node]) -> String {

@@ -468,3 +468,91 @@ async fn full_peer(
     drop(sybils);
     Ok(())
 }
+
+/// Connections past the process's memory limit: a bootstrap node with
+/// `max_memory: 64MiB` (the smallest allowed), and every other connection limit raised
+/// out of the way, takes Sybil identities from one address until its resident memory
+/// reaches the limit; from then on new connections are refused (`reason="limit"`), its
+/// memory stays near the limit, and the honest peer that joined before the flood keeps
+/// its connection and its readiness.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_past_the_memory_limit_are_refused() -> Result<()> {
+    const LIMIT_KIB: u64 = 64 * 1024;
+    let dir = tempfile::tempdir()?;
+    let root = dir.path();
+    let mut boot = Node::start(
+        root,
+        "boot",
+        Role::Bootstrap,
+        "network:\n  listen_addresses: [\"/ip4/127.0.0.1/tcp/0\"]\n  connection_limits: {max_memory: 64MiB, max_peers: 5000, max_connections_per_ip: 5000, max_pending_connections: 1000, connection_grace_period: 5m}\n",
+    )
+    .await?;
+    boot.wait_ready(READY).await?;
+    let start = boot.memory()?;
+    ensure!(
+        start.rss_kib < LIMIT_KIB / 2,
+        "the node starts at {start:?}, too close to the 64 MiB limit for this test"
+    );
+    let mut honest = Node::start(
+        root,
+        "honest",
+        Role::Peer,
+        &format!(
+            "network:\n  enable_mdns: false\n  enable_upnp: false\n  listen_addresses: [\"/ip4/127.0.0.1/tcp/0\"]\n  bootstrap_nodes: [\"{}\"]\n  connection_limits: {{connection_grace_period: 5m}}\n{LOOPBACK_FAST}",
+            boot.addr()
+        ),
+    )
+    .await?;
+    honest.wait_ready(READY).await?;
+
+    let target: Multiaddr = boot.addr().parse()?;
+    let tally = Arc::new(Tally::default());
+    let source = IpAddr::V4(Ipv4Addr::new(127, 0, 66, 1));
+    let mut sybils = Vec::new();
+    // In batches, until the node refuses for memory (or 3,000 identities connected).
+    while denied(&boot, "limit").await? == 0.0 && sybils.len() < 3000 {
+        for _ in 0..100 {
+            sybils.push(Sybil::spawn(
+                source,
+                &[],
+                std::slice::from_ref(&target),
+                tally.clone(),
+            )?);
+        }
+        let want = sybils.len();
+        let settle = tokio::time::Instant::now() + Duration::from_secs(20);
+        while Tally::get(&tally.connected) + Tally::get(&tally.dial_failed) < want
+            && tokio::time::Instant::now() < settle
+        {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let refused = denied(&boot, "limit").await?;
+    let after = boot.memory()?;
+    eprintln!(
+        "memory limit 64 MiB: {} identities connected, {refused} connections refused; the node went from {start:?} to {after:?}",
+        Tally::get(&tally.connected)
+    );
+    ensure!(
+        refused > 0.0,
+        "{} identities connected and none was refused for memory; the node is at {after:?}\n{}",
+        Tally::get(&tally.connected),
+        boot.diagnose().await
+    );
+    // Connections already being set up when the limit is crossed still complete.
+    ensure!(
+        after.hwm_kib <= LIMIT_KIB + 32 * 1024,
+        "the node's memory went to {after:?}, far past its 64 MiB limit"
+    );
+    let boot_id = boot.peer_id.clone();
+    let st = honest.status().await?;
+    ensure!(
+        st["connections"]
+            .as_array()
+            .is_some_and(|c| c.iter().any(|c| c["peer_id"] == boot_id.as_str())),
+        "the honest peer lost its connection to the node: {st}"
+    );
+    honest.wait_ready(READY).await?;
+    drop(sybils);
+    Ok(())
+}

@@ -15,7 +15,7 @@ use std::{
 
 use anyhow::{Context, Result, ensure};
 use jantar_tests::{
-    harness::{LOOPBACK_FAST, Node, Role, diagnose_all, metric_sum, start_serving_relay},
+    harness::{LOOPBACK, LOOPBACK_FAST, Node, Role, diagnose_all, metric_sum, start_serving_relay},
     sybil::{Command, Sybil, Tally},
 };
 use libp2p::{Multiaddr, kad};
@@ -51,6 +51,7 @@ impl Targets {
         let relay = start_serving_relay(
             root,
             "relay",
+            LOOPBACK,
             &format!("  bootstrap_nodes: [\"{}\"]\n{TARGET_NETWORK}", boot.addr()),
             "",
         )

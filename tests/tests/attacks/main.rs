@@ -9,8 +9,10 @@ mod connections;
 mod dht;
 mod files;
 mod gossip;
+mod ipv6;
 mod relay;
 mod relay_budget;
+mod websocket;
 
 use std::time::Duration;
 

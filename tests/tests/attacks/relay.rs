@@ -16,7 +16,7 @@ use std::{
 
 use anyhow::{Context, Result, ensure};
 use jantar_tests::{
-    harness::{Node, Role, diagnose_all, metric_sum, start_serving_relay},
+    harness::{LOOPBACK, Node, Role, diagnose_all, metric_sum, start_serving_relay},
     sybil::{Command, Sybil, Tally},
 };
 use libp2p::{Multiaddr, identity::Keypair};
@@ -41,7 +41,14 @@ const RELAY_RATES: &str = "  reservation_rate_per_ip: {limit: 10000, interval: 1
 /// Starts a relay held to per-source caps on loopback, with room for every Sybil to
 /// connect; `relay` goes under the `relay:` key.
 async fn start_relay(root: &Path, name: &str, relay: &str) -> Result<Node> {
-    start_serving_relay(root, name, RELAY_NETWORK, &format!("{RELAY_RATES}{relay}")).await
+    start_serving_relay(
+        root,
+        name,
+        LOOPBACK,
+        RELAY_NETWORK,
+        &format!("{RELAY_RATES}{relay}"),
+    )
+    .await
 }
 
 /// An honest peer on 127.0.0.1 (no DHT) that holds a reservation on each of `relays`
@@ -99,7 +106,7 @@ fn answered(tally: &Tally) -> usize {
 /// their reservations); the others are dropped, closing their connections as the relay
 /// would once they idle (how many connections one address may hold is
 /// `max_connections_per_ip`, raised here).
-async fn ask_for_reservations(
+pub(crate) async fn ask_for_reservations(
     keys_and_sources: impl IntoIterator<Item = (Keypair, IpAddr)>,
     relays: &[Multiaddr],
     tally: &Arc<Tally>,
@@ -138,7 +145,10 @@ async fn ask_for_reservations(
 }
 
 /// `n` fresh identities, spread round-robin over `sources`.
-fn identities(n: usize, sources: &[IpAddr]) -> impl Iterator<Item = (Keypair, IpAddr)> + '_ {
+pub(crate) fn identities(
+    n: usize,
+    sources: &[IpAddr],
+) -> impl Iterator<Item = (Keypair, IpAddr)> + '_ {
     (0..n).map(|i| (Keypair::generate_ed25519(), sources[i % sources.len()]))
 }
 

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, ensure};
 use jantar_tests::{
     circuit_pump::{Pace, Pump, Sink},
-    harness::{Node, metric_sum, start_serving_relay},
+    harness::{LOOPBACK, Node, metric_sum, start_serving_relay},
 };
 use libp2p::Multiaddr;
 
@@ -31,6 +31,7 @@ async fn relay(root: &std::path::Path) -> Result<Node> {
     start_serving_relay(
         root,
         "relay",
+        LOOPBACK,
         "",
         &format!(
             "  max_bytes_per_second: {}\n  circuit_bytes_per_second: {}\n  max_circuit_bytes: 1GiB\n  max_circuit_duration: 10m\n",
