@@ -60,6 +60,8 @@ impl ConnInfo {
 
 pub(super) struct Connections {
     table: HashMap<ConnectionId, ConnInfo>,
+    /// The configured listeners, closed first on shutdown.
+    listeners: Vec<ListenerId>,
     /// Listeners that have not reported an address yet.
     pending_listeners: HashSet<ListenerId>,
     pending_connects: HashMap<ConnectionId, ConnectReply>,
@@ -67,9 +69,11 @@ pub(super) struct Connections {
 
 impl Connections {
     pub(super) fn new(listeners: impl IntoIterator<Item = ListenerId>) -> Self {
+        let listeners: Vec<ListenerId> = listeners.into_iter().collect();
         let c = Connections {
             table: HashMap::new(),
-            pending_listeners: listeners.into_iter().collect(),
+            pending_listeners: listeners.iter().copied().collect(),
+            listeners,
             pending_connects: HashMap::new(),
         };
         // Every gauge exists from the start, at zero, so dashboards and alerts see it.
@@ -80,6 +84,11 @@ impl Connections {
     /// Every listener has reported its address (or failed).
     pub(super) fn all_listening(&self) -> bool {
         self.pending_listeners.is_empty()
+    }
+
+    /// The configured listeners.
+    pub(super) fn listeners(&self) -> &[ListenerId] {
+        &self.listeners
     }
 
     pub(super) fn listener_done(&mut self, id: ListenerId) {

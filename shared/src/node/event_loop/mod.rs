@@ -8,7 +8,7 @@ mod report;
 use std::time::Duration;
 
 use futures::StreamExt;
-use libp2p::{Multiaddr, Swarm, core::transport::ListenerId, kad};
+use libp2p::{Multiaddr, Swarm, core::transport::ListenerId, kad, swarm::SwarmEvent};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -149,6 +149,11 @@ impl EventLoop {
         if let Some(rc) = self.relay_client.as_mut() {
             rc.remove_listeners(&mut self.swarm);
         }
+        // No new connections from others while closing: peers that lost theirs would
+        // dial again and keep the drain from ever ending.
+        for id in self.connections.listeners().to_vec() {
+            self.swarm.remove_listener(id);
+        }
         let peers: Vec<_> = self.swarm.connected_peers().copied().collect();
         for p in peers {
             let _ = self.swarm.disconnect_peer_id(p);
@@ -156,7 +161,18 @@ impl EventLoop {
         let deadline = tokio::time::Instant::now() + grace;
         while self.swarm.network_info().num_peers() > 0 {
             match tokio::time::timeout_at(deadline, self.swarm.select_next_some()).await {
-                Ok(event) => self.on_swarm_event(event),
+                Ok(event) => {
+                    // One that was already on its way in (or a dial of ours) is closed
+                    // too.
+                    let late = match &event {
+                        SwarmEvent::ConnectionEstablished { peer_id, .. } => Some(*peer_id),
+                        _ => None,
+                    };
+                    self.on_swarm_event(event);
+                    if let Some(peer) = late {
+                        let _ = self.swarm.disconnect_peer_id(peer);
+                    }
+                }
                 Err(_) => {
                     warn!(
                         open = self.swarm.network_info().num_peers(),
