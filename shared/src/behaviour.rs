@@ -77,7 +77,7 @@ impl Behaviour {
         }
         let is_peer = role == Role::Peer;
         let relay_gate =
-            (role == Role::Relay).then(|| RelayGate::new(&config.relay, l.limit_loopback));
+            (role == Role::Relay).then(|| RelayGate::new(&config.relay, l.limit_private_sources));
         let mdns = if net.enable_mdns {
             Some(mdns::tokio::Behaviour::new(
                 mdns::Config::default(),
@@ -114,7 +114,7 @@ impl Behaviour {
                 SlotCaps {
                     per_ip: net.autonat.max_clients_per_ip,
                     per_subnet: net.autonat.max_clients_per_subnet,
-                    loopback: l.limit_loopback,
+                    private: l.limit_private_sources,
                 },
                 AddressVotes::new(
                     net.autonat.address_confirmations,

@@ -4,7 +4,8 @@
 //!
 //! Each one runs libp2p's AutoNAT v1 client with the target as its only server and
 //! counts the target's answers (`answered`: it dialed back, or tried) and refusals
-//! (`refused`: the target did not speak AutoNAT on this connection, or said no).
+//! (`refused`: the target did not speak AutoNAT on this connection, or said no); a
+//! refused client stops.
 
 use std::{
     net::IpAddr,
@@ -135,7 +136,10 @@ impl Asker {
                                 | autonat::OutboundProbeError::OutboundRequest(_),
                             ..
                         } => {
+                            // Refused: this connection gets no service. It leaves (the
+                            // library would ask again at once, and again).
                             answers.refused.fetch_add(1, Ordering::Relaxed);
+                            return;
                         }
                         _ => {}
                     }

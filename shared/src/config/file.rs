@@ -182,9 +182,10 @@ pub struct ConnectionLimitsFile {
     /// Default: 8 (peer), 32 (others).
     pub max_pending_per_subnet: Option<u32>,
     /// Apply the caps per source (handshakes, relay reservations and circuits, AutoNAT
-    /// service) to loopback sources too. Off by default: loopback is this host (local
-    /// tools, test networks). Default: false.
-    pub limit_loopback: Option<bool>,
+    /// service and address votes) to loopback and private sources too. Off by default:
+    /// those are this host or its LAN (local tools, test networks, labs), where one
+    /// address or subnet holds many honest nodes. Default: false.
+    pub limit_private_sources: Option<bool>,
     /// Resident memory of the process above which new connections are refused; `0` for
     /// no limit. Default: 1GiB (peer), 2GiB (others).
     pub max_memory: Option<ByteSize>,

@@ -37,8 +37,8 @@ pub struct ConnectionLimits {
     /// Inbound connections in their handshake from one IPv4 /24 or IPv6 /48.
     pub max_pending_per_subnet: u32,
     /// Whether the per-source caps (handshakes, relay reservations and circuits, AutoNAT
-    /// service) count loopback sources too.
-    pub limit_loopback: bool,
+    /// service and address votes) count loopback and private sources too.
+    pub limit_private_sources: bool,
     /// Process memory (resident) above which new connections are refused; 0: no limit.
     pub max_memory: u64,
 }

@@ -6,9 +6,10 @@
 //! to every peer (identify, DHT records): an address hijack. [`AddressVotes`] takes the
 //! servers' answers as votes instead: an address is confirmed once servers of
 //! `needed` different groups reported its IP, a group being a subnet (IPv4 /24, IPv6
-//! /48) for a server on a public address. Servers on private addresses (a LAN, the NAT
-//! lab) and, unless loopback is limited, on loopback count once per peer, so that small
-//! networks still confirm; a server reached only through a relay has no address of its
+//! /48) for a server on a public address. Servers on private and loopback addresses (a
+//! LAN, the NAT lab, a test network) count once per peer unless
+//! `network.connection_limits.limit_private_sources`, so that small networks still
+//! confirm; a server reached only through a relay has no address of its
 //! own to judge and does not vote.
 //!
 //! Confirmed addresses the node observed are at most `max_observed`, the oldest expired
@@ -42,13 +43,9 @@ pub enum Voter {
 
 impl Voter {
     /// The group of a server reached at `remote`; `None` for a relayed connection.
-    pub fn of(server: PeerId, remote: &Multiaddr, limit_loopback: bool) -> Option<Voter> {
+    pub fn of(server: PeerId, remote: &Multiaddr, limit_private: bool) -> Option<Voter> {
         let ip = direct_ip(remote)?;
-        let by_subnet = match Scope::of_ip(ip) {
-            Scope::Public => true,
-            Scope::Loopback => limit_loopback,
-            Scope::Private => false,
-        };
+        let by_subnet = limit_private || Scope::of_ip(ip) == Scope::Public;
         Some(if by_subnet {
             Voter::Subnet(Subnet::of_ip(ip))
         } else {

@@ -80,7 +80,7 @@ impl AutonatGate {
             .flat_map(HashMap::values)
             .filter(|(_, outbound)| *outbound)
             .chain(remotes.into_iter().flat_map(HashMap::values))
-            .find_map(|(remote, _)| Voter::of(server, remote, self.caps.loopback));
+            .find_map(|(remote, _)| Voter::of(server, remote, self.caps.private));
         let Some(voter) = voter else {
             debug!(%server, %address, "AutoNAT report from a server without a direct connection; not counted");
             return;

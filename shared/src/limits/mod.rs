@@ -204,7 +204,7 @@ impl PeerLimits {
             pending_caps: SlotCaps {
                 per_ip: l.max_pending_per_ip as usize,
                 per_subnet: l.max_pending_per_subnet as usize,
-                loopback: l.limit_loopback,
+                private: l.limit_private_sources,
             },
             peers: HashMap::new(),
             inbound_by_ip: HashMap::new(),

@@ -42,14 +42,15 @@ use crate::{config::RelayLimits, metrics as m, scope::Subnet};
 pub struct SlotCaps {
     pub per_ip: usize,
     pub per_subnet: usize,
-    /// Whether loopback sources count (`network.connection_limits.limit_loopback`).
-    pub loopback: bool,
+    /// Whether loopback and private sources count
+    /// (`network.connection_limits.limit_private_sources`).
+    pub private: bool,
 }
 
 impl SlotCaps {
     /// Whether a source at `ip` is held to the caps.
     pub fn counts(&self, ip: std::net::IpAddr) -> bool {
-        self.loopback || crate::scope::Scope::of_ip(ip) != crate::scope::Scope::Loopback
+        self.private || crate::scope::Scope::of_ip(ip) == crate::scope::Scope::Public
     }
 }
 
@@ -191,16 +192,16 @@ fn locked(slots: &Mutex<ConcurrentSlots>) -> MutexGuard<'_, ConcurrentSlots> {
 }
 
 impl RelayGate {
-    pub fn new(r: &RelayLimits, loopback: bool) -> Self {
+    pub fn new(r: &RelayLimits, private: bool) -> Self {
         let reservations = SlotCaps {
             per_ip: r.max_reservations_per_ip,
             per_subnet: r.max_reservations_per_subnet,
-            loopback,
+            private,
         };
         let circuits = SlotCaps {
             per_ip: r.max_circuits_per_ip,
             per_subnet: r.max_circuits_per_subnet,
-            loopback,
+            private,
         };
         RelayGate {
             acl: Arc::new(r.acl.clone()),
@@ -328,7 +329,7 @@ mod tests {
     const CAPS: SlotCaps = SlotCaps {
         per_ip: 8,
         per_subnet: 32,
-        loopback: false,
+        private: false,
     };
 
     fn at(ip: &str) -> Multiaddr {
@@ -342,22 +343,22 @@ mod tests {
         let peers: Vec<PeerId> = (0..1000).map(|_| PeerId::random()).collect();
         let granted = peers
             .iter()
-            .filter(|p| s.hold(**p, &at("203.0.113.7"), now).is_ok())
+            .filter(|p| s.hold(**p, &at("45.76.1.7"), now).is_ok())
             .count();
         assert_eq!(granted, 8);
         assert_eq!(
-            s.hold(PeerId::random(), &at("203.0.113.7"), now),
+            s.hold(PeerId::random(), &at("45.76.1.7"), now),
             Err(SlotRefusal::PerIp)
         );
         // Holders renew, whatever the count.
-        assert!(s.hold(peers[0], &at("203.0.113.7"), now).is_ok());
+        assert!(s.hold(peers[0], &at("45.76.1.7"), now).is_ok());
         assert_eq!(s.held(), 8);
         // Another address of the /24 still gets in, up to the subnet's share.
         let subnet: usize = (1..=10)
             .map(|host| {
                 (0..8)
                     .filter(|_| {
-                        s.hold(PeerId::random(), &at(&format!("198.51.100.{host}")), now)
+                        s.hold(PeerId::random(), &at(&format!("51.15.2.{host}")), now)
                             .is_ok()
                     })
                     .count()
@@ -365,10 +366,10 @@ mod tests {
             .sum();
         assert_eq!(subnet, 32);
         assert_eq!(
-            s.hold(PeerId::random(), &at("198.51.100.99"), now),
+            s.hold(PeerId::random(), &at("51.15.2.99"), now),
             Err(SlotRefusal::PerSubnet)
         );
-        assert!(s.hold(PeerId::random(), &at("192.0.2.1"), now).is_ok());
+        assert!(s.hold(PeerId::random(), &at("93.184.216.34"), now).is_ok());
     }
 
     #[test]
@@ -377,13 +378,13 @@ mod tests {
             SlotCaps {
                 per_ip: 2,
                 per_subnet: 4,
-                loopback: false,
+                private: false,
             },
             Duration::from_secs(120),
         );
         let t0 = Instant::now();
         let a = PeerId::random();
-        let src = at("203.0.113.7");
+        let src = at("45.76.1.7");
         assert!(s.take(a, &src, t0).is_ok());
         assert!(s.take(a, &src, t0).is_ok());
         assert_eq!(s.take(a, &src, t0), Err(SlotRefusal::PerIp));
@@ -403,7 +404,7 @@ mod tests {
         let caps = SlotCaps {
             per_ip: 1,
             per_subnet: 1,
-            loopback: false,
+            private: false,
         };
         let mut s = ConcurrentSlots::new(caps, Duration::from_secs(60));
         let now = Instant::now();
@@ -420,7 +421,7 @@ mod tests {
         assert_eq!(s.held(), 0);
         let mut lab = ConcurrentSlots::new(
             SlotCaps {
-                loopback: true,
+                private: true,
                 ..caps
             },
             Duration::from_secs(60),

@@ -230,6 +230,7 @@ impl RelayClient {
 
     /// A listener reported an address; returns false when it is not a reservation's.
     pub(super) fn listening(&mut self, listener: ListenerId, address: &Multiaddr) -> bool {
+        self.reservations.listener_gone(listener);
         let Some(relay) = self.reservations.of_listener(listener) else {
             return false;
         };
@@ -246,6 +247,7 @@ impl RelayClient {
         reason: &Result<(), std::io::Error>,
         nat: NatStatus,
     ) -> bool {
+        self.reservations.listener_gone(listener);
         let Some(relay) = self.reservations.of_listener(listener) else {
             return false;
         };
@@ -258,13 +260,18 @@ impl RelayClient {
         true
     }
 
-    pub(super) fn on_event(&mut self, e: relay::client::Event) {
+    pub(super) fn on_event(&mut self, swarm: &mut Swarm<Behaviour>, e: relay::client::Event) {
         match e {
             relay::client::Event::ReservationReqAccepted {
                 relay_peer_id,
                 renewal,
                 limit,
             } => {
+                if let Some(listener) = self.reservations.answered(&relay_peer_id) {
+                    debug!(relay = %relay_peer_id, "relay reservation accepted after it was given up; dropping it");
+                    swarm.remove_listener(listener);
+                    return;
+                }
                 self.reservations.accepted(&relay_peer_id);
                 if !renewal {
                     info!(relay = %relay_peer_id, ?limit, "relay reservation accepted");

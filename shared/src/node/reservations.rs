@@ -28,6 +28,11 @@ struct Reservation {
 #[derive(Debug, Default)]
 pub(super) struct Reservations {
     held: HashMap<PeerId, Reservation>,
+    /// Reservations given up while their request was unanswered, by relay: their
+    /// listener is removed once the relay answers. libp2p's relay client (0.22) forgets
+    /// a connection's reservation when its listener is removed and panics when the
+    /// answer then arrives.
+    unanswered: HashMap<PeerId, ListenerId>,
     /// Relays to leave alone until the given time after a failed reservation.
     backoff: HashMap<PeerId, Instant>,
 }
@@ -126,11 +131,31 @@ impl Reservations {
         self.update_gauge();
     }
 
-    /// Ends every reservation; returns the listeners to remove.
+    /// Ends every reservation; returns the listeners to remove now. A request still
+    /// unanswered keeps its listener until the answer ([`Reservations::answered`]).
     pub(super) fn clear(&mut self) -> Vec<ListenerId> {
-        let listeners = self.held.drain().filter_map(|(_, r)| r.listener).collect();
+        let mut now = Vec::new();
+        for (relay, r) in self.held.drain() {
+            match r.listener {
+                Some(l) if !r.accepted => {
+                    self.unanswered.insert(relay, l);
+                }
+                Some(l) => now.push(l),
+                None => {}
+            }
+        }
         self.update_gauge();
-        listeners
+        now
+    }
+
+    /// The relay answered a request given up meanwhile: its listener, to remove now.
+    pub(super) fn answered(&mut self, relay: &PeerId) -> Option<ListenerId> {
+        self.unanswered.remove(relay)
+    }
+
+    /// A listener closed: a given-up request needs nothing more.
+    pub(super) fn listener_gone(&mut self, listener: ListenerId) {
+        self.unanswered.retain(|_, l| *l != listener);
     }
 
     pub(super) fn statuses(&self) -> Vec<ReservationStatus> {
@@ -151,5 +176,37 @@ impl Reservations {
     fn update_gauge(&self) {
         let active = self.held.values().filter(|r| r.accepted).count();
         metrics::gauge!(m::RELAY_CLIENT_RESERVATIONS).set(active as f64);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unanswered_request_keeps_its_listener_until_the_answer() {
+        let mut r = Reservations::new();
+        let now = Instant::now();
+        let (answered, pending, dialing) = (PeerId::random(), PeerId::random(), PeerId::random());
+        let (l1, l2) = (ListenerId::next(), ListenerId::next());
+        for relay in [answered, pending, dialing] {
+            r.begin(relay, now);
+        }
+        r.requested(&answered, l1, now);
+        r.accepted(&answered);
+        r.requested(&pending, l2, now);
+
+        // Given up: the accepted one's listener goes now, the unanswered one's later.
+        assert_eq!(r.clear(), vec![l1]);
+        assert!(r.is_empty());
+        assert_eq!(r.answered(&pending), Some(l2));
+        assert_eq!(r.answered(&pending), None);
+
+        // A refusal closes the listener itself: nothing is left to remove.
+        r.begin(pending, now);
+        r.requested(&pending, l2, now);
+        assert!(r.clear().is_empty());
+        r.listener_gone(l2);
+        assert_eq!(r.answered(&pending), None);
     }
 }

@@ -5,7 +5,7 @@
 //!
 //! The relay has no configured external address, so it learns its own from AutoNAT and
 //! asks whoever is connected. Four liars dial it from `127.0.66.0/24` (one subnet: the
-//! relay sets `limit_loopback`) and claim `6.6.6.6`; two honest bootstrap nodes on
+//! relay sets `limit_private_sources`) and claim `6.6.6.6`; two honest bootstrap nodes on
 //! `127.0.0.1` and `127.0.1.1` (two subnets) dial back for real.
 
 use std::{net::IpAddr, time::Duration};
@@ -64,7 +64,7 @@ async fn lying_autonat_servers_cannot_confirm_an_address() -> Result<()> {
         "relay",
         Role::Relay,
         &format!(
-            "network:\n  listen_addresses: [\"/ip4/127.0.0.1/tcp/0\"]\n  bootstrap_nodes: [\"{}\", \"{}\"]\n  connection_limits: {{limit_loopback: true}}\n{FAST_AUTONAT}",
+            "network:\n  listen_addresses: [\"/ip4/127.0.0.1/tcp/0\"]\n  bootstrap_nodes: [\"{}\", \"{}\"]\n  connection_limits: {{limit_private_sources: true}}\n{FAST_AUTONAT}",
             boot1.addr(),
             boot2.addr()
         ),
@@ -158,7 +158,7 @@ async fn greedy_autonat_clients_from_one_address_hold_their_share() -> Result<()
         root,
         "boot",
         Role::Bootstrap,
-        "network:\n  listen_addresses: [\"/ip4/127.0.0.1/tcp/0\"]\n  autonat: {only_global_ips: false}\n  connection_limits: {limit_loopback: true, max_connections_per_ip: 100, max_pending_per_ip: 100, max_pending_per_subnet: 100}\n",
+        "network:\n  listen_addresses: [\"/ip4/127.0.0.1/tcp/0\"]\n  autonat: {only_global_ips: false}\n  connection_limits: {limit_private_sources: true, max_connections_per_ip: 100, max_pending_per_ip: 100, max_pending_per_subnet: 100}\n",
     )
     .await?;
     boot.wait_ready(READY).await?;
@@ -220,7 +220,7 @@ async fn greedy_autonat_clients_from_one_address_hold_their_share() -> Result<()
     let served = metric_sum(&m, "jantar_autonat_probes_served_total", &[]);
     let (answered, refused) = (answers.answered(), answers.refused());
     eprintln!(
-        "20 greedy clients from one address: {answered} answered, {refused} refused; the node served {served} dial-backs in all"
+        "20 greedy clients from one address: {answered} dial-backs answered, {refused} clients refused; the node served {served} dial-backs in all"
     );
     // Two served connections, three dial-backs each per minute (the node's per-peer
     // throttle), within the test's minute.
@@ -228,7 +228,7 @@ async fn greedy_autonat_clients_from_one_address_hold_their_share() -> Result<()
         answered <= 6,
         "one address got {answered} dial-backs; its share is 2 connections × 3 per minute\n{m}"
     );
-    ensure!(refused >= 18, "only {refused} requests refused\n{m}");
+    ensure!(refused >= 18, "only {refused} clients refused\n{m}");
     memory_bounded(&boot, before)?;
     Ok(())
 }

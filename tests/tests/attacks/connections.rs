@@ -2,7 +2,7 @@
 //! addresses of one /24, against a real bootstrap node; and Sybil identities
 //! ([`jantar_tests::sybil`]) filling a peer's `max_peers`.
 //!
-//! The bootstrap node sets `network.connection_limits.limit_loopback`, so that its
+//! The bootstrap node sets `network.connection_limits.limit_private_sources`, so that its
 //! handshake caps count loopback sources: `127.0.70.0/24` stands for one public /24 and
 //! the honest peer's 127.0.0.1 for another.
 
@@ -180,7 +180,7 @@ async fn a_pending_connection_flood_from_20_ips_is_capped_per_ip_and_subnet() ->
         "boot",
         Role::Bootstrap,
         &format!(
-            "network:\n  listen_addresses: [\"/ip4/127.0.0.1/tcp/0\"]\n  connection_limits: {{limit_loopback: true}}\n{LOOPBACK_FAST}"
+            "network:\n  listen_addresses: [\"/ip4/127.0.0.1/tcp/0\"]\n  connection_limits: {{limit_private_sources: true}}\n{LOOPBACK_FAST}"
         ),
     )
     .await?;

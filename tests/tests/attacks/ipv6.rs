@@ -1,5 +1,6 @@
 //! IPv6 sources: anyone with one IPv6 address usually holds a whole /64, and an operator a
-//! /48, so the per-source caps count an IPv6 source per /64 and its subnet per /48. This
+//! /48, so the per-source caps count an IPv6 source per /64 and its subnet per /48. The
+//! documentation range is not public, so the relay sets `limit_private_sources`. This
 //! attack runs in a network namespace the test makes (it needs root, like the NAT lab),
 //! whose loopback carries addresses of the documentation range `2001:db8::/32`: a relay
 //! on `2001:db8:1::1`, Sybils from twenty addresses of one /64 and from ten /64s of one
@@ -100,7 +101,7 @@ async fn attack() -> Result<()> {
         root,
         "relay",
         &format!("/ip6/{RELAY}/tcp/0"),
-        "  connection_limits: {max_connections_per_ip: 1000, max_pending_per_ip: 64, max_pending_per_subnet: 256}\n",
+        "  connection_limits: {limit_private_sources: true, max_connections_per_ip: 1000, max_pending_per_ip: 64, max_pending_per_subnet: 256}\n",
         "  reservation_rate_per_ip: {limit: 10000, interval: 1m}\n",
     )
     .await?;

@@ -2,7 +2,7 @@
 //! asking a real `jantar-relay` on 127.0.0.1 for reservations and circuits, from one
 //! address, from one /24, and from networks the relay's ACL refuses.
 //!
-//! The relays set `network.connection_limits.limit_loopback`, so that `127.0.66.0/24`
+//! The relays set `network.connection_limits.limit_private_sources`, so that `127.0.66.0/24`
 //! stands for one public /24 and the honest peer's 127.0.0.1 for another. Their
 //! connection limits and request rates are raised so that every Sybil connects and
 //! its request reaches the caps per source: those are what is tested.
@@ -32,7 +32,7 @@ const BATCH: usize = 50;
 
 /// Connection settings of the relays: per-source caps on loopback, and room for every
 /// Sybil to connect.
-const RELAY_NETWORK: &str = "  connection_limits: {limit_loopback: true, max_peers: 2000, max_connections_per_ip: 2000, max_pending_per_ip: 64, max_pending_per_subnet: 256}\n";
+const RELAY_NETWORK: &str = "  connection_limits: {limit_private_sources: true, max_peers: 2000, max_connections_per_ip: 2000, max_pending_per_ip: 64, max_pending_per_subnet: 256}\n";
 
 /// Reservation and circuit rates high enough that no request is refused before the caps
 /// see it.

@@ -159,7 +159,7 @@ impl EventLoop {
             }
             BehaviourEvent::RelayClient(e) => {
                 if let Some(rc) = self.relay_client.as_mut() {
-                    rc.on_event(e);
+                    rc.on_event(&mut self.swarm, e);
                 }
             }
             BehaviourEvent::Dcutr(e) => {

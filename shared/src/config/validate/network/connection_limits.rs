@@ -37,7 +37,7 @@ pub(super) fn check(
         } else {
             8
         }),
-        limit_loopback: cl.limit_loopback.unwrap_or(false),
+        limit_private_sources: cl.limit_private_sources.unwrap_or(false),
         max_memory: cl
             .max_memory
             .map_or(if role.is_server() { 2 << 30 } else { 1 << 30 }, |s| s.0),
