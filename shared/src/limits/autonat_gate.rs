@@ -21,12 +21,13 @@ use std::{
 };
 
 use either::Either;
+use libp2p::swarm::behaviour::ConnectionEstablished;
 use libp2p::{
     Multiaddr, PeerId, autonat,
     core::{Endpoint, transport::PortUse},
     swarm::{
-        ConnectionDenied, ConnectionId, FromSwarm, NetworkBehaviour, THandler, THandlerInEvent,
-        THandlerOutEvent, ToSwarm, dummy,
+        ConnectionClosed, ConnectionDenied, ConnectionId, FromSwarm, NetworkBehaviour, THandler,
+        THandlerInEvent, THandlerOutEvent, ToSwarm, dummy,
     },
 };
 use tracing::{debug, info};
@@ -130,6 +131,15 @@ impl AutonatGate {
         true
     }
 
+    /// Connections to `peer` the server sees, `except` one.
+    fn visible(&self, peer: &PeerId, except: ConnectionId) -> usize {
+        self.remotes.get(peer).map_or(0, |c| {
+            c.keys()
+                .filter(|id| **id != except && !self.gated.contains(id))
+                .count()
+        })
+    }
+
     fn forget(&mut self, id: ConnectionId) {
         self.gated.remove(&id);
         if let Some((key, subnet)) = self.served.remove(&id) {
@@ -212,15 +222,11 @@ impl NetworkBehaviour for AutonatGate {
     }
 
     fn on_swarm_event(&mut self, event: FromSwarm) {
-        let gated = |id: &ConnectionId| self.gated.contains(id);
-        let hidden = match &event {
-            FromSwarm::ConnectionEstablished(e) => gated(&e.connection_id),
-            FromSwarm::AddressChange(e) => gated(&e.connection_id),
-            FromSwarm::ConnectionClosed(e) => gated(&e.connection_id),
-            _ => false,
-        };
-        match &event {
+        // The server sees only the connections it serves, and its counts of a peer's
+        // other connections must agree with that (request-response checks them).
+        match event {
             FromSwarm::ConnectionEstablished(e) => {
+                let other_established = self.visible(&e.peer_id, e.connection_id);
                 self.remotes.entry(e.peer_id).or_default().insert(
                     e.connection_id,
                     (
@@ -228,6 +234,32 @@ impl NetworkBehaviour for AutonatGate {
                         e.endpoint.is_dialer(),
                     ),
                 );
+                if !self.gated.contains(&e.connection_id) {
+                    self.inner.on_swarm_event(FromSwarm::ConnectionEstablished(
+                        ConnectionEstablished {
+                            other_established,
+                            ..e
+                        },
+                    ));
+                }
+            }
+            FromSwarm::ConnectionClosed(e) => {
+                let hidden = self.gated.contains(&e.connection_id);
+                let remaining_established = self.visible(&e.peer_id, e.connection_id);
+                self.forget(e.connection_id);
+                if let Some(c) = self.remotes.get_mut(&e.peer_id) {
+                    c.remove(&e.connection_id);
+                    if c.is_empty() {
+                        self.remotes.remove(&e.peer_id);
+                    }
+                }
+                if !hidden {
+                    self.inner
+                        .on_swarm_event(FromSwarm::ConnectionClosed(ConnectionClosed {
+                            remaining_established,
+                            ..e
+                        }));
+                }
             }
             FromSwarm::AddressChange(e) => {
                 if let Some(c) = self.remotes.get_mut(&e.peer_id) {
@@ -236,22 +268,19 @@ impl NetworkBehaviour for AutonatGate {
                         (e.new.get_remote_address().clone(), e.new.is_dialer()),
                     );
                 }
-            }
-            FromSwarm::ConnectionClosed(e) => {
-                self.forget(e.connection_id);
-                if let Some(c) = self.remotes.get_mut(&e.peer_id) {
-                    c.remove(&e.connection_id);
-                    if c.is_empty() {
-                        self.remotes.remove(&e.peer_id);
-                    }
+                if !self.gated.contains(&e.connection_id) {
+                    self.inner.on_swarm_event(event);
                 }
             }
-            FromSwarm::ListenFailure(e) => self.forget(e.connection_id),
-            FromSwarm::ExternalAddrExpired(e) => self.votes.expired(e.addr),
-            _ => {}
-        }
-        if !hidden {
-            self.inner.on_swarm_event(event);
+            FromSwarm::ListenFailure(e) => {
+                self.forget(e.connection_id);
+                self.inner.on_swarm_event(event);
+            }
+            FromSwarm::ExternalAddrExpired(e) => {
+                self.votes.expired(e.addr);
+                self.inner.on_swarm_event(event);
+            }
+            _ => self.inner.on_swarm_event(event),
         }
     }
 
