@@ -69,8 +69,9 @@ where
             return Ok(self.0.dial(addr, opts)?.boxed());
         }
         let first = self.0.dial(addr.clone(), opts)?;
-        // Both futures do nothing until polled; the fallback is dropped unpolled when
-        // the first dial succeeds or fails for another reason.
+        // The fallback's socket is opened now (one more descriptor while the first dial
+        // is under way) but bound and connected only if it is polled; it is dropped
+        // unpolled when the first dial succeeds or fails for another reason.
         let fallback = self.0.dial(
             addr.clone(),
             DialOpts {
