@@ -39,6 +39,9 @@ use super::{
 };
 use crate::{metrics as m, scope::Subnet};
 
+/// The most peers whose dialed address the gate remembers.
+const MAX_DIALED: usize = 1024;
+
 pub struct AutonatGate {
     inner: autonat::Behaviour,
     caps: SlotCaps,
@@ -50,6 +53,8 @@ pub struct AutonatGate {
     /// The remote address of every connection and whether this node dialed it, by
     /// peer: how a server is grouped.
     remotes: HashMap<PeerId, HashMap<ConnectionId, (Multiaddr, bool)>>,
+    /// The address this node last dialed each peer at (at most [`MAX_DIALED`] peers).
+    dialed: HashMap<PeerId, Multiaddr>,
     votes: AddressVotes,
     /// Confirmations and expiries decided by the votes, for the swarm.
     verdicts: VecDeque<Verdict>,
@@ -65,6 +70,7 @@ impl AutonatGate {
             served: HashMap::new(),
             gated: HashSet::new(),
             remotes: HashMap::new(),
+            dialed: HashMap::new(),
             votes,
             verdicts: VecDeque::new(),
         }
@@ -73,15 +79,29 @@ impl AutonatGate {
     /// A server reported the address it reached this node at: a vote, counted by the
     /// server's group (see [`Voter::of`]).
     fn on_report(&mut self, server: PeerId, address: &Multiaddr) {
-        // Where this node dialed the server says best where it is; an inbound
-        // connection's source address may be another of its addresses.
+        // Where this node dialed the server says best where it is, even after that
+        // connection closed (the answer may come while only the server's dial-back
+        // connection is open); an inbound connection's source address may be another
+        // of its addresses.
         let remotes = self.remotes.get(&server);
-        let voter = remotes
+        let voter = self
+            .dialed
+            .get(&server)
             .into_iter()
-            .flat_map(HashMap::values)
-            .filter(|(_, outbound)| *outbound)
-            .chain(remotes.into_iter().flat_map(HashMap::values))
-            .find_map(|(remote, _)| Voter::of(server, remote, self.caps.private));
+            .chain(
+                remotes
+                    .into_iter()
+                    .flat_map(HashMap::values)
+                    .filter(|(_, outbound)| *outbound)
+                    .map(|(a, _)| a),
+            )
+            .chain(
+                remotes
+                    .into_iter()
+                    .flat_map(HashMap::values)
+                    .map(|(a, _)| a),
+            )
+            .find_map(|remote| Voter::of(server, remote, self.caps.private));
         let Some(voter) = voter else {
             debug!(%server, %address, "AutoNAT report from a server without a direct connection; not counted");
             return;
@@ -227,6 +247,18 @@ impl NetworkBehaviour for AutonatGate {
         match event {
             FromSwarm::ConnectionEstablished(e) => {
                 let other_established = self.visible(&e.peer_id, e.connection_id);
+                if e.endpoint.is_dialer()
+                    && crate::scope::direct_ip(e.endpoint.get_remote_address()).is_some()
+                {
+                    if self.dialed.len() >= MAX_DIALED && !self.dialed.contains_key(&e.peer_id) {
+                        // Forget one: a server asked again is dialed again.
+                        if let Some(old) = self.dialed.keys().next().copied() {
+                            self.dialed.remove(&old);
+                        }
+                    }
+                    self.dialed
+                        .insert(e.peer_id, e.endpoint.get_remote_address().clone());
+                }
                 self.remotes.entry(e.peer_id).or_default().insert(
                     e.connection_id,
                     (
