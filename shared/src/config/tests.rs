@@ -536,3 +536,70 @@ fn dht_diversity_limits() {
     assert!(w[0].0.contains("network.dht.max_records"), "{w:?}");
     assert!(w[0].0.contains("PUT_VALUE is refused"), "{w:?}");
 }
+
+#[test]
+fn per_source_caps_acl_budget_and_address_votes() {
+    let relay = parse(Role::Relay, "").unwrap().config;
+    assert_eq!(relay.relay.max_reservations_per_ip, 8);
+    assert_eq!(relay.relay.max_reservations_per_subnet, 32);
+    assert_eq!(relay.relay.max_bytes_per_second, 32 << 20);
+    assert_eq!(relay.relay.circuit_bytes_per_second, 1 << 20);
+    assert!(relay.relay.acl.is_open());
+    assert_eq!(relay.network.limits.max_pending_per_ip, 8);
+    assert!(!relay.network.limits.limit_private_sources);
+    assert_eq!(relay.network.autonat.address_confirmations, 2);
+    let peer = parse(Role::Peer, "").unwrap().config;
+    assert_eq!(peer.network.limits.max_pending_per_subnet, 8);
+
+    let c = parse(
+        Role::Relay,
+        "relay:\n  acl:\n    allow_networks: [\"192.0.2.7/24\", \"2001:db8::/32\"]\n    deny_peers: [\"12D3KooWLUtCEj7vL4aAYTgNFn4VfX5azPyrkBoLHJC5uHZ76xCe\"]\n  max_bytes_per_second: 0\n",
+    )
+    .unwrap()
+    .config;
+    // A network written with host bits is taken as its network.
+    assert_eq!(c.relay.acl.allow_networks[0].to_string(), "192.0.2.0/24");
+    assert_eq!(c.relay.acl.deny_peers.len(), 1);
+    assert_eq!(c.relay.max_bytes_per_second, 0);
+
+    for (text, key, says) in [
+        (
+            "relay:\n  acl:\n    deny_networks: [\"10.0.0.0/33\"]\n",
+            "relay.acl.deny_networks",
+            "`10.0.0.0/33` is not a network",
+        ),
+        (
+            "relay:\n  acl:\n    allow_peers: [\"not-a-peer\"]\n",
+            "relay.acl.allow_peers",
+            "`not-a-peer` is not a peer id",
+        ),
+        (
+            "relay:\n  max_circuits_per_subnet: 0\n",
+            "relay.max_circuits_per_subnet",
+            "is 0",
+        ),
+        (
+            "network:\n  autonat:\n    address_confirmations: 0\n",
+            "network.autonat.address_confirmations",
+            "is 0",
+        ),
+        (
+            "network:\n  connection_limits:\n    max_pending_per_ip: 0\n",
+            "network.connection_limits.max_pending_per_ip",
+            "is 0",
+        ),
+    ] {
+        let e = err(Role::Relay, text);
+        assert_eq!(e.key(), Some(key), "{e}");
+        assert!(e.to_string().contains(says), "{e}");
+    }
+    let many: Vec<String> = (1..=13)
+        .map(|i| format!("\"/ip4/192.0.2.{i}/tcp/4001\""))
+        .collect();
+    let e = err(
+        Role::Relay,
+        &format!("network:\n  external_addresses: [{}]\n", many.join(", ")),
+    );
+    assert_eq!(e.key(), Some("network.external_addresses"));
+    assert!(e.to_string().contains("at most 12"), "{e}");
+}
