@@ -119,8 +119,10 @@ impl Behaviour {
                 AddressVotes::new(
                     net.autonat.address_confirmations,
                     MAX_OBSERVED_ADDRESSES,
-                    // A vote counts until two refreshes have passed without it.
-                    net.autonat.refresh_interval * 2,
+                    // A vote counts until two refreshes have passed without it, and
+                    // for at least 10 minutes: servers are asked one at a time, so
+                    // with fast probing the agreeing votes may be far apart.
+                    (net.autonat.refresh_interval * 2).max(MIN_VOTE_LIFETIME),
                     net.external_addresses.iter().cloned(),
                 ),
             ),
@@ -148,6 +150,9 @@ fn identify(role: Role, key: &Keypair) -> identify::Behaviour {
             .with_cache_size(0),
     )
 }
+
+/// The shortest time an AutoNAT server's report counts towards confirming an address.
+const MIN_VOTE_LIFETIME: Duration = Duration::from_secs(600);
 
 fn autonat(role: Role, a: &AutonatConfig, peer_id: PeerId) -> autonat::Behaviour {
     autonat::Behaviour::new(
