@@ -57,6 +57,8 @@ pub struct Behaviour {
     pub gossipsub: Toggle<gossipsub::Behaviour>,
     /// Manifest and chunk transfer (peer).
     pub files: Toggle<crate::files::protocol::Behaviour>,
+    /// Holds the connections of the peers the connection manager keeps (peer).
+    pub keep_alive: Toggle<crate::peering::keep_alive::KeepAlive>,
 }
 
 impl Behaviour {
@@ -136,6 +138,9 @@ impl Behaviour {
             upnp: net.enable_upnp.then(upnp::tokio::Behaviour::default).into(),
             gossipsub: if is_peer { Some(gossip(key)?) } else { None }.into(),
             files: is_peer.then(crate::files::protocol::behaviour).into(),
+            keep_alive: is_peer
+                .then(crate::peering::keep_alive::KeepAlive::default)
+                .into(),
         })
     }
 }

@@ -23,6 +23,7 @@ pub mod limits;
 mod logging;
 mod metrics;
 pub mod node;
+pub mod peering;
 mod private_file;
 pub mod scope;
 pub mod status;

@@ -33,6 +33,12 @@ pub(crate) const NAT_STATUS: &str = "jantar_nat_status";
 pub(crate) const AUTONAT_PROBES_SERVED: &str = "jantar_autonat_probes_served_total";
 pub(crate) const HOLEPUNCH: &str = "jantar_holepunch_total";
 pub(crate) const DISCOVERED_PEERS: &str = "jantar_discovered_peers_total";
+pub(crate) const PEER_STORE_PEERS: &str = "jantar_peer_store_peers";
+pub(crate) const PEERS_TRIMMED: &str = "jantar_peers_trimmed_total";
+pub(crate) const PEERS_PROTECTED: &str = "jantar_peers_protected";
+pub(crate) const PEER_GROUPS: &str = "jantar_peer_network_groups";
+pub(crate) const PEER_SCORE: &str = "jantar_peer_score";
+pub(crate) const PEER_RTT: &str = "jantar_peer_rtt_seconds";
 pub(crate) const BUILD_INFO: &str = "jantar_build_info";
 pub(crate) const FILE_BYTES: &str = "jantar_file_bytes_total";
 pub(crate) const FILE_BAD_DATA: &str = "jantar_file_bad_data_total";
@@ -163,6 +169,30 @@ fn describe() {
     );
     describe_counter!(HOLEPUNCH, "DCUtR hole-punch attempts, by result.");
     describe_counter!(DISCOVERED_PEERS, "Peers discovered, by source (dht, mdns).");
+    describe_gauge!(
+        PEER_STORE_PEERS,
+        Unit::Count,
+        "Peers in the peer store (known, connected or not)."
+    );
+    describe_counter!(
+        PEERS_TRIMMED,
+        "Peers closed because the node was above its high watermark."
+    );
+    describe_gauge!(
+        PEERS_PROTECTED,
+        Unit::Count,
+        "Connected peers that trimming never closes (infrastructure, named, transfers, reservations)."
+    );
+    describe_gauge!(
+        PEER_GROUPS,
+        Unit::Count,
+        "Distinct network groups (AS number, IPv4 /16, IPv6 /32, relay) among connected peers."
+    );
+    describe_gauge!(
+        PEER_SCORE,
+        "Mean score of connected peers, by component (total, rtt, uptime, availability, diversity), 0 to 1."
+    );
+    metrics::describe_histogram!(PEER_RTT, Unit::Seconds, "Ping round trips to peers.");
     describe_gauge!(BUILD_INFO, "Always 1; labels carry the version and role.");
     describe_counter!(
         FILE_BYTES,

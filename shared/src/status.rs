@@ -94,6 +94,49 @@ pub struct Status {
     /// Jantar peers discovered through the DHT or mDNS.
     pub discovered_peers: Vec<String>,
     pub relay: Option<RelayServerStatus>,
+    /// Connected peers with their scores, best first.
+    #[serde(default)]
+    pub peers: Vec<PeerScoreStatus>,
+    /// The connection manager's watermarks and the peer store's size.
+    #[serde(default)]
+    pub peer_management: PeerManagementStatus,
+}
+
+/// A peer as the connection manager sees it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PeerScoreStatus {
+    pub peer_id: String,
+    pub connected: bool,
+    /// Trimming never closes it (configured, named, a transfer, a reservation).
+    pub protected: bool,
+    /// Its network group: `AS<n>`, an IPv4 /16, an IPv6 /32, or the relay it is
+    /// reached through.
+    pub group: String,
+    /// ISO country code, from a configured GeoIP database.
+    pub country: Option<String>,
+    pub asn: Option<u32>,
+    /// Smoothed ping round trip.
+    pub rtt_ms: Option<f64>,
+    /// Distance told by RTT: `local`, `regional`, `continental`, `distant`, `unknown`.
+    pub rtt_band: crate::peering::score::RttBand,
+    /// Age of the present connection (0 when not connected).
+    pub connected_secs: u64,
+    pub score: crate::peering::score::Score,
+    pub addresses: Vec<String>,
+    /// Unix seconds.
+    pub last_seen: u64,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct PeerManagementStatus {
+    pub low_water: u32,
+    pub high_water: u32,
+    pub max_peers: u32,
+    /// Peers counted against the watermarks (configured infrastructure is not).
+    pub counted_peers: usize,
+    pub known_peers: usize,
+    /// Peers closed for being above the high watermark since start.
+    pub trimmed: u64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -158,6 +158,17 @@ impl Node {
             dir.display()
         );
         std::fs::write(&cfg, full)?;
+        Node::spawn_in(name, role, dir, env).await
+    }
+
+    /// Starts `name` again with the config an earlier [`Node::start`] wrote into
+    /// `root/name/` (same data dir: identity, peer store, files).
+    pub async fn restart(root: &Path, name: &str, role: Role) -> Result<Node> {
+        Node::spawn_in(name, role, root.join(name), &[]).await
+    }
+
+    async fn spawn_in(name: &str, role: Role, dir: PathBuf, env: &[(&str, &str)]) -> Result<Node> {
+        let cfg = dir.join("node.cfg");
         let log = dir.join("node.log");
         let out = std::fs::File::create(&log)?;
         let child = Command::new(role.path())

@@ -3,6 +3,7 @@
 pub mod autonat_client;
 pub mod autonat_liar;
 pub mod circuit_pump;
+pub mod geoip;
 pub mod harness;
 pub mod lab;
 pub mod sybil;

@@ -1,5 +1,5 @@
 //! The admin HTTP endpoint, one per process: `/metrics`, `/livez`, `/readyz`,
-//! `/status`, `/dht/stats`, `POST /connect`, and on peers the file and message API
+//! `/status`, `/dht/stats`, `/peers`, `POST /connect`, and on peers the file and message API
 //! that the `jantar-peer` subcommands use.
 //!
 //! It binds to loopback by default. Web pages in the user's browser are refused, and
@@ -90,6 +90,7 @@ fn router(state: AppState) -> Router {
         .route("/metrics", get(node::metrics))
         .route("/status", get(node::status))
         .route("/dht/stats", get(node::dht_stats))
+        .route("/peers", get(node::peers))
         .route("/connect", post(node::connect))
         .route("/files", get(files::list).post(files::share))
         .route("/files/{id}", get(files::progress).delete(files::remove))

@@ -1,5 +1,5 @@
 //! The endpoints every role serves: metrics, liveness, readiness, status, DHT
-//! statistics and `POST /connect`.
+//! statistics, known peers and `POST /connect`.
 
 use std::time::Duration;
 
@@ -51,6 +51,14 @@ pub(super) async fn status(State(s): State<AppState>) -> Response {
 pub(super) async fn dht_stats(State(s): State<AppState>) -> Response {
     match tokio::time::timeout(NODE_TIMEOUT, s.node.dht_stats()).await {
         Ok(Ok(st)) => Json(st).into_response(),
+        _ => unavailable(),
+    }
+}
+
+/// Every peer the node knows (the peer store), connected ones first, best first.
+pub(super) async fn peers(State(s): State<AppState>) -> Response {
+    match tokio::time::timeout(NODE_TIMEOUT, s.node.peers()).await {
+        Ok(Ok(p)) => Json(p).into_response(),
         _ => unavailable(),
     }
 }

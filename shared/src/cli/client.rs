@@ -12,7 +12,7 @@ use crate::{
     admin::{AdminClient, ClientError},
     config::Config,
     files::FileId,
-    status::{FetchState, FileInfo, FileList, MessageRecord, Progress, Status},
+    status::{FetchState, FileInfo, FileList, MessageRecord, PeerScoreStatus, Progress, Status},
 };
 
 #[derive(Debug, Subcommand)]
@@ -33,8 +33,13 @@ pub enum ClientCommand {
     Ls,
     /// Stop holding a file (replicas are deleted; your own files stay on disk).
     Rm { id: String },
-    /// List connected peers.
-    Peers,
+    /// List connected peers with their scores (best first); `--known` adds every peer
+    /// in the peer store.
+    Peers {
+        /// Every known peer, connected or not.
+        #[arg(long)]
+        known: bool,
+    },
     /// Show the daemon's state: peer id, NAT status, relays, connections.
     Status,
     /// Send a message to every peer.
@@ -123,19 +128,14 @@ impl Client {
                 self.print(&f, || out!("removed {}", f.name));
                 Ok(())
             }
-            ClientCommand::Peers => {
-                let st: Status = self.call(Method::GET, "/status", None).await?;
-                self.print(&st.connections, || {
-                    for c in &st.connections {
-                        out!(
-                            "{}  {:<7}  {:<8}  {}",
-                            c.peer_id,
-                            c.kind.as_str(),
-                            c.direction,
-                            c.address
-                        );
-                    }
-                });
+            ClientCommand::Peers { known } => {
+                let peers: Vec<PeerScoreStatus> = if known {
+                    self.call(Method::GET, "/peers", None).await?
+                } else {
+                    let st: Status = self.call(Method::GET, "/status", None).await?;
+                    st.peers
+                };
+                self.print(&peers, || print_peers(&peers));
                 Ok(())
             }
             ClientCommand::Status => {
@@ -314,4 +314,52 @@ fn encode(s: &str) -> String {
         }
     }
     out
+}
+
+/// One line per peer: id, score and its components, group, where, RTT, state.
+fn print_peers(peers: &[PeerScoreStatus]) {
+    if peers.is_empty() {
+        out!("no peers");
+        return;
+    }
+    out!(
+        "{:<52}  {:>5}  {:>5} {:>5} {:>5} {:>5}  {:<20}  {:<10}  {:>8}  STATE",
+        "PEER",
+        "SCORE",
+        "RTT",
+        "UP",
+        "DATA",
+        "DIV",
+        "GROUP",
+        "WHERE",
+        "PING"
+    );
+    for p in peers {
+        let place = match (&p.country, p.asn) {
+            (Some(c), Some(a)) => format!("{c} AS{a}"),
+            (Some(c), None) => c.clone(),
+            (None, Some(a)) => format!("AS{a}"),
+            (None, None) => p.rtt_band.as_str().to_string(),
+        };
+        let ping = p
+            .rtt_ms
+            .map_or_else(|| "-".into(), |ms| format!("{ms:.1}ms"));
+        let state = match (p.connected, p.protected) {
+            (true, true) => "connected, protected",
+            (true, false) => "connected",
+            (false, _) => "known",
+        };
+        out!(
+            "{:<52}  {:>5.3}  {:>5.2} {:>5.2} {:>5.2} {:>5.2}  {:<20}  {:<10}  {:>8}  {state}",
+            p.peer_id,
+            p.score.total,
+            p.score.rtt,
+            p.score.uptime,
+            p.score.availability,
+            p.score.diversity,
+            p.group,
+            place,
+            ping
+        );
+    }
 }

@@ -134,6 +134,23 @@ pub struct NetworkFile {
     pub tls: TlsFile,
     #[serde(default)]
     pub gossip: GossipFile,
+    #[serde(default)]
+    pub peer_store: PeerStoreFile,
+    /// MaxMind-format databases (GeoLite2/GeoIP2 Country, City or ASN) that give peers'
+    /// countries and AS numbers for diversity. Default: none (network groups by address
+    /// block, RTT bands for distance).
+    pub geoip_databases: Option<Vec<PathBuf>>,
+}
+
+/// The peer store: known peers, their addresses and scores, kept across restarts.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerStoreFile {
+    /// Keep the store in `<data_dir>/peers.json` (peer, relay; a bootstrap node keeps
+    /// it in memory only, staying stateless). Default: true.
+    pub persist: Option<bool>,
+    /// Peers the store holds at most. Default: 1000.
+    pub capacity: Option<usize>,
 }
 
 /// Gossip rates per sender (peer): over-rate announcements and messages are dropped and
@@ -169,8 +186,18 @@ pub struct ConnectionLimitsFile {
     pub max_peers: Option<u32>,
     /// Connections being set up at once, per direction. Default: 10 (peer), 128 (others).
     pub max_pending_connections: Option<u32>,
-    /// How long an idle connection is kept open. Default: 20s.
+    /// How long an idle connection is kept open, and how long a new connection is
+    /// safe from trimming. Default: 20s.
     pub connection_grace_period: Option<HumanDuration>,
+    /// Above this many peers, the node closes the worst-scored unprotected ones down
+    /// to `low_water`. Default: 9/10 of `max_peers`.
+    pub high_water: Option<u32>,
+    /// Where trimming stops, and below which a peer dials known peers to get back up.
+    /// Default: 7/10 of `max_peers`.
+    pub low_water: Option<u32>,
+    /// Peer ids never closed by trimming (besides configured bootstrap and relay nodes,
+    /// peers with a transfer running and a relay's reservation holders). Default: none.
+    pub protected_peers: Option<Vec<String>>,
     /// Connections to one peer. Default: 4.
     pub max_connections_per_peer: Option<u32>,
     /// Inbound connections from one IPv4 address or IPv6 /64. Default: 8 (peer), 16 (others).

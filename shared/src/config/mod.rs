@@ -30,8 +30,8 @@ use file::FileConfig;
 pub use role::{DEFAULT_BOOTSTRAP_CONFIG, DEFAULT_PEER_CONFIG, DEFAULT_RELAY_CONFIG, Role};
 pub use types::{
     AutonatConfig, ConnectionLimits, DEFAULT_MAX_CIRCUIT_BYTES, DhtConfig, GossipConfig, LogConfig,
-    LogFormat, MIN_FILE_CIRCUIT_BYTES, NetworkConfig, Rate, RelayLimits, RelayReservations,
-    ReplicationConfig, ServingConfig, TlsConfig, default_listen_addresses,
+    LogFormat, MIN_FILE_CIRCUIT_BYTES, NetworkConfig, PeerStoreConfig, Rate, RelayLimits,
+    RelayReservations, ReplicationConfig, ServingConfig, TlsConfig, default_listen_addresses,
 };
 pub use value::PeerAddr;
 

@@ -41,6 +41,12 @@ pub struct ConnectionLimits {
     pub limit_private_sources: bool,
     /// Process memory (resident) above which new connections are refused; 0: no limit.
     pub max_memory: u64,
+    /// Trimming starts above this many peers ...
+    pub high_water: u32,
+    /// ... and stops here; a peer dials known peers below it.
+    pub low_water: u32,
+    /// Never trimmed (besides infrastructure, transfers and reservation holders).
+    pub protected_peers: std::collections::HashSet<libp2p::PeerId>,
 }
 
 #[derive(Clone, Debug)]
@@ -97,10 +103,20 @@ pub struct NetworkConfig {
     pub autonat: AutonatConfig,
     pub tls: TlsConfig,
     pub gossip: GossipConfig,
+    pub peer_store: PeerStoreConfig,
+    pub geoip_databases: Vec<PathBuf>,
+}
+
+/// The peer store.
+#[derive(Clone, Copy, Debug)]
+pub struct PeerStoreConfig {
+    /// Kept in `<data_dir>/peers.json`.
+    pub persist: bool,
+    pub capacity: usize,
 }
 
 /// Per-sender gossip rates (peer).
-#[derive(Clone, Copy, Debug)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct GossipConfig {
     pub announcement_rate_per_sender: Rate,
     pub message_rate_per_sender: Rate,

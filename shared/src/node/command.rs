@@ -8,7 +8,10 @@ use tokio::sync::oneshot;
 
 use crate::{
     files::{FileId, Manifest},
-    status::{ConnectionStatus, DhtStats, FileInfo, FileList, MessageRecord, Progress, Status},
+    status::{
+        ConnectionStatus, DhtStats, FileInfo, FileList, MessageRecord, PeerScoreStatus, Progress,
+        Status,
+    },
 };
 
 /// Requests to the event loop; each carries the channel for its answer.
@@ -21,6 +24,8 @@ pub enum Command {
         addr: Multiaddr,
         reply: oneshot::Sender<Result<ConnectionStatus, String>>,
     },
+    /// Every known peer with its score, best first.
+    Peers(oneshot::Sender<Vec<PeerScoreStatus>>),
     /// Files and messages (peers only).
     Files(FileCommand),
 }

@@ -14,6 +14,7 @@
 //! | [`relay_client`] | relays known, and which to hold reservations on while private ([`reservations`] keeps their state and backoff) |
 //! | [`relay_server`] | what a relay carries: reservations, circuits, refusals |
 //! | [`files`] | (peers) sharing, fetching, serving, gossip and replication |
+//! | [`peering`] | the peer store and scores, trimming above the high watermark, dialing known peers below the low one |
 //!
 //! [`command`] holds the requests the admin endpoint sends; the event loop's `report`
 //! assembles `/status` and `/dht/stats` from the parts.
@@ -24,6 +25,7 @@ mod dht;
 mod discovery;
 mod event_loop;
 mod files;
+mod peering;
 mod reachability;
 mod relay_client;
 mod relay_server;
@@ -41,7 +43,7 @@ use crate::{
     behaviour::Behaviour,
     config::{Config, Role},
     error::ErrorChain,
-    status::{ConnectionStatus, DhtStats, Status},
+    status::{ConnectionStatus, DhtStats, PeerScoreStatus, Status},
     transport::{TransportError, build_swarm},
 };
 
@@ -62,6 +64,8 @@ pub enum NodeError {
     Stopped,
     #[error(transparent)]
     Store(#[from] crate::files::store::StoreError),
+    #[error(transparent)]
+    Geo(#[from] crate::peering::geo::GeoError),
 }
 
 /// A handle to a running node: address getters, commands, shutdown.
@@ -160,6 +164,11 @@ impl NodeClient {
         self.ask(Command::DhtStats).await
     }
 
+    /// Every known peer with its score, best first.
+    pub async fn peers(&self) -> Result<Vec<PeerScoreStatus>, NodeError> {
+        self.ask(Command::Peers).await
+    }
+
     /// Sends a file or message command and waits for its answer.
     pub async fn files<T>(
         &self,
@@ -216,7 +225,9 @@ pub async fn start_with_swarm(
     let (listening_tx, listening_rx) = oneshot::channel();
     let cancel = CancellationToken::new();
     let span = tracing::info_span!("node", role = config.role.as_str(), peer = %peer_id);
-    let event_loop = event_loop::EventLoop::new(&config, swarm, listeners, files, ready_tx);
+    let peering = peering::Peering::new(&config, peer_id)?;
+    let event_loop =
+        event_loop::EventLoop::new(&config, swarm, listeners, files, peering, ready_tx);
     let task = tokio::spawn(
         event_loop
             .run(cmd_rx, cancel.clone(), listening_tx)

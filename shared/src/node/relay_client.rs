@@ -83,6 +83,26 @@ impl RelayClient {
         }
     }
 
+    /// Relays known from before (the peer store), with addresses that reached them.
+    pub(super) fn remember(&mut self, relays: Vec<(PeerId, Vec<Multiaddr>)>) {
+        for (relay, addrs) in relays {
+            if relay == self.me {
+                continue;
+            }
+            let known = self.relays.entry(relay).or_default();
+            for a in addrs {
+                if !known.contains(&a) {
+                    known.push(a);
+                }
+            }
+        }
+    }
+
+    /// The relays this peer holds (or is requesting) reservations on.
+    pub(super) fn relays_in_use(&self) -> impl Iterator<Item = PeerId> + '_ {
+        self.reservations.relays().copied()
+    }
+
     /// First contact: the configured relays become known and are dialed.
     pub(super) fn join(&mut self, swarm: &mut Swarm<Behaviour>) {
         for r in &self.configured {

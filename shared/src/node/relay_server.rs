@@ -45,6 +45,11 @@ impl RelayServer {
         }
     }
 
+    /// Peers holding a reservation.
+    pub(super) fn reservation_holders(&self) -> impl Iterator<Item = PeerId> + '_ {
+        self.reservations.keys().copied()
+    }
+
     pub(super) fn serving(&self) -> bool {
         self.serving
     }

@@ -48,6 +48,11 @@ impl Reservations {
         self.held.len()
     }
 
+    /// Relays held or being requested.
+    pub(super) fn relays(&self) -> impl Iterator<Item = &PeerId> {
+        self.held.keys()
+    }
+
     pub(super) fn is_empty(&self) -> bool {
         self.held.is_empty()
     }

@@ -119,6 +119,11 @@ impl Fetch {
         self.in_flight.contains_key(req)
     }
 
+    /// Peers with a request in flight.
+    pub fn in_flight_peers(&self) -> impl Iterator<Item = PeerId> + '_ {
+        self.in_flight.values().map(|(p, _)| *p)
+    }
+
     /// Whether a request to `peer` is in flight.
     pub fn waiting_on(&self, peer: &PeerId) -> bool {
         self.in_flight.values().any(|(p, _)| p == peer)

@@ -34,6 +34,7 @@ impl EventLoop {
                     .clone();
                 let _span = info.span().entered();
                 self.dht.connected(peer_id, &info.addr, info.outbound);
+                self.peering.connected(&info);
                 if let Some(rc) = self.relay_client.as_mut() {
                     rc.connected(&mut self.swarm, &info, self.reachability.nat());
                 }
@@ -51,6 +52,9 @@ impl EventLoop {
                 error,
             } => {
                 self.connections.dial_failed(connection_id, peer_id, &error);
+                if let Some(peer) = peer_id {
+                    self.peering.dial_failed(peer, &error);
+                }
                 if let (Some(peer), Some(rc)) = (peer_id, self.relay_client.as_mut()) {
                     rc.dial_failed(&mut self.swarm, peer, self.reachability.nat());
                 }
@@ -121,9 +125,11 @@ impl EventLoop {
         let closed = self.connections.closed(id);
         let _span = closed.as_ref().map(|c| c.span().entered());
         debug!(%peer, cause = ?cause.map(|e| e.to_string()), "connection closed");
-        if !self.swarm.is_connected(&peer) {
+        let still_connected = self.swarm.is_connected(&peer);
+        if !still_connected {
             self.dht.disconnected(&peer);
         }
+        self.peering.disconnected(peer, still_connected);
         if closed.is_some_and(|c| c.kind == ConnectionKind::Relayed)
             && let Some((files, mut net)) = self.files()
         {
@@ -177,9 +183,11 @@ impl EventLoop {
                 if let Some((files, mut net)) = self.files() {
                     files.on_transfer(&mut net, e);
                 }
+                self.record_observations();
             }
             BehaviourEvent::Ping(e) => self.on_ping(e),
             BehaviourEvent::ConnectionLimits(_) | BehaviourEvent::PeerLimits(_) => {}
+            BehaviourEvent::KeepAlive(never) => match never {},
         }
     }
 
@@ -236,6 +244,8 @@ impl EventLoop {
             info.listen_addrs.retain(|a| !is_loopback(a));
         }
         if let Some(source) = self.connections.get(connection_id).map(|c| c.addr.clone()) {
+            self.peering
+                .identified(peer_id, &source, &info.protocols, &info.listen_addrs);
             self.dht.identified(
                 &mut self.swarm,
                 peer_id,
@@ -263,7 +273,7 @@ impl EventLoop {
         } = e;
         let _span = self.connections.get(connection).map(|c| c.span().entered());
         match result {
-            Ok(_) => {}
+            Ok(rtt) => self.peering.ping(peer, rtt),
             // Not a dead connection: a peer (or tool) that does not speak ping.
             Err(ping::Failure::Unsupported) => debug!(%peer, "peer does not support ping"),
             // A connection that no longer answers pings is dead (a NAT dropped its

@@ -18,7 +18,8 @@ use super::{
     connections::Connections,
     dht::Dht,
     discovery::{Discovery, PEERS_KEY},
-    files::{FileService, Net},
+    files::{FileService, Net, Observation},
+    peering::Peering,
     reachability::Reachability,
     relay_client::{RELAYS_KEY, RelayClient},
     relay_server::RelayServer,
@@ -48,6 +49,7 @@ pub(super) struct EventLoop {
     pub(super) relay_client: Option<RelayClient>,
     /// Relays only.
     pub(super) relay_server: Option<RelayServer>,
+    pub(super) peering: Peering,
     /// Peers only.
     files: Option<FileService>,
 }
@@ -58,6 +60,7 @@ impl EventLoop {
         swarm: Swarm<Behaviour>,
         listeners: Vec<ListenerId>,
         files: Option<FileService>,
+        peering: Peering,
         ready_tx: watch::Sender<bool>,
     ) -> Self {
         let me = *swarm.local_peer_id();
@@ -91,6 +94,7 @@ impl EventLoop {
             relay_server: (role == Role::Relay)
                 .then(|| RelayServer::new(swarm.behaviour().relay_gate.as_ref().cloned())),
             files,
+            peering,
             swarm,
         }
     }
@@ -159,6 +163,13 @@ impl EventLoop {
             let _ = self.swarm.disconnect_peer_id(p);
         }
         let deadline = tokio::time::Instant::now() + grace;
+        let drained = self.drain_connections(deadline).await;
+        self.peering.save();
+        drained
+    }
+
+    async fn drain_connections(&mut self, deadline: tokio::time::Instant) -> bool {
+        let grace = self.shutdown_grace_period;
         while self.swarm.network_info().num_peers() > 0 {
             match tokio::time::timeout_at(deadline, self.swarm.select_next_some()).await {
                 Ok(event) => {
@@ -218,14 +229,20 @@ impl EventLoop {
             Command::Connect { addr, reply } => {
                 self.connections.connect(&mut self.swarm, addr, reply);
             }
+            Command::Peers(tx) => {
+                let _ = tx.send(self.peering.known(&self.busy_peers()));
+            }
         }
     }
 
     /// First contact, once every listener is bound.
     fn join_network(&mut self) {
         if let Some(rc) = self.relay_client.as_mut() {
+            // Relays that served before are tried before the DHT is asked for more.
+            rc.remember(self.peering.known_relays());
             rc.join(&mut self.swarm);
         }
+        self.peering.join(&mut self.swarm);
         self.reachability.join(&mut self.swarm);
         self.dht.join(&mut self.swarm);
         self.manage_reservations();
@@ -237,6 +254,40 @@ impl EventLoop {
         self.manage_reservations();
         if let Some((files, mut net)) = self.files() {
             files.housekeeping(&mut net);
+        }
+        let busy = self.busy_peers();
+        let joined = self.dht.joined() || !self.dht.has_bootstrap_nodes();
+        self.peering.housekeeping(&mut self.swarm, &busy, joined);
+    }
+
+    /// Peers trimming must not close for now: transfers running, a relay's
+    /// reservation holders, the relays this peer holds reservations on.
+    pub(super) fn busy_peers(&self) -> std::collections::HashSet<libp2p::PeerId> {
+        let mut busy: std::collections::HashSet<libp2p::PeerId> = self
+            .files
+            .iter()
+            .flat_map(FileService::transfer_peers)
+            .collect();
+        if let Some(rs) = &self.relay_server {
+            busy.extend(rs.reservation_holders());
+        }
+        if let Some(rc) = &self.relay_client {
+            busy.extend(rc.relays_in_use());
+        }
+        busy
+    }
+
+    /// What providers did, into the peer store.
+    pub(super) fn record_observations(&mut self) {
+        let Some(files) = self.files.as_mut() else {
+            return;
+        };
+        for (peer, what) in files.take_observations() {
+            match what {
+                Observation::Chunk => self.peering.useful(peer, true),
+                Observation::Manifest => self.peering.useful(peer, false),
+                Observation::BadData => self.peering.bad_data(peer),
+            }
         }
     }
 

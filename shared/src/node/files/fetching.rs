@@ -10,7 +10,10 @@ use std::{
 use libp2p::{PeerId, kad, request_response::OutboundRequestId};
 use tracing::{debug, info, warn};
 
-use super::{net::Net, service::FileService};
+use super::{
+    net::Net,
+    service::{FileService, Observation},
+};
 use crate::{
     files::{
         fetch::{Fetch, MAX_PER_PROVIDER, free_destination},
@@ -286,6 +289,7 @@ impl FileService {
             return;
         };
         let is_chunk = matches!(response, Response::Chunk(_));
+        let is_manifest = matches!(response, Response::Manifest(_));
         let origin = fetch.origin;
         let result = match response {
             Response::Manifest(manifest) => {
@@ -328,6 +332,12 @@ impl FileService {
         };
         if is_chunk && result.is_ok() {
             self.relay_cuts.remove(&peer);
+        }
+        match &result {
+            Ok(_) if is_chunk => self.observe(peer, Observation::Chunk),
+            Ok(_) if is_manifest => self.observe(peer, Observation::Manifest),
+            Ok(_) => {}
+            Err(bad) => self.observe(bad.peer, Observation::BadData),
         }
         match result {
             Ok(true) => self.complete(net, id),

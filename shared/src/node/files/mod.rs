@@ -20,5 +20,5 @@ mod serving;
 mod uploads;
 
 pub(super) use net::Net;
-pub(super) use service::{FileService, Policy};
+pub(super) use service::{FileService, Observation, Policy};
 pub(super) use serving::ChunkRead;

@@ -82,7 +82,23 @@ pub(in crate::node) struct FileService {
     pub(super) serving: Serving,
     pub(super) gossip: GossipLog,
     pub(super) rates: SenderRates,
+    /// What providers did, for the peer store (drained after every event).
+    pub(super) observations: Vec<(PeerId, Observation)>,
 }
+
+/// What a provider did, as the peer store scores it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(in crate::node) enum Observation {
+    /// A chunk that verified.
+    Chunk,
+    /// A manifest that hashed to the file's ID.
+    Manifest,
+    /// Data that did not verify.
+    BadData,
+}
+
+/// Observations kept between drains at most.
+const MAX_OBSERVATIONS: usize = 4096;
 
 impl FileService {
     pub(in crate::node) fn new(me: PeerId, store: Store, policy: Policy) -> Self {
@@ -102,7 +118,28 @@ impl FileService {
             penalized: HashMap::new(),
             relay_cuts: HashMap::new(),
             gossip: GossipLog::default(),
+            observations: Vec::new(),
         }
+    }
+
+    pub(super) fn observe(&mut self, peer: PeerId, what: Observation) {
+        if self.observations.len() < MAX_OBSERVATIONS {
+            self.observations.push((peer, what));
+        }
+    }
+
+    /// What providers did since the last call.
+    pub(in crate::node) fn take_observations(&mut self) -> Vec<(PeerId, Observation)> {
+        std::mem::take(&mut self.observations)
+    }
+
+    /// Peers with a transfer running: a request of ours in flight, or one of theirs
+    /// accepted.
+    pub(in crate::node) fn transfer_peers(&self) -> impl Iterator<Item = PeerId> + '_ {
+        self.fetches
+            .values()
+            .flat_map(Fetch::in_flight_peers)
+            .chain(self.serving.queue.peers().copied())
     }
 
     /// The files held, whose provider records the node publishes from the start.

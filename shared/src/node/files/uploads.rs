@@ -213,6 +213,11 @@ impl<K: Copy + Eq + Hash, T> UploadQueue<K, T> {
     }
 
     /// Requests accepted and not yet released.
+    /// Peers with an accepted request.
+    pub(super) fn peers(&self) -> impl Iterator<Item = &PeerId> {
+        self.peers.keys()
+    }
+
     pub(super) fn accepted(&self) -> usize {
         self.accepted.len()
     }

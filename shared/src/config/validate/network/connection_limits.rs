@@ -1,6 +1,8 @@
 //! `network.connection_limits`: how many connections a node keeps, and for how long.
 
-use std::time::Duration;
+use std::{collections::HashSet, time::Duration};
+
+use libp2p::PeerId;
 
 use super::Checker;
 use crate::config::{ConfigError, ConnectionLimits, Role, file::ConnectionLimitsFile};
@@ -11,10 +13,31 @@ pub(super) fn check(
     role: Role,
     cl: ConnectionLimitsFile,
 ) -> Result<ConnectionLimits, ConfigError> {
+    let max_peers = cl
+        .max_peers
+        .unwrap_or(if role.is_server() { 1000 } else { 50 });
+    let protected_peers = cl
+        .protected_peers
+        .unwrap_or_default()
+        .iter()
+        .map(|p| {
+            p.parse::<PeerId>().map_err(|e| {
+                c.bad(
+                    "network.connection_limits.protected_peers",
+                    format!("`{p}` is not a peer id: {e}"),
+                )
+            })
+        })
+        .collect::<Result<HashSet<_>, _>>()?;
+    let high_water = cl.high_water.unwrap_or_else(|| (max_peers * 9 / 10).max(1));
+    let low_water = cl
+        .low_water
+        .unwrap_or_else(|| (max_peers * 7 / 10).min(high_water.saturating_sub(1)));
     let limits = ConnectionLimits {
-        max_peers: cl
-            .max_peers
-            .unwrap_or(if role.is_server() { 1000 } else { 50 }),
+        max_peers,
+        high_water,
+        low_water,
+        protected_peers,
         max_pending_connections: cl.max_pending_connections.unwrap_or(if role.is_server() {
             128
         } else {
@@ -68,6 +91,24 @@ pub(super) fn check(
         if v == 0 {
             return Err(c.bad(key, "is 0; no connection could ever be made".into()));
         }
+    }
+    if limits.high_water > limits.max_peers {
+        return Err(c.bad(
+            "network.connection_limits.high_water",
+            format!(
+                "is {}, above max_peers ({}); trimming would never start",
+                limits.high_water, limits.max_peers
+            ),
+        ));
+    }
+    if limits.low_water >= limits.high_water {
+        return Err(c.bad(
+            "network.connection_limits.low_water",
+            format!(
+                "is {}, not below high_water ({}); trimming needs room between them",
+                limits.low_water, limits.high_water
+            ),
+        ));
     }
     if limits.max_memory != 0 && limits.max_memory < MIN_MEMORY {
         return Err(c.bad(

@@ -12,7 +12,8 @@ use libp2p::{Multiaddr, multiaddr::Protocol};
 
 use super::Checker;
 use crate::config::{
-    ConfigError, NetworkConfig, Role, default_listen_addresses, file::NetworkFile, value::Addr,
+    ConfigError, NetworkConfig, PeerStoreConfig, Role, default_listen_addresses, file::NetworkFile,
+    value::Addr,
 };
 
 /// Resolves `enable_dht` (top level) and `network.enable_dht`, which must agree; servers
@@ -72,6 +73,28 @@ pub(super) fn check(
     let autonat = autonat::check(c, n.autonat)?;
     let tls = tls::check(c, n.tls)?;
     let gossip = gossip::check(c, n.gossip)?;
+    let peer_store = PeerStoreConfig {
+        persist: role != Role::Bootstrap && n.peer_store.persist.unwrap_or(true),
+        capacity: n.peer_store.capacity.unwrap_or(1000),
+    };
+    if peer_store.capacity == 0 || peer_store.capacity > MAX_PEER_STORE {
+        return Err(c.bad(
+            "network.peer_store.capacity",
+            format!(
+                "is {}; it must be between 1 and {MAX_PEER_STORE}",
+                peer_store.capacity
+            ),
+        ));
+    }
+    let geoip_databases = n.geoip_databases.unwrap_or_default();
+    for db in &geoip_databases {
+        if !db.is_file() {
+            return Err(c.bad(
+                "network.geoip_databases",
+                format!("{} is not a file", db.display()),
+            ));
+        }
+    }
     Ok(NetworkConfig {
         listen_addresses,
         external_addresses,
@@ -86,8 +109,13 @@ pub(super) fn check(
         autonat,
         tls,
         gossip,
+        peer_store,
+        geoip_databases,
     })
 }
+
+/// The largest peer store: about 2 KiB per peer in memory and on disk.
+const MAX_PEER_STORE: usize = 100_000;
 
 /// `network.listen_addresses`: not empty, and plain transport addresses.
 fn listen(

@@ -1,0 +1,649 @@
+//! Connection management: the peer store, scores, trimming above the high watermark and
+//! dialing known peers below the low one (see [`crate::peering`] for the parts).
+//!
+//! - Every connected peer has a record in the store: addresses that worked, dial
+//!   outcomes, time connected, smoothed ping, chunks and manifests it served, bad data.
+//! - Above `high_water` peers (configured infrastructure not counted, as for
+//!   `max_peers`), the node closes peers down to `low_water`, never one that is
+//!   protected (configured bootstrap and relay nodes, peers named in `protected_peers`,
+//!   peers with a transfer running, a relay's reservation holders, the relays this peer
+//!   holds reservations on) nor one connected for less than `connection_grace_period`.
+//!   Whom to close is chosen to resist takeover ([`crate::peering::eviction`]).
+//! - A peer below `low_water` dials known peers, mostly its best-scored ones and about a
+//!   quarter never tried ([`crate::peering::dials`]).
+//! - At start the store's DHT servers go into the routing table and its best peers are
+//!   dialed with the bootstrap nodes, so a node whose bootstrap nodes are all down
+//!   rejoins through the peers it knew; relays known before are offered to the relay
+//!   client before it asks the DHT.
+
+use std::{
+    collections::{HashMap, HashSet},
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+use libp2p::{
+    Multiaddr, PeerId, StreamProtocol, Swarm,
+    swarm::{
+        DialError,
+        dial_opts::{DialOpts, PeerCondition},
+    },
+};
+use tracing::{debug, info, warn};
+
+use super::connections::{ConnInfo, is_relayed, without_peer_id};
+use crate::{
+    behaviour::Behaviour,
+    config::Config,
+    metrics as m,
+    peering::{
+        dials::{DialPlan, Known, choose_dials},
+        eviction::{Candidate, Protection, choose_evictions},
+        geo::{GeoDb, GeoError, GeoInfo},
+        group::NetGroup,
+        score::{RttBand, Score},
+        store::{LoadError, PeerRecord, PeerStore, unix_now},
+    },
+    scope::Scope,
+    status::{PeerManagementStatus, PeerScoreStatus},
+};
+
+/// The store file in the data dir.
+pub(super) const STORE_FILE: &str = "peers.json";
+/// How often the store is written when it changed.
+const SAVE_INTERVAL: Duration = Duration::from_secs(60);
+/// How often a peer below its low watermark dials known peers.
+const FILL_INTERVAL: Duration = Duration::from_secs(10);
+/// Dials started per fill round.
+const FILL_BATCH: usize = 8;
+/// Stored peers dialed at start, besides the bootstrap nodes.
+const REJOIN_DIALS: usize = 8;
+/// Share of fill dials that go to peers never tried.
+const UNTRIED_SHARE: f64 = 0.25;
+/// Trimming runs at most this often, so that a burst of connections is judged once
+/// their grace periods end rather than one by one.
+const TRIM_INTERVAL: Duration = Duration::from_secs(1);
+
+const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/ipfs/kad/1.0.0");
+
+/// A connected peer.
+struct Live {
+    since: Instant,
+    remote: Multiaddr,
+    group: NetGroup,
+    geo: GeoInfo,
+    last_useful: Option<Instant>,
+}
+
+pub(super) struct Peering {
+    store: PeerStore,
+    geo: Option<GeoDb>,
+    high_water: usize,
+    low_water: usize,
+    grace: Duration,
+    /// Configured infrastructure and `protected_peers`.
+    configured: HashSet<PeerId>,
+    /// Peers that count toward no watermark (configured bootstrap and relay nodes).
+    infrastructure: HashSet<PeerId>,
+    dials_out: bool,
+    secret: u64,
+    live: HashMap<PeerId, Live>,
+    last_save: Instant,
+    last_fill: Option<Instant>,
+    last_trim: Instant,
+    max_peers: u32,
+    trimmed: u64,
+}
+
+impl Peering {
+    pub(super) fn new(config: &Config, me: PeerId) -> Result<Self, GeoError> {
+        let net = &config.network;
+        let store = if net.peer_store.persist {
+            let (store, problem) =
+                PeerStore::open(me, store_path(&config.data_dir), net.peer_store.capacity);
+            if let Some(e) = problem {
+                warn_load(&e);
+            }
+            if !store.is_empty() {
+                info!(peers = store.len(), "peer store loaded");
+            }
+            store
+        } else {
+            PeerStore::in_memory(me, net.peer_store.capacity)
+        };
+        let geo = if net.geoip_databases.is_empty() {
+            None
+        } else {
+            Some(GeoDb::open(&net.geoip_databases)?)
+        };
+        let infrastructure: HashSet<PeerId> = net
+            .bootstrap_nodes
+            .iter()
+            .chain(&net.relay_nodes)
+            .map(|n| n.peer_id)
+            .collect();
+        let configured = infrastructure
+            .iter()
+            .chain(&net.limits.protected_peers)
+            .copied()
+            .collect();
+        metrics::gauge!(m::PEER_STORE_PEERS).set(store.len() as f64);
+        metrics::counter!(m::PEERS_TRIMMED).absolute(0);
+        Ok(Peering {
+            store,
+            geo,
+            high_water: net.limits.high_water as usize,
+            low_water: net.limits.low_water as usize,
+            grace: net.limits.idle_timeout,
+            configured,
+            infrastructure,
+            dials_out: config.role == crate::config::Role::Peer,
+            secret: rand::random(),
+            live: HashMap::new(),
+            last_save: Instant::now(),
+            last_fill: None,
+            last_trim: Instant::now(),
+            max_peers: net.limits.max_peers,
+            trimmed: 0,
+        })
+    }
+
+    /// Relays the store knows, with their addresses, best first.
+    pub(super) fn known_relays(&self) -> Vec<(PeerId, Vec<Multiaddr>)> {
+        self.store
+            .best()
+            .into_iter()
+            .filter(|(_, r)| r.relay)
+            .map(|(p, r)| (p, direct(&r.addresses)))
+            .filter(|(_, a)| !a.is_empty())
+            .collect()
+    }
+
+    /// First contact: the store's DHT servers go into the routing table, and its best
+    /// peers are dialed alongside the bootstrap nodes.
+    pub(super) fn join(&mut self, swarm: &mut Swarm<Behaviour>) {
+        let best: Vec<(PeerId, Vec<Multiaddr>, bool)> = self
+            .store
+            .best()
+            .into_iter()
+            .filter(|(p, _)| !self.infrastructure.contains(p))
+            .map(|(p, r)| (p, r.addresses.clone(), r.dht_server))
+            .collect();
+        if best.is_empty() {
+            return;
+        }
+        if let Some(kad) = swarm.behaviour_mut().kad.as_mut() {
+            for (peer, addrs, _) in best.iter().filter(|(_, _, dht)| *dht) {
+                for a in direct(addrs) {
+                    kad.add_address(peer, a);
+                }
+            }
+        }
+        let mut dialed = 0;
+        for (peer, addrs, _) in best.into_iter().take(REJOIN_DIALS) {
+            if dial(swarm, peer, addrs) {
+                dialed += 1;
+            }
+        }
+        info!(dialed, "dialing peers known from before");
+    }
+
+    pub(super) fn connected(&mut self, c: &ConnInfo) {
+        if c.outbound {
+            self.store.dialed(c.peer, true);
+            if !is_relayed(&c.addr) {
+                self.store.add_addresses(c.peer, [without_peer_id(&c.addr)]);
+            }
+        }
+        self.store.seen(c.peer);
+        if !self.live.contains_key(&c.peer) {
+            let geo = self.geo_of(&c.addr);
+            let group = NetGroup::of(&c.addr, &geo);
+            self.live.insert(
+                c.peer,
+                Live {
+                    since: Instant::now(),
+                    remote: c.addr.clone(),
+                    group,
+                    geo,
+                    last_useful: None,
+                },
+            );
+        }
+    }
+
+    /// A connection closed; `still_connected` if the peer has others.
+    pub(super) fn disconnected(&mut self, peer: PeerId, still_connected: bool) {
+        if still_connected {
+            return;
+        }
+        if let Some(l) = self.live.remove(&peer) {
+            self.store.disconnected(peer, l.since.elapsed());
+        }
+    }
+
+    /// A dial to `peer` failed for a reason of the peer's (not a limit of ours).
+    pub(super) fn dial_failed(&mut self, peer: PeerId, error: &DialError) {
+        if matches!(
+            error,
+            DialError::Transport(_) | DialError::WrongPeerId { .. }
+        ) && self.store.get(&peer).is_some()
+        {
+            self.store.dialed(peer, false);
+        }
+    }
+
+    /// Identify: the addresses `peer` listens on (those it may claim from where it
+    /// connected), and whether it relays and serves the DHT.
+    pub(super) fn identified(
+        &mut self,
+        peer: PeerId,
+        source: &Multiaddr,
+        protocols: &[StreamProtocol],
+        listen_addrs: &[Multiaddr],
+    ) {
+        let scope = Scope::of_multiaddr(source);
+        let usable: Vec<Multiaddr> = listen_addrs
+            .iter()
+            .filter(|a| is_relayed(a) || scope.may_claim(Scope::of_multiaddr(a)))
+            .map(without_peer_id)
+            .collect();
+        self.store.add_addresses(peer, usable.into_iter().rev());
+        self.store.offers(
+            peer,
+            protocols.contains(&libp2p::relay::HOP_PROTOCOL_NAME),
+            protocols.contains(&KAD_PROTOCOL),
+        );
+    }
+
+    pub(super) fn ping(&mut self, peer: PeerId, rtt: Duration) {
+        self.store.ping(peer, rtt);
+        metrics::histogram!(m::PEER_RTT).record(rtt.as_secs_f64());
+    }
+
+    /// `peer` served a verified chunk (`chunk`) or a manifest.
+    pub(super) fn useful(&mut self, peer: PeerId, chunk: bool) {
+        self.store.useful(peer, chunk);
+        if let Some(l) = self.live.get_mut(&peer) {
+            l.last_useful = Some(Instant::now());
+        }
+    }
+
+    pub(super) fn bad_data(&mut self, peer: PeerId) {
+        self.store.bad_data(peer);
+    }
+
+    fn geo_of(&self, addr: &Multiaddr) -> GeoInfo {
+        match (&self.geo, crate::scope::direct_ip(addr)) {
+            (Some(db), Some(ip)) => db.lookup(ip),
+            _ => GeoInfo::default(),
+        }
+    }
+
+    /// Peers that count toward the watermarks.
+    fn counted(&self) -> usize {
+        self.live
+            .keys()
+            .filter(|p| !self.infrastructure.contains(p))
+            .count()
+    }
+
+    fn group_sizes(&self) -> HashMap<NetGroup, usize> {
+        let mut groups: HashMap<NetGroup, usize> = HashMap::new();
+        for l in self.live.values() {
+            *groups.entry(l.group).or_default() += 1;
+        }
+        groups
+    }
+
+    fn score_of(&self, peer: &PeerId, groups: &HashMap<NetGroup, usize>) -> Score {
+        let live = self.live.get(peer);
+        let group_peers = live.map_or(0, |l| groups.get(&l.group).copied().unwrap_or(1));
+        self.store.get(peer).map_or_else(Score::default, |r| {
+            r.score(live.map(|l| l.since.elapsed()), group_peers)
+        })
+    }
+
+    /// Every second: trims above the high watermark, dials below the low one (peers),
+    /// writes the store when due. `busy` are peers protected for now (transfers,
+    /// reservations).
+    pub(super) fn housekeeping(
+        &mut self,
+        swarm: &mut Swarm<Behaviour>,
+        busy: &HashSet<PeerId>,
+        joined: bool,
+    ) {
+        let now = Instant::now();
+        if now.duration_since(self.last_trim) >= TRIM_INTERVAL {
+            self.last_trim = now;
+            self.trim(swarm, busy);
+        }
+        if self.dials_out
+            && joined
+            && self.counted() < self.low_water
+            && self
+                .last_fill
+                .is_none_or(|t| now.duration_since(t) >= FILL_INTERVAL)
+        {
+            self.last_fill = Some(now);
+            self.fill(swarm);
+        }
+        self.keep_alive(swarm, busy);
+        if now.duration_since(self.last_save) >= SAVE_INTERVAL {
+            self.last_save = now;
+            self.save();
+        }
+        self.update_gauges(busy);
+    }
+
+    /// Peers whose connections stay open while idle: the protected ones, and the best
+    /// scored up to the low watermark. Others idle out after the grace period.
+    fn keep_alive(&self, swarm: &mut Swarm<Behaviour>, busy: &HashSet<PeerId>) {
+        let Some(keep_alive) = swarm.behaviour_mut().keep_alive.as_mut() else {
+            return;
+        };
+        let groups = self.group_sizes();
+        let mut ranked: Vec<(PeerId, f64)> = self
+            .live
+            .keys()
+            .filter(|p| !self.infrastructure.contains(p))
+            .map(|p| (*p, self.score_of(p, &groups).total))
+            .collect();
+        ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        let mut keep: HashSet<PeerId> = ranked
+            .into_iter()
+            .take(self.low_water)
+            .map(|(p, _)| p)
+            .collect();
+        keep.extend(
+            self.live
+                .keys()
+                .filter(|p| !self.infrastructure.contains(p) && self.is_protected(p, busy)),
+        );
+        keep_alive.set(keep);
+    }
+
+    fn is_protected(&self, peer: &PeerId, busy: &HashSet<PeerId>) -> bool {
+        self.configured.contains(peer) || busy.contains(peer)
+    }
+
+    /// Above the high watermark: chooses, among every unprotected peer, whom to close
+    /// to get down to the low watermark, and closes those past their grace period (the
+    /// rest when theirs ends, if still chosen then). Choosing among the new ones too
+    /// keeps a burst of fresh connections from pushing out older peers merely because
+    /// the newcomers cannot be closed yet.
+    fn trim(&mut self, swarm: &mut Swarm<Behaviour>, busy: &HashSet<PeerId>) {
+        let count = self.counted();
+        if count <= self.high_water {
+            return;
+        }
+        let groups = self.group_sizes();
+        let now = Instant::now();
+        let candidates: Vec<Candidate<PeerId, NetGroup>> = self
+            .live
+            .iter()
+            .filter(|(p, _)| !self.is_protected(p, busy) && !self.infrastructure.contains(p))
+            .map(|(p, l)| Candidate {
+                peer: *p,
+                group: l.group,
+                connected_since: l.since,
+                rtt: self.store.get(p).and_then(PeerRecord::rtt),
+                last_useful: l.last_useful,
+                score: self.score_of(p, &groups).total,
+            })
+            .collect();
+        let excess = count - self.low_water;
+        let keep = candidates.len().saturating_sub(excess);
+        let chosen = choose_evictions(&candidates, excess, &protection(keep), self.secret);
+        let (closable, waiting): (Vec<PeerId>, Vec<PeerId>) = chosen.into_iter().partition(|p| {
+            self.live
+                .get(p)
+                .is_some_and(|l| now.duration_since(l.since) >= self.grace)
+        });
+        if closable.is_empty() {
+            debug!(
+                peers = count,
+                high_water = self.high_water,
+                in_grace = waiting.len(),
+                "above the high watermark; the peers to close are still in their grace period"
+            );
+            return;
+        }
+        info!(
+            peers = count,
+            closing = closable.len(),
+            in_grace = waiting.len(),
+            low_water = self.low_water,
+            "above the high watermark; closing peers"
+        );
+        for peer in closable {
+            if let Some(l) = self.live.get(&peer) {
+                debug!(%peer, group = %l.group, remote = %l.remote, score = self.score_of(&peer, &groups).total, "trimmed");
+            }
+            let _ = swarm.disconnect_peer_id(peer);
+            self.trimmed += 1;
+            metrics::counter!(m::PEERS_TRIMMED).increment(1);
+        }
+    }
+
+    /// Dials known peers not connected: the best-scored, and some never tried.
+    fn fill(&mut self, swarm: &mut Swarm<Behaviour>) {
+        let want = (self.low_water - self.counted()).min(FILL_BATCH);
+        let known: Vec<Known<PeerId, NetGroup>> = self
+            .store
+            .iter()
+            .filter(|(p, r)| {
+                !r.addresses.is_empty() && !self.live.contains_key(p) && !swarm.is_connected(p)
+            })
+            .map(|(p, r)| Known {
+                peer: *p,
+                group: r
+                    .addresses
+                    .first()
+                    .map_or(NetGroup::Unknown, |a| NetGroup::of(a, &self.geo_of(a))),
+                tried: r.tried(),
+                score: r.score(None, 0).total,
+                rtt: r.rtt(),
+            })
+            .collect();
+        if known.is_empty() {
+            return;
+        }
+        let plan = DialPlan {
+            want,
+            untried_share: UNTRIED_SHARE,
+            // No group holds more than a quarter of the low watermark's slots.
+            max_per_group: (self.low_water / 4).max(2),
+        };
+        let chosen = choose_dials(&known, &self.group_sizes(), &plan, &mut rand::rng());
+        if !chosen.is_empty() {
+            debug!(
+                count = chosen.len(),
+                peers = self.counted(),
+                low_water = self.low_water,
+                "below the low watermark; dialing known peers"
+            );
+        }
+        for peer in chosen {
+            let addrs = self
+                .store
+                .get(&peer)
+                .map(|r| r.addresses.clone())
+                .unwrap_or_default();
+            dial(swarm, peer, addrs);
+        }
+    }
+
+    pub(super) fn save(&mut self) {
+        if let Err(e) = self.store.save() {
+            warn!(error = %e, "cannot write the peer store");
+        }
+    }
+
+    fn update_gauges(&self, busy: &HashSet<PeerId>) {
+        metrics::gauge!(m::PEER_STORE_PEERS).set(self.store.len() as f64);
+        let groups = self.group_sizes();
+        metrics::gauge!(m::PEER_GROUPS).set(groups.len() as f64);
+        let protected = self
+            .live
+            .keys()
+            .filter(|p| self.is_protected(p, busy))
+            .count();
+        metrics::gauge!(m::PEERS_PROTECTED).set(protected as f64);
+        let scores: Vec<Score> = self
+            .live
+            .keys()
+            .map(|p| self.score_of(p, &groups))
+            .collect();
+        if scores.is_empty() {
+            return;
+        }
+        let n = scores.len() as f64;
+        for (component, f) in [
+            ("total", (|s: &Score| s.total) as fn(&Score) -> f64),
+            ("rtt", |s| s.rtt),
+            ("uptime", |s| s.uptime),
+            ("availability", |s| s.availability),
+            ("diversity", |s| s.diversity),
+        ] {
+            let mean = scores.iter().map(f).sum::<f64>() / n;
+            metrics::gauge!(m::PEER_SCORE, "component" => component).set(mean);
+        }
+    }
+
+    /// Connected peers with their scores, best first.
+    pub(super) fn statuses(&self, busy: &HashSet<PeerId>) -> Vec<PeerScoreStatus> {
+        let groups = self.group_sizes();
+        let mut v: Vec<PeerScoreStatus> = self
+            .live
+            .iter()
+            .map(|(p, l)| {
+                let record = self.store.get(p);
+                PeerScoreStatus {
+                    peer_id: p.to_string(),
+                    connected: true,
+                    protected: self.is_protected(p, busy),
+                    group: l.group.to_string(),
+                    country: l.geo.country.clone(),
+                    asn: l.geo.asn,
+                    rtt_ms: record.and_then(|r| r.rtt_ms).map(round1),
+                    rtt_band: RttBand::of(record.and_then(PeerRecord::rtt)),
+                    connected_secs: l.since.elapsed().as_secs(),
+                    score: self.score_of(p, &groups),
+                    addresses: record
+                        .map(|r| r.addresses.iter().map(ToString::to_string).collect())
+                        .unwrap_or_default(),
+                    last_seen: record.map_or(0, |r| r.last_seen),
+                }
+            })
+            .collect();
+        sort(&mut v);
+        v
+    }
+
+    pub(super) fn management(&self) -> PeerManagementStatus {
+        PeerManagementStatus {
+            low_water: self.low_water as u32,
+            high_water: self.high_water as u32,
+            max_peers: self.max_peers,
+            counted_peers: self.counted(),
+            known_peers: self.store.len(),
+            trimmed: self.trimmed,
+        }
+    }
+
+    /// Every known peer (connected or not), best first.
+    pub(super) fn known(&self, busy: &HashSet<PeerId>) -> Vec<PeerScoreStatus> {
+        let connected = self.statuses(busy);
+        let seen: HashSet<String> = connected.iter().map(|s| s.peer_id.clone()).collect();
+        let mut v = connected;
+        let now = unix_now();
+        for (p, r) in self.store.iter() {
+            if seen.contains(&p.to_string()) {
+                continue;
+            }
+            let geo = r
+                .addresses
+                .first()
+                .map(|a| self.geo_of(a))
+                .unwrap_or_default();
+            v.push(PeerScoreStatus {
+                peer_id: p.to_string(),
+                connected: false,
+                protected: self.configured.contains(p),
+                group: r
+                    .addresses
+                    .first()
+                    .map_or(NetGroup::Unknown, |a| NetGroup::of(a, &geo))
+                    .to_string(),
+                country: geo.country,
+                asn: geo.asn,
+                rtt_ms: r.rtt_ms.map(round1),
+                rtt_band: RttBand::of(r.rtt()),
+                connected_secs: 0,
+                score: r.score(None, 0),
+                addresses: r.addresses.iter().map(ToString::to_string).collect(),
+                last_seen: r.last_seen.min(now),
+            });
+        }
+        sort(&mut v);
+        v
+    }
+}
+
+/// What each eviction round sets aside when `keep` unprotected peers are to stay:
+/// Bitcoin Core's counts (4 network groups, 8 lowest pings, 4 recently useful, half
+/// the rest by uptime) are for 125 slots; here they scale with `keep` (an eighth each,
+/// at least one group), so that trimming can always reach the low watermark.
+fn protection(keep: usize) -> Protection {
+    Protection {
+        distinct_groups: (keep / 8).max(1),
+        lowest_rtt: keep / 8,
+        recently_useful: keep / 8,
+        longest_uptime_share: 0.5,
+    }
+}
+
+fn sort(v: &mut [PeerScoreStatus]) {
+    v.sort_by(|a, b| {
+        b.connected
+            .cmp(&a.connected)
+            .then(b.score.total.total_cmp(&a.score.total))
+            .then(a.peer_id.cmp(&b.peer_id))
+    });
+}
+
+fn round1(x: f64) -> f64 {
+    (x * 10.0).round() / 10.0
+}
+
+fn store_path(data_dir: &std::path::Path) -> PathBuf {
+    data_dir.join(STORE_FILE)
+}
+
+fn warn_load(e: &LoadError) {
+    warn!(error = %e, "starting without the peers known before");
+}
+
+/// Addresses that are not circuits (circuit addresses depend on a reservation that may
+/// be gone).
+fn direct(addrs: &[Multiaddr]) -> Vec<Multiaddr> {
+    addrs.iter().filter(|a| !is_relayed(a)).cloned().collect()
+}
+
+fn dial(swarm: &mut Swarm<Behaviour>, peer: PeerId, addrs: Vec<Multiaddr>) -> bool {
+    if swarm.is_connected(&peer) {
+        return false;
+    }
+    let opts = DialOpts::peer_id(peer)
+        .condition(PeerCondition::DisconnectedAndNotDialing)
+        .addresses(addrs)
+        .build();
+    match swarm.dial(opts) {
+        Ok(()) => true,
+        Err(e) => {
+            debug!(%peer, error = %e, "cannot dial known peer");
+            false
+        }
+    }
+}

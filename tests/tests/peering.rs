@@ -1,0 +1,453 @@
+//! Connection management against real nodes: trimming to the low watermark, eviction
+//! that resists a crowd from a few networks, rejoining through the peer store with
+//! every bootstrap node down, and GeoIP diversity.
+//!
+//! The peers that connect to the node under test are libp2p identities in this process
+//! ([`Sybil`]), each dialing from a loopback address the test chooses, so that they fall
+//! into the network groups (IPv4 /16s) the test wants.
+
+use std::{collections::HashMap, net::IpAddr, sync::Arc, time::Duration};
+
+use anyhow::{Context, Result, ensure};
+use jantar_tests::{
+    geoip::{GeoEntry, write_database},
+    harness::{LOOPBACK_FAST, LoopbackNet, Node, Role, metric_sum, random_file},
+    sybil::{Sybil, Tally},
+};
+use libp2p::{Multiaddr, identity::Keypair};
+use serde_json::Value;
+
+const READY: Duration = Duration::from_secs(30);
+
+async fn bootstrap(root: &std::path::Path) -> Result<Node> {
+    let mut boot = Node::start(
+        root,
+        "boot",
+        Role::Bootstrap,
+        &format!("network:\n  listen_addresses: [\"/ip4/127.0.0.1/tcp/0\"]\n{LOOPBACK_FAST}"),
+    )
+    .await?;
+    boot.wait_ready(READY).await?;
+    Ok(boot)
+}
+
+/// A peer on loopback with `limits` under `network.connection_limits` and `extra` under
+/// `network`.
+async fn peer(root: &std::path::Path, boot: &Node, limits: &str, extra: &str) -> Result<Node> {
+    let mut node = Node::start(
+        root,
+        "node",
+        Role::Peer,
+        &format!(
+            "network:\n  enable_mdns: false\n  enable_upnp: false\n  listen_addresses: [\"/ip4/127.0.0.1/tcp/0\"]\n  bootstrap_nodes: [\"{}\"]\n  connection_limits: {{{limits}}}\n{extra}{LOOPBACK_FAST}",
+            boot.addr()
+        ),
+    )
+    .await?;
+    node.wait_ready(READY).await?;
+    Ok(node)
+}
+
+fn spawn(source: &str, target: &Node, tally: &Arc<Tally>) -> Result<Sybil> {
+    spawn_with_key(Keypair::generate_ed25519(), source, target, tally)
+}
+
+fn spawn_with_key(key: Keypair, source: &str, target: &Node, tally: &Arc<Tally>) -> Result<Sybil> {
+    let source: IpAddr = source.parse()?;
+    let addr: Multiaddr = target.addr().parse()?;
+    Sybil::spawn_with_key(key, source, &[], &[addr], tally.clone())
+}
+
+/// The connected peers in `/status`, by peer id.
+fn connected(status: &Value) -> HashMap<String, Value> {
+    status["peers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| p["connected"] == true)
+        .filter_map(|p| Some((p["peer_id"].as_str()?.to_string(), p.clone())))
+        .collect()
+}
+
+async fn wait_connected(node: &mut Node, n: usize) -> Result<()> {
+    node.wait_until(
+        Duration::from_secs(30),
+        &format!("{n} peers connected"),
+        async |n_: &Node| Ok(connected(&n_.status().await?).len() >= n),
+    )
+    .await
+}
+
+fn mean(v: &[f64]) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.iter().sum::<f64>() / v.len() as f64
+}
+
+/// `high_water` 8, `low_water` 6: twenty peers connect (seven from networks of their
+/// own, twelve from one /16, one the config names), and the node trims to six within
+/// moments of their grace period ending. The bootstrap node (configured) and the named
+/// peer stay; the peers closed are the worse scored (the crowded network's).
+#[tokio::test]
+async fn trims_to_the_low_watermark_keeping_protected_and_better_scored_peers() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let boot = bootstrap(dir.path()).await?;
+    let named_key = Keypair::generate_ed25519();
+    let named = named_key.public().to_peer_id().to_string();
+    let mut node = peer(
+        dir.path(),
+        &boot,
+        &format!(
+            "max_peers: 50, high_water: 8, low_water: 6, connection_grace_period: 5s, max_connections_per_ip: 16, protected_peers: [\"{named}\"]"
+        ),
+        "",
+    )
+    .await?;
+    let tally = Arc::new(Tally::default());
+    let mut sybils = vec![spawn_with_key(named_key, "127.9.0.1", &node, &tally)?];
+    for i in 1..=7 {
+        sybils.push(spawn(&format!("127.{i}.0.1"), &node, &tally)?);
+    }
+    wait_connected(&mut node, 9).await?;
+    for i in 1..=12 {
+        sybils.push(spawn(&format!("127.50.0.{i}"), &node, &tally)?);
+    }
+    // Every peer's score before any is closed (all 20 and the bootstrap node).
+    let mut before: HashMap<String, Value> = HashMap::new();
+    let _ = &boot;
+    node.wait_until(
+        Duration::from_secs(30),
+        "all 20 peers connected",
+        async |n: &Node| {
+            let now = connected(&n.status().await?);
+            let all = now.len() >= 21;
+            if all {
+                ensure!(
+                    now.values().all(|p| p["connected"] == true),
+                    "not connected"
+                );
+            }
+            Ok(all)
+        },
+    )
+    .await?;
+    before.extend(connected(&node.status().await?));
+
+    node.wait_until(
+        Duration::from_secs(30),
+        "trimmed to the low watermark",
+        async |n: &Node| {
+            let st = n.status().await?;
+            Ok(st["peer_management"]["counted_peers"].as_u64() <= Some(6))
+        },
+    )
+    .await?;
+    // Give the connections being closed time to go, then look at who is left.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let st = node.status().await?;
+    let after = connected(&st);
+    // The bootstrap node closes idle connections itself; trimming must never have.
+    let trimmed: Vec<String> = node
+        .log_lines()
+        .iter()
+        .filter(|l| l["message"] == "trimmed")
+        .filter_map(|l| l["peer"].as_str().map(str::to_string))
+        .collect();
+    ensure!(
+        after.contains_key(&named) && !trimmed.contains(&named) && !trimmed.contains(&boot.peer_id),
+        "a protected peer was closed: left {:?}, trimmed {trimmed:?}\n{}",
+        after.keys().collect::<Vec<_>>(),
+        node.diagnose().await
+    );
+    ensure!(
+        after[&named]["protected"] == true,
+        "the named peer is not shown as protected: {st}"
+    );
+    let counted = st["peer_management"]["counted_peers"].as_u64().unwrap_or(0);
+    ensure!(
+        (5..=6).contains(&counted),
+        "expected the node at its low watermark, got {counted} peers: {st}"
+    );
+    let score = |p: &Value| p["score"]["total"].as_f64().unwrap_or(0.0);
+    let (mut kept, mut closed) = (vec![], vec![]);
+    for (id, p) in &before {
+        if *id == boot.peer_id || *id == named {
+            continue;
+        }
+        if after.contains_key(id) {
+            kept.push(score(p));
+        } else {
+            closed.push(score(p));
+        }
+    }
+    ensure!(
+        closed.len() >= 13 && mean(&kept) > mean(&closed),
+        "survivors are not the better scored: kept {kept:?}, closed {closed:?}\n{}",
+        node.diagnose().await
+    );
+    let metrics = node.metrics().await?;
+    ensure!(
+        metric_sum(&metrics, "jantar_peers_trimmed_total", &[]) >= 13.0,
+        "trimming not counted:\n{metrics}"
+    );
+    let crowded = after
+        .values()
+        .filter(|p| p["group"] == "127.50.0.0/16")
+        .count();
+    eprintln!(
+        "kept {} peers (mean score {:.3}, {crowded} from the crowded /16), closed {} (mean {:.3})",
+        kept.len(),
+        mean(&kept),
+        closed.len(),
+        mean(&closed)
+    );
+    Ok(())
+}
+
+/// Ten honest peers from ten networks are connected when an attacker connects 30
+/// identities from two addresses (two /16s). The node trims back to its low watermark
+/// by closing the attacker's identities: every honest peer stays. The per-IP connection
+/// cap is raised so that the crowd reaches the eviction logic at all.
+#[tokio::test]
+async fn an_attacker_from_two_networks_cannot_evict_honest_peers() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let boot = bootstrap(dir.path()).await?;
+    let mut node = peer(
+        dir.path(),
+        &boot,
+        "max_peers: 60, high_water: 20, low_water: 15, connection_grace_period: 3s, max_connections_per_ip: 16",
+        "",
+    )
+    .await?;
+    let tally = Arc::new(Tally::default());
+    let honest: Vec<Sybil> = (11..=20)
+        .map(|i| spawn(&format!("127.{i}.0.1"), &node, &tally))
+        .collect::<Result<_>>()?;
+    wait_connected(&mut node, 11).await?;
+    // The honest peers have been there a while when the crowd arrives.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let attackers: Vec<Sybil> = (0..30)
+        .map(|i| {
+            let source = if i % 2 == 0 {
+                "127.66.0.1"
+            } else {
+                "127.67.0.1"
+            };
+            spawn(source, &node, &tally)
+        })
+        .collect::<Result<_>>()?;
+    node.wait_until(
+        Duration::from_secs(20),
+        "the crowd connected",
+        async |n: &Node| {
+            let st = n.status().await?;
+            Ok(st["peer_management"]["trimmed"].as_u64().unwrap_or(0) > 0
+                || st["peer_management"]["counted_peers"].as_u64().unwrap_or(0) >= 35)
+        },
+    )
+    .await?;
+    node.wait_until(
+        Duration::from_secs(45),
+        "back at the low watermark",
+        async |n: &Node| {
+            let st = n.status().await?;
+            Ok(st["peer_management"]["counted_peers"]
+                .as_u64()
+                .unwrap_or(99)
+                <= 15)
+        },
+    )
+    .await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let st = node.status().await?;
+    let after = connected(&st);
+    let lost: Vec<String> = honest
+        .iter()
+        .map(|s| s.peer_id.to_string())
+        .filter(|id| !after.contains_key(id))
+        .collect();
+    ensure!(
+        lost.is_empty(),
+        "honest peers were evicted: {lost:?}\n{}",
+        node.diagnose().await
+    );
+    let attackers_left = attackers
+        .iter()
+        .filter(|s| after.contains_key(&s.peer_id.to_string()))
+        .count();
+    eprintln!(
+        "all 10 honest peers kept; {attackers_left} of 30 attacker identities left, {} trimmed",
+        st["peer_management"]["trimmed"]
+    );
+    Ok(())
+}
+
+/// A peer that knew others restarts while its only bootstrap node is down: it dials the
+/// peers in its store, becomes ready (it joined the DHT through them) and fetches a
+/// file whose providers it finds in the DHT.
+#[tokio::test]
+async fn a_restart_with_every_bootstrap_node_down_rejoins_through_known_peers() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let mut net = LoopbackNet::start(dir.path(), "", READY).await?;
+    let a = net.peer("a", "").await?;
+    let _b = net.peer("b", "").await?;
+    let mut c = net.peer("c", "").await?;
+    c.wait_until(
+        Duration::from_secs(30),
+        "c knows a and b as DHT servers",
+        async |n: &Node| {
+            let (_, body) = n.get("/peers").await?;
+            let peers: Value = serde_json::from_str(&body)?;
+            Ok(peers
+                .as_array()
+                .is_some_and(|p| p.iter().filter(|p| p["connected"] == true).count() >= 3))
+        },
+    )
+    .await?;
+    c.terminate(Duration::from_secs(15)).await?;
+    let store = std::fs::read_to_string(dir.path().join("c").join("peers.json"))
+        .context("the peer store was not written on shutdown")?;
+    ensure!(
+        store.contains(&a.peer_id),
+        "a is not in c's store:\n{store}"
+    );
+    net.boot.terminate(Duration::from_secs(15)).await?;
+
+    let file = dir.path().join("shared.bin");
+    random_file(&file, 300_000, 7)?;
+    let id = a.share(&file)?;
+
+    let started = std::time::Instant::now();
+    let mut c = Node::restart(dir.path(), "c", Role::Peer).await?;
+    c.wait_ready(Duration::from_secs(45))
+        .await
+        .context("c did not rejoin without its bootstrap node")?;
+    let rejoined = started.elapsed();
+    let out = dir.path().join("fetched.bin");
+    let out_s = out.to_str().context("path")?;
+    let (status, stdout, stderr) = c.cli(&["get", &id, "-o", out_s])?;
+    ensure!(
+        status.success(),
+        "c could not fetch through the DHT: {stdout}{stderr}\n{}",
+        c.diagnose().await
+    );
+    ensure!(
+        std::fs::read(&out)? == std::fs::read(&file)?,
+        "the fetched file differs"
+    );
+    eprintln!("rejoined in {rejoined:?} with the bootstrap node down");
+    Ok(())
+}
+
+/// With a GeoIP database the node groups peers by AS number and shows their countries;
+/// peers outside the database fall back to their /16. `jantar-peer peers` shows the
+/// same in a table and as JSON.
+#[tokio::test]
+async fn a_geoip_database_gives_countries_and_as_groups() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let db = dir.path().join("geo.mmdb");
+    let entry = |net: &str, country, asn, org| -> Result<GeoEntry> {
+        Ok(GeoEntry {
+            network: net.parse()?,
+            country,
+            asn,
+            as_org: org,
+        })
+    };
+    write_database(
+        &db,
+        &[
+            entry("127.1.0.0/16", "DE", 64501, "Example Hosting DE")?,
+            entry("127.2.0.0/16", "DE", 64501, "Example Hosting DE")?,
+            entry("127.3.0.0/16", "JP", 64502, "Example Net JP")?,
+        ],
+    )?;
+    let boot = bootstrap(dir.path()).await?;
+    let mut node = peer(
+        dir.path(),
+        &boot,
+        "max_connections_per_ip: 16",
+        &format!("  geoip_databases: [\"{}\"]\n", db.display()),
+    )
+    .await?;
+    let tally = Arc::new(Tally::default());
+    let sybils: Vec<Sybil> = ["127.1.0.1", "127.2.0.1", "127.3.0.1", "127.4.0.1"]
+        .iter()
+        .map(|s| spawn(s, &node, &tally))
+        .collect::<Result<_>>()?;
+    wait_connected(&mut node, 5).await?;
+    let st = node.status().await?;
+    let peers = connected(&st);
+    let of = |i: usize| &peers[&sybils[i].peer_id.to_string()];
+    let expect = [
+        (0, Some("DE"), Some(64501u64), "AS64501"),
+        (1, Some("DE"), Some(64501), "AS64501"),
+        (2, Some("JP"), Some(64502), "AS64502"),
+        (3, None, None, "127.4.0.0/16"),
+    ];
+    for (i, country, asn, group) in expect {
+        let p = of(i);
+        ensure!(
+            p["country"].as_str() == country && p["asn"].as_u64() == asn && p["group"] == group,
+            "peer from {} shown as {p}",
+            ["127.1.0.1", "127.2.0.1", "127.3.0.1", "127.4.0.1"][i]
+        );
+    }
+    // Two /16s of one AS are one group: each has half the diversity of a peer alone.
+    ensure!(
+        of(0)["score"]["diversity"].as_f64() == Some(0.5)
+            && of(2)["score"]["diversity"].as_f64() == Some(1.0),
+        "diversity does not follow the AS groups: {} / {}",
+        of(0),
+        of(2)
+    );
+    // AS64501, AS64502, 127.4/16 and the bootstrap node's 127.0/16 (the gauges follow
+    // within a second).
+    node.wait_until(
+        Duration::from_secs(10),
+        "jantar_peer_network_groups at 4",
+        async |n: &Node| {
+            let metrics = n.metrics().await?;
+            Ok(metric_sum(&metrics, "jantar_peer_network_groups", &[]) == 4.0)
+        },
+    )
+    .await?;
+    let (status, table, err) = node.cli(&["peers"])?;
+    ensure!(
+        status.success() && table.contains("DE AS64501") && table.contains("JP AS64502"),
+        "peers table: {table}{err}"
+    );
+    let (status, json, err) = node.cli(&["peers", "--known", "--json"])?;
+    let known: Value = serde_json::from_str(&json).with_context(|| format!("{json}{err}"))?;
+    ensure!(
+        status.success() && known.as_array().is_some_and(|a| a.len() >= 5),
+        "peers --known --json: {json}"
+    );
+    Ok(())
+}
+
+/// A file that is not a MaxMind database stops the node at start with an error that
+/// names it.
+#[tokio::test]
+async fn a_file_that_is_not_a_geoip_database_is_refused_by_name() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let bad = dir.path().join("not-a-db.mmdb");
+    std::fs::write(&bad, b"definitely not a MaxMind database")?;
+    let started = Node::start(
+        dir.path(),
+        "geo",
+        Role::Peer,
+        &format!(
+            "network:\n  listen_addresses: [\"/ip4/127.0.0.1/tcp/0\"]\n  enable_mdns: false\n  enable_upnp: false\n  geoip_databases: [\"{}\"]\n",
+            bad.display()
+        ),
+    )
+    .await;
+    let log = std::fs::read_to_string(dir.path().join("geo").join("node.log"))?;
+    ensure!(
+        started.is_err() && log.contains("not-a-db.mmdb") && log.contains("not a MaxMind"),
+        "expected a refusal naming the file, got: {log}"
+    );
+    Ok(())
+}
