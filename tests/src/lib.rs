@@ -6,4 +6,5 @@ pub mod circuit_pump;
 pub mod geoip;
 pub mod harness;
 pub mod lab;
+pub mod peering_bench;
 pub mod sybil;

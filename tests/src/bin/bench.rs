@@ -5,6 +5,7 @@
 //! cargo run --release -p jantar-tests --bin bench -- transfer --size-mib 256
 //! cargo run --release -p jantar-tests --bin bench -- spread --peers 10 --size-mib 32
 //! cargo run --release -p jantar-tests --bin bench -- memory --size-mib 1024
+//! cargo run --release -p jantar-tests --bin bench -- peering --runs 3
 //! ```
 
 use std::{
@@ -42,6 +43,18 @@ enum Bench {
         #[arg(long, default_value_t = 1024)]
         size_mib: usize,
     },
+    /// Connection management: slots held by the best-scored peers after churn, and
+    /// the time to rejoin after a restart with the bootstrap node down.
+    Peering {
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+    },
+}
+
+/// Median and range of `v` (sorted in place).
+fn spread(v: &mut [f64]) -> (f64, f64, f64) {
+    v.sort_by(f64::total_cmp);
+    (v[v.len() / 2], v[0], v[v.len() - 1])
 }
 
 fn write_random(path: &Path, size: usize) -> Result<()> {
@@ -221,6 +234,46 @@ async fn main() -> Result<()> {
                 single.as_secs_f64(),
                 peers - 1,
                 single.as_secs_f64() * (peers - 1) as f64
+            );
+        }
+        Bench::Peering { runs } => {
+            let runs = runs.max(1);
+            let (mut top, mut random, mut without, mut with) = (vec![], vec![], vec![], vec![]);
+            for run in 0..runs {
+                let dir = root.join(format!("run{run}"));
+                std::fs::create_dir_all(dir.join("churn"))?;
+                let c = jantar_tests::peering_bench::churn(&dir.join("churn")).await?;
+                println!(
+                    "run {run}: churn: top-20 peers hold {:.2} of {} slots (random: {:.2}); {} trimmed",
+                    c.top20_share, c.counted, c.random_share, c.trimmed
+                );
+                std::fs::create_dir_all(dir.join("rejoin"))?;
+                let r = jantar_tests::peering_bench::rejoin(&dir.join("rejoin")).await?;
+                println!(
+                    "run {run}: rejoin: {:.2} s with the bootstrap node down, {:.2} s with it up",
+                    r.without_bootstrap.as_secs_f64(),
+                    r.with_bootstrap.as_secs_f64()
+                );
+                top.push(c.top20_share);
+                random.push(c.random_share);
+                without.push(r.without_bootstrap.as_secs_f64());
+                with.push(r.with_bootstrap.as_secs_f64());
+            }
+            let (t, t_lo, t_hi) = spread(&mut top);
+            let (rnd, _, _) = spread(&mut random);
+            let (w, w_lo, w_hi) = spread(&mut without);
+            let (b, b_lo, b_hi) = spread(&mut with);
+            println!("top-20 share of slots: median {t:.2} ({t_lo:.2} to {t_hi:.2}); random slots would give {rnd:.2}");
+            println!("rejoin, bootstrap down: median {w:.2} s ({w_lo:.2} to {w_hi:.2}); bootstrap up: {b:.2} s ({b_lo:.2} to {b_hi:.2})");
+            println!(
+                "{}",
+                serde_json::json!({
+                    "runs": runs,
+                    "top20_share": t,
+                    "random_share": rnd,
+                    "rejoin_without_bootstrap_s": w,
+                    "rejoin_with_bootstrap_s": b,
+                })
             );
         }
         Bench::Memory { size_mib } => {
