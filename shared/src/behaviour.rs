@@ -57,7 +57,7 @@ pub struct Behaviour {
     pub gossipsub: Toggle<gossipsub::Behaviour>,
     /// Manifest and chunk transfer (peer).
     pub files: Toggle<crate::files::protocol::Behaviour>,
-    /// Holds the connections of the peers the connection manager keeps (peer).
+    /// Holds a peer's direct connections open until trimming closes them (peer).
     pub keep_alive: Toggle<crate::peering::keep_alive::KeepAlive>,
 }
 
@@ -139,7 +139,15 @@ impl Behaviour {
             gossipsub: if is_peer { Some(gossip(key)?) } else { None }.into(),
             files: is_peer.then(crate::files::protocol::behaviour).into(),
             keep_alive: is_peer
-                .then(crate::peering::keep_alive::KeepAlive::default)
+                .then(|| {
+                    crate::peering::keep_alive::KeepAlive::new(
+                        net.bootstrap_nodes
+                            .iter()
+                            .chain(&net.relay_nodes)
+                            .map(|n| n.peer_id)
+                            .collect(),
+                    )
+                })
                 .into(),
         })
     }

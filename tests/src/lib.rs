@@ -2,6 +2,7 @@
 
 pub mod autonat_client;
 pub mod autonat_liar;
+pub mod capacity;
 pub mod circuit_pump;
 pub mod geoip;
 pub mod harness;

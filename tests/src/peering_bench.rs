@@ -67,11 +67,7 @@ pub async fn churn(root: &Path) -> Result<Churn> {
     let tally = Arc::new(Tally::default());
     let mut steady = vec![];
     for i in 0..20u8 {
-        steady.push(spawn(
-            IpAddr::from([127, 101 + i, 0, 1]),
-            &target,
-            &tally,
-        )?);
+        steady.push(spawn(IpAddr::from([127, 101 + i, 0, 1]), &target, &tally)?);
     }
     // A hundred arrivals, each leaving 5 to 15 s later.
     let mut churners: Vec<(Instant, Sybil)> = vec![];
@@ -108,7 +104,10 @@ pub async fn churn(root: &Path) -> Result<Churn> {
         .take(20)
         .filter_map(|p| p["peer_id"].as_str())
         .collect();
-    let held = connected.iter().filter(|p| top.contains(p.as_str())).count();
+    let held = connected
+        .iter()
+        .filter(|p| top.contains(p.as_str()))
+        .count();
     let counted = connected.len().max(1);
     drop(churners);
     drop(steady);

@@ -162,11 +162,13 @@ impl Peering {
     /// First contact: the store's DHT servers go into the routing table, and its best
     /// peers are dialed alongside the bootstrap nodes.
     pub(super) fn join(&mut self, swarm: &mut Swarm<Behaviour>) {
+        // A bootstrap node or relay rejoins through DHT servers only: the peers it knew
+        // are mostly clients, often behind NAT.
         let best: Vec<(PeerId, Vec<Multiaddr>, bool)> = self
             .store
             .best()
             .into_iter()
-            .filter(|(p, _)| !self.infrastructure.contains(p))
+            .filter(|(p, r)| !self.infrastructure.contains(p) && (self.dials_out || r.dht_server))
             .map(|(p, r)| (p, r.addresses.clone(), r.dht_server))
             .collect();
         if best.is_empty() {
@@ -328,39 +330,11 @@ impl Peering {
             self.last_fill = Some(now);
             self.fill(swarm);
         }
-        self.keep_alive(swarm, busy);
         if now.duration_since(self.last_save) >= SAVE_INTERVAL {
             self.last_save = now;
             self.save();
         }
         self.update_gauges(busy);
-    }
-
-    /// Peers whose connections stay open while idle: the protected ones, and the best
-    /// scored up to the low watermark. Others idle out after the grace period.
-    fn keep_alive(&self, swarm: &mut Swarm<Behaviour>, busy: &HashSet<PeerId>) {
-        let Some(keep_alive) = swarm.behaviour_mut().keep_alive.as_mut() else {
-            return;
-        };
-        let groups = self.group_sizes();
-        let mut ranked: Vec<(PeerId, f64)> = self
-            .live
-            .keys()
-            .filter(|p| !self.infrastructure.contains(p))
-            .map(|p| (*p, self.score_of(p, &groups).total))
-            .collect();
-        ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-        let mut keep: HashSet<PeerId> = ranked
-            .into_iter()
-            .take(self.low_water)
-            .map(|(p, _)| p)
-            .collect();
-        keep.extend(
-            self.live
-                .keys()
-                .filter(|p| !self.infrastructure.contains(p) && self.is_protected(p, busy)),
-        );
-        keep_alive.set(keep);
     }
 
     fn is_protected(&self, peer: &PeerId, busy: &HashSet<PeerId>) -> bool {
@@ -429,11 +403,15 @@ impl Peering {
     /// Dials known peers not connected: the best-scored, and some never tried.
     fn fill(&mut self, swarm: &mut Swarm<Behaviour>) {
         let want = (self.low_water - self.counted()).min(FILL_BATCH);
+        let now = unix_now();
         let known: Vec<Known<PeerId, NetGroup>> = self
             .store
             .iter()
             .filter(|(p, r)| {
-                !r.addresses.is_empty() && !self.live.contains_key(p) && !swarm.is_connected(p)
+                !r.addresses.is_empty()
+                    && r.dialable_at(now)
+                    && !self.live.contains_key(p)
+                    && !swarm.is_connected(p)
             })
             .map(|(p, r)| Known {
                 peer: *p,

@@ -1,14 +1,17 @@
-//! Keeping the connections the node wants open, idle or not.
+//! Holding a peer's connections open, idle or not, until the connection manager trims.
 //!
-//! libp2p closes a connection once no protocol uses it for the idle timeout
-//! (`connection_grace_period`). A peer's connection manager wants the opposite for the
-//! peers it keeps: a peer that merely has nothing to say right now is still worth
-//! holding, as Kubo's connection manager holds every connection until it trims. This
-//! behaviour marks the connections of the peers named in [`KeepAlive::set`] as in use;
-//! every other connection idles out as before.
+//! libp2p closes a connection once no protocol has used it for the idle timeout
+//! (`connection_grace_period`). For a peer that is the wrong rule: a peer that merely has
+//! nothing to say right now is still worth holding, and the set of peers should change
+//! by the connection manager's choice (trimming above the high watermark, dialing below
+//! the low one), as Kubo's connection manager holds every connection until it trims.
+//! This behaviour marks a peer's direct connections as in use, except those to `release`
+//! (configured bootstrap nodes and relays: they count toward no watermark, and close
+//! their idle connections themselves). Relayed connections are not held: they take a
+//! relay's circuit, which the peers give back when idle.
 
 use std::{
-    collections::{HashMap, HashSet, VecDeque},
+    collections::HashSet,
     convert::Infallible,
     task::{Context, Poll},
 };
@@ -16,43 +19,28 @@ use std::{
 use libp2p::{
     Multiaddr, PeerId,
     core::{Endpoint, transport::PortUse, upgrade::DeniedUpgrade},
+    multiaddr::Protocol,
     swarm::{
         ConnectionDenied, ConnectionHandler, ConnectionHandlerEvent, ConnectionId, FromSwarm,
-        NetworkBehaviour, NotifyHandler, SubstreamProtocol, THandler, THandlerInEvent,
-        THandlerOutEvent, ToSwarm, handler::ConnectionEvent,
+        NetworkBehaviour, SubstreamProtocol, THandler, THandlerInEvent, THandlerOutEvent, ToSwarm,
+        handler::ConnectionEvent,
     },
 };
 
-#[derive(Default)]
 pub struct KeepAlive {
-    keep: HashSet<PeerId>,
-    connections: HashMap<PeerId, HashSet<ConnectionId>>,
-    /// Handlers to tell of a change.
-    notify: VecDeque<(PeerId, ConnectionId, bool)>,
+    release: HashSet<PeerId>,
 }
 
 impl KeepAlive {
-    /// The peers whose connections are kept open from now on.
-    pub fn set(&mut self, keep: HashSet<PeerId>) {
-        for (peer, conns) in &self.connections {
-            let now = keep.contains(peer);
-            if now != self.keep.contains(peer) {
-                for c in conns {
-                    self.notify.push_back((*peer, *c, now));
-                }
-            }
-        }
-        self.keep = keep;
+    /// Holds every direct connection open except those to `release`.
+    pub fn new(release: HashSet<PeerId>) -> Self {
+        KeepAlive { release }
     }
 
-    pub fn is_kept(&self, peer: &PeerId) -> bool {
-        self.keep.contains(peer)
-    }
-
-    fn handler(&mut self, peer: PeerId, id: ConnectionId) -> Handler {
-        self.connections.entry(peer).or_default().insert(id);
+    fn handler(&self, peer: &PeerId, remote: &Multiaddr) -> Handler {
+        let relayed = remote.iter().any(|p| p == Protocol::P2pCircuit);
         Handler {
-            keep: self.keep.contains(&peer),
+            keep: !relayed && !self.release.contains(peer),
         }
     }
 }
@@ -63,35 +51,26 @@ impl NetworkBehaviour for KeepAlive {
 
     fn handle_established_inbound_connection(
         &mut self,
-        id: ConnectionId,
+        _: ConnectionId,
         peer: PeerId,
         _: &Multiaddr,
-        _: &Multiaddr,
+        remote: &Multiaddr,
     ) -> Result<THandler<Self>, ConnectionDenied> {
-        Ok(self.handler(peer, id))
+        Ok(self.handler(&peer, remote))
     }
 
     fn handle_established_outbound_connection(
         &mut self,
-        id: ConnectionId,
+        _: ConnectionId,
         peer: PeerId,
-        _: &Multiaddr,
+        remote: &Multiaddr,
         _: Endpoint,
         _: PortUse,
     ) -> Result<THandler<Self>, ConnectionDenied> {
-        Ok(self.handler(peer, id))
+        Ok(self.handler(&peer, remote))
     }
 
-    fn on_swarm_event(&mut self, event: FromSwarm) {
-        if let FromSwarm::ConnectionClosed(e) = event
-            && let Some(conns) = self.connections.get_mut(&e.peer_id)
-        {
-            conns.remove(&e.connection_id);
-            if conns.is_empty() {
-                self.connections.remove(&e.peer_id);
-            }
-        }
-    }
+    fn on_swarm_event(&mut self, _: FromSwarm) {}
 
     fn on_connection_handler_event(
         &mut self,
@@ -103,19 +82,6 @@ impl NetworkBehaviour for KeepAlive {
     }
 
     fn poll(&mut self, _: &mut Context<'_>) -> Poll<ToSwarm<Self::ToSwarm, THandlerInEvent<Self>>> {
-        while let Some((peer_id, id, keep)) = self.notify.pop_front() {
-            if self
-                .connections
-                .get(&peer_id)
-                .is_some_and(|c| c.contains(&id))
-            {
-                return Poll::Ready(ToSwarm::NotifyHandler {
-                    peer_id,
-                    handler: NotifyHandler::One(id),
-                    event: keep,
-                });
-            }
-        }
         Poll::Pending
     }
 }
@@ -126,7 +92,7 @@ pub struct Handler {
 }
 
 impl ConnectionHandler for Handler {
-    type FromBehaviour = bool;
+    type FromBehaviour = Infallible;
     type ToBehaviour = Infallible;
     type InboundProtocol = DeniedUpgrade;
     type OutboundProtocol = DeniedUpgrade;
@@ -141,8 +107,8 @@ impl ConnectionHandler for Handler {
         self.keep
     }
 
-    fn on_behaviour_event(&mut self, keep: bool) {
-        self.keep = keep;
+    fn on_behaviour_event(&mut self, event: Infallible) {
+        match event {}
     }
 
     fn on_connection_event(
@@ -156,5 +122,30 @@ impl ConnectionHandler for Handler {
         _: &mut Context<'_>,
     ) -> Poll<ConnectionHandlerEvent<DeniedUpgrade, Infallible, Infallible>> {
         Poll::Pending
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn holds_direct_connections_but_not_infrastructure_or_circuits() {
+        let boot = PeerId::random();
+        let k = KeepAlive::new([boot].into());
+        let direct: Multiaddr = "/ip4/192.0.2.1/tcp/4001".parse().unwrap();
+        let relay = PeerId::random();
+        let circuit: Multiaddr = format!("/ip4/192.0.2.2/tcp/4001/p2p/{relay}/p2p-circuit")
+            .parse()
+            .unwrap();
+        assert!(
+            k.handler(&PeerId::random(), &direct)
+                .connection_keep_alive()
+        );
+        assert!(!k.handler(&boot, &direct).connection_keep_alive());
+        assert!(
+            !k.handler(&PeerId::random(), &circuit)
+                .connection_keep_alive()
+        );
     }
 }

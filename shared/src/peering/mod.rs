@@ -7,7 +7,7 @@
 //! | [`score`] | a peer's score and its components |
 //! | [`store`] | the peer store: known peers, their addresses and history, persisted in the data dir |
 //! | [`eviction`] | whom to close above the high watermark, resisting takeover |
-//! | [`keep_alive`] | holding the connections of the peers the node keeps, idle or not |
+//! | [`keep_alive`] | holding a peer's connections open, idle or not, until trimming closes them |
 //! | [`dials`] | whom to dial below the low watermark: the best known peers and some untried ones |
 
 pub mod dials;

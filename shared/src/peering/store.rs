@@ -48,6 +48,12 @@ pub struct PeerRecord {
     pub dials_ok: u32,
     #[serde(default)]
     pub dials_failed: u32,
+    /// Failed dials since the last success.
+    #[serde(default)]
+    pub failures_in_a_row: u32,
+    /// Unix seconds of the last failed dial.
+    #[serde(default)]
+    pub last_failure: Option<u64>,
     /// Seconds connected, over past connections.
     #[serde(default)]
     pub connected_secs: u64,
@@ -78,6 +84,16 @@ impl PeerRecord {
     /// Dialed at least once, whatever came of it.
     pub fn tried(&self) -> bool {
         self.dials_ok + self.dials_failed > 0
+    }
+
+    /// Whether a dial is worth trying at `now` (unix seconds): not within the backoff
+    /// after a failure, which doubles with each failure in a row from 30 s up to an hour.
+    pub fn dialable_at(&self, now: u64) -> bool {
+        let Some(last) = self.last_failure.filter(|_| self.failures_in_a_row > 0) else {
+            return true;
+        };
+        let backoff = (30u64 << self.failures_in_a_row.min(8).saturating_sub(1)).min(3600);
+        now >= last.saturating_add(backoff)
     }
 
     pub fn rtt(&self) -> Option<Duration> {
@@ -321,8 +337,11 @@ impl PeerStore {
         if let Some(r) = self.entry(peer) {
             if ok {
                 r.dials_ok = r.dials_ok.saturating_add(1);
+                r.failures_in_a_row = 0;
             } else {
                 r.dials_failed = r.dials_failed.saturating_add(1);
+                r.failures_in_a_row = r.failures_in_a_row.saturating_add(1);
+                r.last_failure = Some(unix_now());
             }
         }
     }
@@ -514,6 +533,19 @@ mod tests {
         std::fs::write(&path, r#"{"version": 9, "peers": []}"#).unwrap();
         let (_, problem) = PeerStore::open(PeerId::random(), path, 100);
         assert!(problem.unwrap().to_string().contains("version 9"));
+    }
+
+    #[test]
+    fn failed_dials_back_off_doubling_up_to_an_hour() {
+        let mut r = PeerRecord::default();
+        assert!(r.dialable_at(0));
+        r.failures_in_a_row = 1;
+        r.last_failure = Some(1000);
+        assert!(!r.dialable_at(1029) && r.dialable_at(1030));
+        r.failures_in_a_row = 3;
+        assert!(!r.dialable_at(1119) && r.dialable_at(1120));
+        r.failures_in_a_row = 40;
+        assert!(!r.dialable_at(4599) && r.dialable_at(4600));
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! cargo run --release -p jantar-tests --bin bench -- spread --peers 10 --size-mib 32
 //! cargo run --release -p jantar-tests --bin bench -- memory --size-mib 1024
 //! cargo run --release -p jantar-tests --bin bench -- peering --runs 3
+//! cargo run --release -p jantar-tests --bin bench -- capacity --connections 10000
 //! ```
 
 use std::{
@@ -16,7 +17,7 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
-use jantar_tests::harness::{LoopbackNet, Node};
+use jantar_tests::harness::{LoopbackNet, Node, Role};
 
 #[derive(Parser)]
 struct Args {
@@ -48,6 +49,21 @@ enum Bench {
     Peering {
         #[arg(long, default_value_t = 3)]
         runs: usize,
+    },
+    /// Bootstrap capacity: connections held by clients that keep querying, the accept
+    /// rate, resident memory per connection, CPU, and FIND_NODE latency under load.
+    Capacity {
+        #[arg(long, default_value_t = 10_000)]
+        connections: usize,
+        /// Clients per source address (the bootstrap node's per-IP cap is 16).
+        #[arg(long, default_value_t = 12)]
+        per_ip: usize,
+        /// Each client looks a random key up this often.
+        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        query_interval: Duration,
+        /// How long latencies and CPU are measured once every client is connected.
+        #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
+        measure: Duration,
     },
 }
 
@@ -127,13 +143,7 @@ fn cli(node: &Node, args: &[&str]) -> Result<String> {
 }
 
 fn peak_rss_kib(pid: u32) -> Option<u64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    s.lines()
-        .find(|l| l.starts_with("VmHWM:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
+    jantar_tests::capacity::status_kib(pid, "VmHWM:")
 }
 
 fn mib_s(bytes: usize, d: Duration) -> f64 {
@@ -263,8 +273,12 @@ async fn main() -> Result<()> {
             let (rnd, _, _) = spread(&mut random);
             let (w, w_lo, w_hi) = spread(&mut without);
             let (b, b_lo, b_hi) = spread(&mut with);
-            println!("top-20 share of slots: median {t:.2} ({t_lo:.2} to {t_hi:.2}); random slots would give {rnd:.2}");
-            println!("rejoin, bootstrap down: median {w:.2} s ({w_lo:.2} to {w_hi:.2}); bootstrap up: {b:.2} s ({b_lo:.2} to {b_hi:.2})");
+            println!(
+                "top-20 share of slots: median {t:.2} ({t_lo:.2} to {t_hi:.2}); random slots would give {rnd:.2}"
+            );
+            println!(
+                "rejoin, bootstrap down: median {w:.2} s ({w_lo:.2} to {w_hi:.2}); bootstrap up: {b:.2} s ({b_lo:.2} to {b_hi:.2})"
+            );
             println!(
                 "{}",
                 serde_json::json!({
@@ -276,6 +290,12 @@ async fn main() -> Result<()> {
                 })
             );
         }
+        Bench::Capacity {
+            connections,
+            per_ip,
+            query_interval,
+            measure,
+        } => capacity(root, connections, per_ip, query_interval, measure).await?,
         Bench::Memory { size_mib } => {
             let size = size_mib << 20;
             let src = root.join("data.bin");
@@ -304,5 +324,122 @@ async fn main() -> Result<()> {
             );
         }
     }
+    Ok(())
+}
+
+async fn capacity(
+    root: &Path,
+    connections: usize,
+    per_ip: usize,
+    query_interval: Duration,
+    measure: Duration,
+) -> Result<()> {
+    use std::sync::{Arc, atomic::Ordering};
+
+    use jantar_tests::capacity::{Client, Shared, cpu_secs, percentile, rss_kib, source};
+
+    let config = format!(
+        "network:\n  listen_addresses: [\"/ip4/127.0.0.1/tcp/0\"]\n  connection_limits: {{max_peers: {}, max_pending_connections: 1024}}\n",
+        connections + 100
+    );
+    println!("bootstrap config (besides the defaults):\n{config}");
+    let mut boot = Node::start(root, "boot", Role::Bootstrap, &config).await?;
+    boot.wait_ready(Duration::from_secs(30)).await?;
+    let pid = boot.pid().context("pid")?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let base_rss = rss_kib(pid).unwrap_or(0);
+    let target: libp2p::Multiaddr = boot.addr().parse()?;
+    let shared = Arc::new(Shared::default());
+
+    // Ramp up: every client dials at once, in batches as fast as they are accepted.
+    let start = Instant::now();
+    let mut clients = Vec::with_capacity(connections);
+    for i in 0..connections {
+        clients.push(Client::spawn(
+            source(i, per_ip),
+            &target,
+            query_interval,
+            shared.clone(),
+        )?);
+        // Keep the handshakes in flight under the bootstrap node's pending limit.
+        while clients.len()
+            - shared.connected.load(Ordering::Relaxed)
+            - shared.dial_failed.load(Ordering::Relaxed)
+            > 512
+        {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while shared.connected.load(Ordering::Relaxed) + shared.dial_failed.load(Ordering::Relaxed)
+        < connections
+        && Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let ramp = start.elapsed();
+    let connected = shared.connected.load(Ordering::Relaxed);
+    let accept_per_s = connected as f64 / ramp.as_secs_f64();
+
+    // Hold: every client queries every `query_interval`; measure.
+    tokio::time::sleep(query_interval).await;
+    let cpu_before = cpu_secs(pid).unwrap_or(0.0);
+    let queries_before = shared.queries_ok.load(Ordering::Relaxed);
+    shared.start_sampling();
+    let held_start = Instant::now();
+    tokio::time::sleep(measure).await;
+    let held = held_start.elapsed().as_secs_f64();
+    let samples = shared.take_samples();
+    let cpu = cpu_secs(pid).unwrap_or(0.0) - cpu_before;
+    let queries = shared.queries_ok.load(Ordering::Relaxed) - queries_before;
+    let loaded_rss = rss_kib(pid).unwrap_or(0);
+    let st = boot.status().await?;
+    let held_conns = st["connected_peers"].as_u64().unwrap_or(0) as usize;
+    let per_conn = (loaded_rss.saturating_sub(base_rss)) as f64 / held_conns.max(1) as f64;
+    let p50 = percentile(&samples, 0.5);
+    let p99 = percentile(&samples, 0.99);
+    let failed = shared.queries_failed.load(Ordering::Relaxed);
+    let dropped = shared.disconnected.load(Ordering::Relaxed);
+    drop(clients);
+    println!("clients asked to connect:   {connections} ({per_ip} per source address)");
+    println!(
+        "connected:                  {connected} in {:.1} s; dial failures {}",
+        ramp.as_secs_f64(),
+        shared.dial_failed.load(Ordering::Relaxed)
+    );
+    println!("accept rate:                {accept_per_s:.0} connections/s");
+    println!("held by the bootstrap node: {held_conns} (clients dropped: {dropped})");
+    println!(
+        "resident memory:            {} KiB idle, {} KiB loaded",
+        base_rss, loaded_rss
+    );
+    println!("memory per connection:      {per_conn:.1} KiB");
+    println!(
+        "bootstrap CPU while held:   {:.2} cores ({cpu:.1} s over {held:.1} s)",
+        cpu / held
+    );
+    println!(
+        "FIND_NODE answered:         {:.0}/s ({} failed in all)",
+        queries as f64 / held,
+        failed
+    );
+    println!(
+        "FIND_NODE latency:          p50 {p50:.1} ms, p99 {p99:.1} ms ({} samples)",
+        samples.len()
+    );
+    println!(
+        "{}",
+        serde_json::json!({
+            "connections": held_conns,
+            "rss_per_connection_kib": (per_conn * 10.0).round() / 10.0,
+            "accept_per_s": accept_per_s.round(),
+            "find_node_p50_ms": (p50 * 10.0).round() / 10.0,
+            "find_node_p99_ms": (p99 * 10.0).round() / 10.0,
+            "find_node_per_s": (queries as f64 / held).round(),
+            "cpu_cores": (cpu / held * 100.0).round() / 100.0,
+            "rss_idle_kib": base_rss,
+            "rss_loaded_kib": loaded_rss,
+        })
+    );
     Ok(())
 }
