@@ -114,23 +114,7 @@ impl Sink {
                         }
                         _ => {}
                     },
-                    Some((from, mut stream)) = incoming.next() => {
-                        let counter = c
-                            .lock()
-                            .expect("counts lock")
-                            .entry(from)
-                            .or_default()
-                            .clone();
-                        tokio::spawn(async move {
-                            let mut buf = vec![0u8; 64 * 1024];
-                            while let Ok(n) = stream.read(&mut buf).await {
-                                if n == 0 {
-                                    break;
-                                }
-                                counter.fetch_add(n as u64, Ordering::Relaxed);
-                            }
-                        });
-                    }
+                    Some((from, stream)) = incoming.next() => count_into(&c, from, stream),
                 }
             }
         });
@@ -146,6 +130,47 @@ impl Sink {
         }
     }
 
+    /// A sink that listens on loopback for direct connections (the ceiling a relay is
+    /// measured against); returns it and its address (`.../p2p/<sink>`).
+    pub async fn listen(timeout: Duration) -> Result<(Sink, Multiaddr)> {
+        let mut swarm = swarm()?;
+        let peer_id = *swarm.local_peer_id();
+        let counts: Counts = Arc::default();
+        let mut incoming = swarm
+            .behaviour()
+            .stream
+            .new_control()
+            .accept(PUMP_PROTOCOL)
+            .map_err(|e| anyhow!("{e}"))?;
+        swarm.listen_on("/ip4/127.0.0.1/tcp/0".parse()?)?;
+        let addr = tokio::time::timeout(timeout, async {
+            loop {
+                if let SwarmEvent::NewListenAddr { address, .. } = swarm.select_next_some().await {
+                    return address;
+                }
+            }
+        })
+        .await
+        .map_err(|_| anyhow!("the sink did not listen within {timeout:?}"))?;
+        let c = counts.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = swarm.select_next_some() => {}
+                    Some((from, stream)) = incoming.next() => count_into(&c, from, stream),
+                }
+            }
+        });
+        Ok((
+            Sink {
+                peer_id,
+                counts,
+                task,
+            },
+            addr.with(Protocol::P2p(peer_id)),
+        ))
+    }
+
     /// Bytes received from `pump` so far.
     pub fn received_from(&self, pump: &PeerId) -> u64 {
         self.counts
@@ -154,6 +179,25 @@ impl Sink {
             .get(pump)
             .map_or(0, |c| c.load(Ordering::Relaxed))
     }
+}
+
+/// Reads `stream` to its end in a task of its own, counting the bytes under `from`.
+fn count_into(counts: &Counts, from: PeerId, mut stream: libp2p::Stream) {
+    let counter = counts
+        .lock()
+        .expect("counts lock")
+        .entry(from)
+        .or_default()
+        .clone();
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 64 * 1024];
+        while let Ok(n) = stream.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+            counter.fetch_add(n as u64, Ordering::Relaxed);
+        }
+    });
 }
 
 /// How a pump writes.
@@ -186,13 +230,29 @@ impl Pump {
         pace: Pace,
         timeout: Duration,
     ) -> Result<Pump> {
-        let mut swarm = swarm()?;
-        let peer_id = *swarm.local_peer_id();
-        let mut control = swarm.behaviour().stream.new_control();
         let circuit = relay
             .clone()
             .with(Protocol::P2pCircuit)
             .with(Protocol::P2p(sink));
+        Pump::start_at(circuit, sink, pace, timeout).await
+    }
+
+    /// Dials `sink` at `addr` directly (a sink from [`Sink::listen`]) and writes as
+    /// fast as the connection takes it.
+    pub async fn start_direct(addr: &Multiaddr, sink: PeerId, timeout: Duration) -> Result<Pump> {
+        Pump::start_at(addr.clone(), sink, Pace::Greedy, timeout).await
+    }
+
+    async fn start_at(
+        circuit: Multiaddr,
+        sink: PeerId,
+        pace: Pace,
+        timeout: Duration,
+    ) -> Result<Pump> {
+        let relay = circuit.clone();
+        let mut swarm = swarm()?;
+        let peer_id = *swarm.local_peer_id();
+        let mut control = swarm.behaviour().stream.new_control();
         swarm
             .dial(circuit.clone())
             .with_context(|| format!("dial {circuit}"))?;
@@ -214,7 +274,7 @@ impl Pump {
             }
         })
         .await
-        .map_err(|_| anyhow!("no stream to {sink} through {relay} within {timeout:?}"))??;
+        .map_err(|_| anyhow!("no stream to {sink} at {relay} within {timeout:?}"))??;
         let task = tokio::spawn(async move {
             let _driver = AbortOnDrop(driver);
             let mut stream = stream;

@@ -8,4 +8,5 @@ pub mod geoip;
 pub mod harness;
 pub mod lab;
 pub mod peering_bench;
+pub mod relay_bench;
 pub mod sybil;

@@ -7,6 +7,7 @@
 //! cargo run --release -p jantar-tests --bin bench -- memory --size-mib 1024
 //! cargo run --release -p jantar-tests --bin bench -- peering --runs 3
 //! cargo run --release -p jantar-tests --bin bench -- capacity --connections 10000
+//! cargo run --release -p jantar-tests --bin bench -- relay --circuits 1 --runs 3
 //! ```
 
 use std::{
@@ -49,6 +50,17 @@ enum Bench {
     Peering {
         #[arg(long, default_value_t = 3)]
         runs: usize,
+    },
+    /// Circuit throughput through jantar-relay, through rust-libp2p's relay with its
+    /// defaults, and over a direct connection, in the same run.
+    Relay {
+        /// Circuits at once (each its own pair of clients).
+        #[arg(long, default_value_t = 1)]
+        circuits: usize,
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+        measure: Duration,
     },
     /// Bootstrap capacity: connections held by clients that keep querying, the accept
     /// rate, resident memory per connection, CPU, and FIND_NODE latency under load.
@@ -290,6 +302,11 @@ async fn main() -> Result<()> {
                 })
             );
         }
+        Bench::Relay {
+            circuits,
+            runs,
+            measure,
+        } => relay(root, circuits, runs, measure).await?,
         Bench::Capacity {
             connections,
             per_ip,
@@ -439,6 +456,57 @@ async fn capacity(
             "cpu_cores": (cpu / held * 100.0).round() / 100.0,
             "rss_idle_kib": base_rss,
             "rss_loaded_kib": loaded_rss,
+        })
+    );
+    Ok(())
+}
+
+async fn relay(root: &Path, circuits: usize, runs: usize, measure: Duration) -> Result<()> {
+    use jantar_tests::relay_bench::{ReferenceRelay, jantar_relay_config, throughput, with_peer};
+
+    let warmup = Duration::from_secs(2);
+    let jantar = jantar_tests::harness::start_serving_relay(
+        root,
+        "relay",
+        jantar_tests::harness::LOOPBACK,
+        "  connection_limits: {max_connections_per_ip: 1024}\n",
+        &jantar_relay_config(circuits),
+    )
+    .await?;
+    let jantar_addr = with_peer(&jantar.listen[0], &jantar.peer_id)?;
+    let reference = ReferenceRelay::start(circuits).await?;
+    println!("circuits at once: {circuits}; measured over {measure:?} after {warmup:?}");
+    let (mut j, mut r, mut d) = (vec![], vec![], vec![]);
+    for run in 0..runs.max(1) {
+        let direct = throughput(None, circuits, warmup, measure).await?;
+        let reference_mib = throughput(Some(&reference.addr), circuits, warmup, measure).await?;
+        let jantar_mib = throughput(Some(&jantar_addr), circuits, warmup, measure).await?;
+        println!(
+            "run {run}: jantar-relay {jantar_mib:.1} MiB/s, reference relay {reference_mib:.1} MiB/s, direct {direct:.1} MiB/s"
+        );
+        j.push(jantar_mib);
+        r.push(reference_mib);
+        d.push(direct);
+    }
+    let (jm, jlo, jhi) = spread(&mut j);
+    let (rm, rlo, rhi) = spread(&mut r);
+    let (dm, dlo, dhi) = spread(&mut d);
+    println!("jantar-relay:    median {jm:.1} MiB/s ({jlo:.1} to {jhi:.1})");
+    println!("reference relay: median {rm:.1} MiB/s ({rlo:.1} to {rhi:.1})");
+    println!("direct:          median {dm:.1} MiB/s ({dlo:.1} to {dhi:.1})");
+    println!(
+        "jantar/reference {:.2}, jantar/direct {:.2}",
+        jm / rm,
+        jm / dm
+    );
+    println!(
+        "{}",
+        serde_json::json!({
+            "circuits": circuits,
+            "runs": runs.max(1),
+            "jantar_mib_s": (jm * 10.0).round() / 10.0,
+            "reference_mib_s": (rm * 10.0).round() / 10.0,
+            "direct_mib_s": (dm * 10.0).round() / 10.0,
         })
     );
     Ok(())
