@@ -3,8 +3,8 @@
 //! - **churn**: a peer (high watermark 30, low 20) holds 20 steady peers from 20
 //!   networks while 100 others from four networks arrive one every 200 ms and leave
 //!   after 5 to 15 s each. At the end, the share of the peer's slots held by the 20
-//!   best-scored peers it knows, against the share random slots would give them (20 /
-//!   peers present).
+//!   best-scored peers it knows, against the share they would hold if the slots went to
+//!   peers drawn at random from all it has seen (20 / peers known).
 //! - **rejoin**: a peer that knew others restarts with its bootstrap node down; the time
 //!   until it is ready again (joined the DHT), against a restart with the bootstrap node
 //!   up, in the same run.
@@ -33,10 +33,15 @@ const READY: Duration = Duration::from_secs(60);
 pub struct Churn {
     /// Share of the counted slots held by the 20 best-scored known peers.
     pub top20_share: f64,
-    /// What random slots would give them: 20 / distinct peers connected at the end.
+    /// What slots held by peers drawn at random from all the node has seen would give
+    /// the top 20: 20 / peers known.
     pub random_share: f64,
+    /// How many of the top 20 are connected.
+    pub top20_connected: usize,
     pub counted: usize,
     pub trimmed: u64,
+    /// Steady peers still connected at the end (of 20).
+    pub steady_kept: usize,
 }
 
 fn spawn(source: IpAddr, target: &Multiaddr, tally: &Arc<Tally>) -> Result<Sybil> {
@@ -108,14 +113,20 @@ pub async fn churn(root: &Path) -> Result<Churn> {
         .iter()
         .filter(|p| top.contains(p.as_str()))
         .count();
+    let steady_kept = steady
+        .iter()
+        .filter(|s| connected.contains(&s.peer_id.to_string()))
+        .count();
     let counted = connected.len().max(1);
     drop(churners);
     drop(steady);
     Ok(Churn {
         top20_share: held as f64 / counted as f64,
-        random_share: (20.0 / counted as f64).min(1.0),
+        random_share: 20.0 / ranked.len().max(20) as f64,
+        top20_connected: held,
         counted: connected.len(),
         trimmed: st["peer_management"]["trimmed"].as_u64().unwrap_or(0),
+        steady_kept,
     })
 }
 
@@ -125,6 +136,8 @@ pub struct Rejoin {
     pub without_bootstrap: Duration,
     /// Restart to ready with the bootstrap node up.
     pub with_bootstrap: Duration,
+    /// Restart to connected to all four old peers again, bootstrap node down.
+    pub all_peers_without_bootstrap: Duration,
 }
 
 pub async fn rejoin(root: &Path) -> Result<Rejoin> {
@@ -155,8 +168,16 @@ pub async fn rejoin(root: &Path) -> Result<Rejoin> {
     e.wait_ready(READY)
         .await
         .context("no rejoin with the bootstrap node down")?;
+    let without_bootstrap = start.elapsed();
+    e.wait_until(
+        READY,
+        "e connected to its four old peers",
+        async |n: &Node| Ok(n.status().await?["connected_peers"].as_u64() >= Some(4)),
+    )
+    .await?;
     Ok(Rejoin {
-        without_bootstrap: start.elapsed(),
+        without_bootstrap,
         with_bootstrap,
+        all_peers_without_bootstrap: start.elapsed(),
     })
 }

@@ -6,7 +6,7 @@
 //! | `rtt` | ping, smoothed | a round trip of 0 ms (50 ms gives 0.5; unknown 0.5) |
 //! | `uptime` | how often dials to it succeeded, and how long it stayed connected | always reachable, connected an hour or more |
 //! | `availability` | file chunks and lookups it answered | many answers (16 give 0.5) |
-//! | `diversity` | peers the node holds in the peer's network group | alone in its group |
+//! | `diversity` | peers the node holds in the peer's network group | alone in its group (0 while not connected) |
 //! | `penalty` | bad data it sent (chunks that failed verification) | subtracted: 0.2 each, at most 1 |
 //!
 //! "Prefer close peers": among peers otherwise equal, the one with the lower RTT scores
@@ -65,7 +65,11 @@ impl Score {
         let uptime = 0.5 * reliability + 0.5 * time;
         let useful = i.useful as f64;
         let availability = useful / (useful + USEFUL_HALF);
-        let diversity = 1.0 / i.group_peers.max(1) as f64;
+        // Diversity is a property of the connected set: a peer not connected adds none.
+        let diversity = match i.group_peers {
+            0 => 0.0,
+            n => 1.0 / n as f64,
+        };
         let penalty = (f64::from(i.bad_data) * PENALTY_PER_BAD).min(1.0);
         let total = (W_RTT * rtt
             + W_UPTIME * uptime

@@ -266,14 +266,20 @@ async fn main() -> Result<()> {
                 std::fs::create_dir_all(dir.join("churn"))?;
                 let c = jantar_tests::peering_bench::churn(&dir.join("churn")).await?;
                 println!(
-                    "run {run}: churn: top-20 peers hold {:.2} of {} slots (random: {:.2}); {} trimmed",
-                    c.top20_share, c.counted, c.random_share, c.trimmed
+                    "run {run}: churn: the 20 best-scored peers hold {:.2} of {} slots ({} of them connected; random: {:.2}); {} of 20 steady peers kept; {} trimmed",
+                    c.top20_share,
+                    c.counted,
+                    c.top20_connected,
+                    c.random_share,
+                    c.steady_kept,
+                    c.trimmed
                 );
                 std::fs::create_dir_all(dir.join("rejoin"))?;
                 let r = jantar_tests::peering_bench::rejoin(&dir.join("rejoin")).await?;
                 println!(
-                    "run {run}: rejoin: {:.2} s with the bootstrap node down, {:.2} s with it up",
+                    "run {run}: rejoin: ready {:.2} s with the bootstrap node down ({:.2} s to all 4 old peers), {:.2} s with it up",
                     r.without_bootstrap.as_secs_f64(),
+                    r.all_peers_without_bootstrap.as_secs_f64(),
                     r.with_bootstrap.as_secs_f64()
                 );
                 top.push(c.top20_share);
