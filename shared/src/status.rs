@@ -94,7 +94,8 @@ pub struct Status {
     /// Jantar peers discovered through the DHT or mDNS.
     pub discovered_peers: Vec<String>,
     pub relay: Option<RelayServerStatus>,
-    /// Connected peers with their scores, best first.
+    /// Connected peers with their scores, best first (at most 200; `GET /peers` lists
+    /// every known peer).
     #[serde(default)]
     pub peers: Vec<PeerScoreStatus>,
     /// The connection manager's watermarks and the peer store's size.

@@ -11,10 +11,10 @@
 //!   Whom to close is chosen to resist takeover ([`crate::peering::eviction`]).
 //! - A peer below `low_water` dials known peers, mostly its best-scored ones and about a
 //!   quarter never tried ([`crate::peering::dials`]).
-//! - At start the store's DHT servers go into the routing table and its best peers are
-//!   dialed with the bootstrap nodes, so a node whose bootstrap nodes are all down
-//!   rejoins through the peers it knew; relays known before are offered to the relay
-//!   client before it asks the DHT.
+//! - At start the store's best peers are dialed with the bootstrap nodes, so a node
+//!   whose bootstrap nodes are all down rejoins through the peers it knew (those serving
+//!   the DHT enter the routing table through the DHT's usual admission); relays known
+//!   before are offered to the relay client before it asks the DHT.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -60,6 +60,12 @@ const FILL_BATCH: usize = 8;
 const REJOIN_DIALS: usize = 8;
 /// Share of fill dials that go to peers never tried.
 const UNTRIED_SHARE: f64 = 0.25;
+/// The most peers one trimming round closes: each eviction looks at every candidate,
+/// so a node far above its high watermark (thousands of peers) trims over several
+/// seconds instead of stalling its event loop.
+const MAX_TRIM_PER_ROUND: usize = 64;
+/// Connected peers listed in `/status` at most (best first); `GET /peers` has all.
+const MAX_STATUS_PEERS: usize = 200;
 /// Trimming runs at most this often, so that a burst of connections is judged once
 /// their grace periods end rather than one by one.
 const TRIM_INTERVAL: Duration = Duration::from_secs(1);
@@ -159,30 +165,25 @@ impl Peering {
             .collect()
     }
 
-    /// First contact: the store's DHT servers go into the routing table, and its best
-    /// peers are dialed alongside the bootstrap nodes.
+    /// First contact: the store's best peers are dialed alongside the bootstrap nodes.
+    /// Those that serve the DHT enter the routing table as any peer does, through
+    /// identify and the DHT's admission rules (subnet caps, address scopes).
     pub(super) fn join(&mut self, swarm: &mut Swarm<Behaviour>) {
         // A bootstrap node or relay rejoins through DHT servers only: the peers it knew
         // are mostly clients, often behind NAT.
-        let best: Vec<(PeerId, Vec<Multiaddr>, bool)> = self
+        let best: Vec<(PeerId, Vec<Multiaddr>)> = self
             .store
             .best()
             .into_iter()
             .filter(|(p, r)| !self.infrastructure.contains(p) && (self.dials_out || r.dht_server))
-            .map(|(p, r)| (p, r.addresses.clone(), r.dht_server))
+            .map(|(p, r)| (p, r.addresses.clone()))
+            .take(REJOIN_DIALS)
             .collect();
         if best.is_empty() {
             return;
         }
-        if let Some(kad) = swarm.behaviour_mut().kad.as_mut() {
-            for (peer, addrs, _) in best.iter().filter(|(_, _, dht)| *dht) {
-                for a in direct(addrs) {
-                    kad.add_address(peer, a);
-                }
-            }
-        }
         let mut dialed = 0;
-        for (peer, addrs, _) in best.into_iter().take(REJOIN_DIALS) {
+        for (peer, addrs) in best {
             if dial(swarm, peer, addrs) {
                 dialed += 1;
             }
@@ -368,7 +369,12 @@ impl Peering {
             .collect();
         let excess = count - self.low_water;
         let keep = candidates.len().saturating_sub(excess);
-        let chosen = choose_evictions(&candidates, excess, &protection(keep), self.secret);
+        let chosen = choose_evictions(
+            &candidates,
+            excess.min(MAX_TRIM_PER_ROUND),
+            &protection(keep),
+            self.secret,
+        );
         let (closable, waiting): (Vec<PeerId>, Vec<PeerId>) = chosen.into_iter().partition(|p| {
             self.live
                 .get(p)
@@ -489,8 +495,15 @@ impl Peering {
         }
     }
 
+    /// The best connected peers with their scores, for `/status`.
+    pub(super) fn status_peers(&self, busy: &HashSet<PeerId>) -> Vec<PeerScoreStatus> {
+        let mut v = self.statuses(busy);
+        v.truncate(MAX_STATUS_PEERS);
+        v
+    }
+
     /// Connected peers with their scores, best first.
-    pub(super) fn statuses(&self, busy: &HashSet<PeerId>) -> Vec<PeerScoreStatus> {
+    fn statuses(&self, busy: &HashSet<PeerId>) -> Vec<PeerScoreStatus> {
         let groups = self.group_sizes();
         let mut v: Vec<PeerScoreStatus> = self
             .live

@@ -261,6 +261,7 @@ async fn main() -> Result<()> {
         Bench::Peering { runs } => {
             let runs = runs.max(1);
             let (mut top, mut random, mut without, mut with) = (vec![], vec![], vec![], vec![]);
+            let (mut steady, mut all_peers) = (vec![], vec![]);
             for run in 0..runs {
                 let dir = root.join(format!("run{run}"));
                 std::fs::create_dir_all(dir.join("churn"))?;
@@ -283,6 +284,8 @@ async fn main() -> Result<()> {
                     r.with_bootstrap.as_secs_f64()
                 );
                 top.push(c.top20_share);
+                steady.push(c.steady_kept as f64);
+                all_peers.push(r.all_peers_without_bootstrap.as_secs_f64());
                 random.push(c.random_share);
                 without.push(r.without_bootstrap.as_secs_f64());
                 with.push(r.with_bootstrap.as_secs_f64());
@@ -291,6 +294,12 @@ async fn main() -> Result<()> {
             let (rnd, _, _) = spread(&mut random);
             let (w, w_lo, w_hi) = spread(&mut without);
             let (b, b_lo, b_hi) = spread(&mut with);
+            let (k, k_lo, k_hi) = spread(&mut steady);
+            let (a, a_lo, a_hi) = spread(&mut all_peers);
+            println!("steady peers kept of 20: median {k} ({k_lo} to {k_hi})");
+            println!(
+                "all 4 old peers back, bootstrap down: median {a:.2} s ({a_lo:.2} to {a_hi:.2})"
+            );
             println!(
                 "top-20 share of slots: median {t:.2} ({t_lo:.2} to {t_hi:.2}); random slots would give {rnd:.2}"
             );
@@ -302,6 +311,8 @@ async fn main() -> Result<()> {
                 serde_json::json!({
                     "runs": runs,
                     "top20_share": t,
+                    "steady_kept": k,
+                    "rejoin_all_peers_s": a,
                     "random_share": rnd,
                     "rejoin_without_bootstrap_s": w,
                     "rejoin_with_bootstrap_s": b,
@@ -362,8 +373,10 @@ async fn capacity(
     use jantar_tests::capacity::{Client, Shared, cpu_secs, percentile, rss_kib, source};
 
     let config = format!(
-        "network:\n  listen_addresses: [\"/ip4/127.0.0.1/tcp/0\"]\n  connection_limits: {{max_peers: {}, max_pending_connections: 1024}}\n",
-        connections + 100
+        "network:\n  listen_addresses: [\"/ip4/127.0.0.1/tcp/0\"]\n  connection_limits: {{max_peers: {}, high_water: {}, low_water: {}, max_pending_connections: 1024}}\n",
+        connections + 100,
+        connections + 100,
+        connections + 50
     );
     println!("bootstrap config (besides the defaults):\n{config}");
     let mut boot = Node::start(root, "boot", Role::Bootstrap, &config).await?;

@@ -31,7 +31,7 @@ impl EventLoop {
                 .unwrap_or_default(),
             discovered_peers: self.discovery.discovered(),
             relay: self.relay_server.as_ref().map(|r| r.status()),
-            peers: self.peering.statuses(&self.busy_peers()),
+            peers: self.peering.status_peers(&self.busy_peers()),
             peer_management: self.peering.management(),
         }
     }
