@@ -47,6 +47,8 @@ pub struct Shared {
     pub dial_failed: AtomicUsize,
     pub queries_ok: AtomicUsize,
     pub queries_failed: AtomicUsize,
+    /// Clients that asked once and left (see [`Client::spawn_once`]).
+    pub sessions_done: AtomicUsize,
     /// Lookup latencies, ms, while sampling is on.
     samples: Mutex<Vec<f64>>,
     sampling: std::sync::atomic::AtomicBool,
@@ -89,6 +91,22 @@ impl Client {
         source: IpAddr,
         target: &Multiaddr,
         query_interval: Duration,
+        shared: Arc<Shared>,
+    ) -> Result<Client> {
+        Client::start(source, target, query_interval, false, shared)
+    }
+
+    /// A client that connects, looks up one random key and leaves, as most of a
+    /// bootstrap node's visitors do.
+    pub fn spawn_once(source: IpAddr, target: &Multiaddr, shared: Arc<Shared>) -> Result<Client> {
+        Client::start(source, target, Duration::from_millis(1), true, shared)
+    }
+
+    fn start(
+        source: IpAddr,
+        target: &Multiaddr,
+        query_interval: Duration,
+        once: bool,
         shared: Arc<Shared>,
     ) -> Result<Client> {
         let key = Keypair::generate_ed25519();
@@ -155,6 +173,10 @@ impl Client {
                                 if ok && shared.sampling.load(Ordering::Relaxed) {
                                     let ms = at.elapsed().as_secs_f64() * 1e3;
                                     shared.samples.lock().unwrap_or_else(|e| e.into_inner()).push(ms);
+                                }
+                                if once {
+                                    shared.sessions_done.fetch_add(1, Ordering::Relaxed);
+                                    return;
                                 }
                             }
                         }

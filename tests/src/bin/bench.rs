@@ -76,6 +76,10 @@ enum Bench {
         /// How long latencies and CPU are measured once every client is connected.
         #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
         measure: Duration,
+        /// Then, for this long: clients that connect, ask once and leave, as fast as
+        /// they are served (at most 512 at once); `0s` skips it.
+        #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
+        churn: Duration,
     },
 }
 
@@ -329,7 +333,8 @@ async fn main() -> Result<()> {
             per_ip,
             query_interval,
             measure,
-        } => capacity(root, connections, per_ip, query_interval, measure).await?,
+            churn,
+        } => capacity(root, connections, per_ip, query_interval, measure, churn).await?,
         Bench::Memory { size_mib } => {
             let size = size_mib << 20;
             let src = root.join("data.bin");
@@ -367,6 +372,7 @@ async fn capacity(
     per_ip: usize,
     query_interval: Duration,
     measure: Duration,
+    churn: Duration,
 ) -> Result<()> {
     use std::sync::{Arc, atomic::Ordering};
 
@@ -437,6 +443,11 @@ async fn capacity(
     let failed = shared.queries_failed.load(Ordering::Relaxed);
     let dropped = shared.disconnected.load(Ordering::Relaxed);
     drop(clients);
+    let visits = if churn.is_zero() {
+        None
+    } else {
+        Some(visitors(&boot, &target, per_ip, churn).await?)
+    };
     println!("clients asked to connect:   {connections} ({per_ip} per source address)");
     println!(
         "connected:                  {connected} in {:.1} s; dial failures {}",
@@ -463,9 +474,17 @@ async fn capacity(
         "FIND_NODE latency:          p50 {p50:.1} ms, p99 {p99:.1} ms ({} samples)",
         samples.len()
     );
+    if let Some(v) = &visits {
+        println!(
+            "visitors (connect, ask once, leave): {:.0}/s for {:.0} s; their FIND_NODE p50 {:.1} ms, p99 {:.1} ms; bootstrap CPU {:.2} cores",
+            v.per_s, v.secs, v.p50, v.p99, v.cpu
+        );
+    }
     println!(
         "{}",
         serde_json::json!({
+            "visitors_per_s": visits.as_ref().map(|v| v.per_s.round()),
+            "visitors_find_node_p99_ms": visits.as_ref().map(|v| (v.p99 * 10.0).round() / 10.0),
             "connections": held_conns,
             "rss_per_connection_kib": (per_conn * 10.0).round() / 10.0,
             "accept_per_s": accept_per_s.round(),
@@ -529,4 +548,67 @@ async fn relay(root: &Path, circuits: usize, runs: usize, measure: Duration) -> 
         })
     );
     Ok(())
+}
+
+/// What the steady state of visitors (connect, ask once, leave) gave.
+struct Visits {
+    per_s: f64,
+    secs: f64,
+    p50: f64,
+    p99: f64,
+    cpu: f64,
+}
+
+/// Clients that connect, look up one key and leave, as fast as the bootstrap node
+/// serves them (at most 512 at once), for `churn`; sessions completed per second.
+async fn visitors(
+    boot: &Node,
+    target: &libp2p::Multiaddr,
+    per_ip: usize,
+    churn: Duration,
+) -> Result<Visits> {
+    use std::sync::{Arc, atomic::Ordering};
+
+    use jantar_tests::capacity::{Client, Shared, cpu_secs, percentile, source};
+
+    let pid = boot.pid().context("pid")?;
+    // Let the held connections go first.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let shared = Arc::new(Shared::default());
+    shared.start_sampling();
+    let cpu_before = cpu_secs(pid).unwrap_or(0.0);
+    let start = Instant::now();
+    let mut live: Vec<Client> = Vec::new();
+    let mut i = 0usize;
+    while start.elapsed() < churn {
+        let finished = shared.sessions_done.load(Ordering::Relaxed)
+            + shared.dial_failed.load(Ordering::Relaxed)
+            + shared.disconnected.load(Ordering::Relaxed);
+        if i - finished.min(i) < 512 {
+            // Source addresses cycle, so the per-IP cap sees at most `per_ip` at once.
+            live.push(Client::spawn_once(
+                source(i % 60_000, per_ip),
+                target,
+                shared.clone(),
+            )?);
+            i += 1;
+        } else {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        if live.len() > 4096 {
+            live.drain(..2048);
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let done = shared.sessions_done.load(Ordering::Relaxed);
+    let cpu = cpu_secs(pid).unwrap_or(0.0) - cpu_before;
+    let samples = shared.take_samples();
+    drop(live);
+    Ok(Visits {
+        per_s: done as f64 / secs,
+        secs,
+        p50: percentile(&samples, 0.5),
+        p99: percentile(&samples, 0.99),
+        cpu: cpu / secs,
+    })
 }
