@@ -603,3 +603,78 @@ fn per_source_caps_acl_budget_and_address_votes() {
     assert_eq!(e.key(), Some("network.external_addresses"));
     assert!(e.to_string().contains("at most 12"), "{e}");
 }
+
+#[test]
+fn watermarks_peer_store_and_geoip() {
+    let peer = parse(Role::Peer, "").unwrap().config;
+    let l = &peer.network.limits;
+    assert_eq!((l.max_peers, l.high_water, l.low_water), (50, 45, 35));
+    assert!(l.protected_peers.is_empty());
+    assert!(peer.network.peer_store.persist);
+    assert_eq!(peer.network.peer_store.capacity, 1000);
+    assert!(peer.network.geoip_databases.is_empty());
+    // A bootstrap node keeps its store in memory, whatever the file says.
+    let boot = parse(Role::Bootstrap, "network:\n  peer_store: {persist: true}\n")
+        .unwrap()
+        .config;
+    assert!(!boot.network.peer_store.persist);
+    assert_eq!(boot.network.limits.high_water, 900);
+
+    // Watermarks follow max_peers unless set.
+    let c = parse(
+        Role::Peer,
+        "network:\n  connection_limits: {max_peers: 10, protected_peers: [\"12D3KooWLUtCEj7vL4aAYTgNFn4VfX5azPyrkBoLHJC5uHZ76xCe\"]}\n",
+    )
+    .unwrap()
+    .config;
+    assert_eq!(
+        (c.network.limits.high_water, c.network.limits.low_water),
+        (9, 7)
+    );
+    assert_eq!(c.network.limits.protected_peers.len(), 1);
+    let tiny = parse(
+        Role::Peer,
+        "network:\n  connection_limits: {max_peers: 1}\n",
+    )
+    .unwrap()
+    .config;
+    assert_eq!(
+        (
+            tiny.network.limits.high_water,
+            tiny.network.limits.low_water
+        ),
+        (1, 0)
+    );
+
+    for (text, key, says) in [
+        (
+            "network:\n  connection_limits: {max_peers: 10, high_water: 11}\n",
+            "network.connection_limits.high_water",
+            "above max_peers",
+        ),
+        (
+            "network:\n  connection_limits: {high_water: 8, low_water: 8}\n",
+            "network.connection_limits.low_water",
+            "not below high_water",
+        ),
+        (
+            "network:\n  connection_limits: {protected_peers: [\"nope\"]}\n",
+            "network.connection_limits.protected_peers",
+            "`nope` is not a peer id",
+        ),
+        (
+            "network:\n  peer_store: {capacity: 0}\n",
+            "network.peer_store.capacity",
+            "between 1 and",
+        ),
+        (
+            "network:\n  geoip_databases: [\"/nonexistent/GeoLite2-ASN.mmdb\"]\n",
+            "network.geoip_databases",
+            "/nonexistent/GeoLite2-ASN.mmdb is not a file",
+        ),
+    ] {
+        let e = err(Role::Peer, text);
+        assert_eq!(e.key(), Some(key), "{e}");
+        assert!(e.to_string().contains(says), "{e}");
+    }
+}
