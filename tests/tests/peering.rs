@@ -308,9 +308,14 @@ async fn a_restart_with_every_bootstrap_node_down_rejoins_through_known_peers() 
     c.terminate(Duration::from_secs(15)).await?;
     let store = std::fs::read_to_string(dir.path().join("c").join("peers.json"))
         .context("the peer store was not written on shutdown")?;
+    let file: Value = serde_json::from_str(&store)?;
+    let record = file["peers"]
+        .as_array()
+        .and_then(|p| p.iter().find(|p| p["peer_id"] == a.peer_id.as_str()))
+        .with_context(|| format!("a is not in c's store:\n{store}"))?;
     ensure!(
-        store.contains(&a.peer_id),
-        "a is not in c's store:\n{store}"
+        record["dht_server"] == true && !record["addresses"].as_array().is_none_or(Vec::is_empty),
+        "c's record of a does not say it serves the DHT, or has no address: {record}"
     );
     net.boot.terminate(Duration::from_secs(15)).await?;
 

@@ -70,8 +70,6 @@ const MAX_STATUS_PEERS: usize = 200;
 /// their grace periods end rather than one by one.
 const TRIM_INTERVAL: Duration = Duration::from_secs(1);
 
-const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/ipfs/kad/1.0.0");
-
 /// A connected peer.
 struct Live {
     since: Instant,
@@ -255,7 +253,7 @@ impl Peering {
         self.store.offers(
             peer,
             protocols.contains(&libp2p::relay::HOP_PROTOCOL_NAME),
-            protocols.contains(&KAD_PROTOCOL),
+            protocols.contains(&crate::behaviour::KAD_PROTOCOL),
         );
     }
 
