@@ -83,15 +83,9 @@ impl Sink {
     /// Reserves a slot on `relay` (`<address>/p2p/<relay id>`); returns once the relay
     /// accepted the reservation.
     pub async fn reserve(relay: &Multiaddr, timeout: Duration) -> Result<Sink> {
-        let mut swarm = swarm()?;
+        let (mut swarm, mut incoming) = sink_swarm()?;
         let peer_id = *swarm.local_peer_id();
         let counts: Counts = Arc::default();
-        let mut incoming = swarm
-            .behaviour()
-            .stream
-            .new_control()
-            .accept(PUMP_PROTOCOL)
-            .map_err(|e| anyhow!("{e}"))?;
         swarm.listen_on(relay.clone().with(Protocol::P2pCircuit))?;
         let (ready_tx, ready_rx) = oneshot::channel();
         let mut ready_tx = Some(ready_tx);
@@ -133,15 +127,9 @@ impl Sink {
     /// A sink that listens on loopback for direct connections (the ceiling a relay is
     /// measured against); returns it and its address (`.../p2p/<sink>`).
     pub async fn listen(timeout: Duration) -> Result<(Sink, Multiaddr)> {
-        let mut swarm = swarm()?;
+        let (mut swarm, mut incoming) = sink_swarm()?;
         let peer_id = *swarm.local_peer_id();
         let counts: Counts = Arc::default();
-        let mut incoming = swarm
-            .behaviour()
-            .stream
-            .new_control()
-            .accept(PUMP_PROTOCOL)
-            .map_err(|e| anyhow!("{e}"))?;
         swarm.listen_on("/ip4/127.0.0.1/tcp/0".parse()?)?;
         let addr = tokio::time::timeout(timeout, async {
             loop {
@@ -179,6 +167,18 @@ impl Sink {
             .get(pump)
             .map_or(0, |c| c.load(Ordering::Relaxed))
     }
+}
+
+/// A sink's swarm and the streams pumps open to it.
+fn sink_swarm() -> Result<(Swarm, libp2p_stream::IncomingStreams)> {
+    let swarm = swarm()?;
+    let incoming = swarm
+        .behaviour()
+        .stream
+        .new_control()
+        .accept(PUMP_PROTOCOL)
+        .map_err(|e| anyhow!("{e}"))?;
+    Ok((swarm, incoming))
 }
 
 /// Reads `stream` to its end in a task of its own, counting the bytes under `from`.

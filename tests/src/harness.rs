@@ -543,18 +543,25 @@ pub struct LoopbackNet {
     ready: Duration,
 }
 
+/// Starts a bootstrap node `root/boot` on 127.0.0.1 with [`LOOPBACK_FAST`] and waits
+/// until it is ready (at most `ready`).
+pub async fn start_loopback_bootstrap(root: &Path, ready: Duration) -> Result<Node> {
+    let mut boot = Node::start(
+        root,
+        "boot",
+        Role::Bootstrap,
+        &format!("network:\n  listen_addresses: [\"/ip4/127.0.0.1/tcp/0\"]\n{LOOPBACK_FAST}"),
+    )
+    .await?;
+    boot.wait_ready(ready).await?;
+    Ok(boot)
+}
+
 impl LoopbackNet {
     /// Starts the bootstrap node and waits until it is ready (at most `ready`,
     /// which also bounds each peer's start).
     pub async fn start(root: &Path, peer_network: &str, ready: Duration) -> Result<LoopbackNet> {
-        let mut boot = Node::start(
-            root,
-            "boot",
-            Role::Bootstrap,
-            &format!("network:\n  listen_addresses: [\"/ip4/127.0.0.1/tcp/0\"]\n{LOOPBACK_FAST}"),
-        )
-        .await?;
-        boot.wait_ready(ready).await?;
+        let boot = start_loopback_bootstrap(root, ready).await?;
         Ok(LoopbackNet {
             root: root.to_path_buf(),
             boot,

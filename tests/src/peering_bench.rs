@@ -23,7 +23,7 @@ use rand::Rng;
 use serde_json::Value;
 
 use crate::{
-    harness::{LOOPBACK_FAST, LoopbackNet, Node, Role},
+    harness::{LOOPBACK_FAST, LoopbackNet, Node, Role, start_loopback_bootstrap},
     sybil::{Sybil, Tally},
 };
 
@@ -49,14 +49,7 @@ fn spawn(source: IpAddr, target: &Multiaddr, tally: &Arc<Tally>) -> Result<Sybil
 }
 
 pub async fn churn(root: &Path) -> Result<Churn> {
-    let mut boot = Node::start(
-        root,
-        "boot",
-        Role::Bootstrap,
-        &format!("network:\n  listen_addresses: [\"/ip4/127.0.0.1/tcp/0\"]\n{LOOPBACK_FAST}"),
-    )
-    .await?;
-    boot.wait_ready(READY).await?;
+    let boot = start_loopback_bootstrap(root, READY).await?;
     let mut node = Node::start(
         root,
         "node",

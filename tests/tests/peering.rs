@@ -11,7 +11,9 @@ use std::{collections::HashMap, net::IpAddr, sync::Arc, time::Duration};
 use anyhow::{Context, Result, ensure};
 use jantar_tests::{
     geoip::{GeoEntry, write_database},
-    harness::{LOOPBACK_FAST, LoopbackNet, Node, Role, metric_sum, random_file},
+    harness::{
+        LOOPBACK_FAST, LoopbackNet, Node, Role, metric_sum, random_file, start_loopback_bootstrap,
+    },
     sybil::{Sybil, Tally},
 };
 use libp2p::{Multiaddr, identity::Keypair};
@@ -20,15 +22,7 @@ use serde_json::Value;
 const READY: Duration = Duration::from_secs(30);
 
 async fn bootstrap(root: &std::path::Path) -> Result<Node> {
-    let mut boot = Node::start(
-        root,
-        "boot",
-        Role::Bootstrap,
-        &format!("network:\n  listen_addresses: [\"/ip4/127.0.0.1/tcp/0\"]\n{LOOPBACK_FAST}"),
-    )
-    .await?;
-    boot.wait_ready(READY).await?;
-    Ok(boot)
+    start_loopback_bootstrap(root, READY).await
 }
 
 /// A peer on loopback with `limits` under `network.connection_limits` and `extra` under
@@ -143,8 +137,6 @@ async fn trims_to_the_low_watermark_keeping_protected_and_better_scored_peers() 
         },
     )
     .await?;
-    // Give the connections being closed time to go, then look at who is left.
-    tokio::time::sleep(Duration::from_secs(1)).await;
     let st = node.status().await?;
     let after = connected(&st);
     // The bootstrap node closes idle connections itself; trimming must never have.
@@ -259,7 +251,6 @@ async fn an_attacker_from_two_networks_cannot_evict_honest_peers() -> Result<()>
         },
     )
     .await?;
-    tokio::time::sleep(Duration::from_secs(1)).await;
     let st = node.status().await?;
     let after = connected(&st);
     let lost: Vec<String> = honest
