@@ -15,6 +15,8 @@
 //!   whose bootstrap nodes are all down rejoins through the peers it knew (those serving
 //!   the DHT enter the routing table through the DHT's usual admission); relays known
 //!   before are offered to the relay client before it asks the DHT.
+//!
+//! [`report`] holds what the connection manager shows: `/status`, `GET /peers`, gauges.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -31,6 +33,8 @@ use libp2p::{
 };
 use tracing::{debug, info, warn};
 
+mod report;
+
 use super::connections::{ConnInfo, is_relayed, without_peer_id};
 use crate::{
     behaviour::Behaviour,
@@ -41,11 +45,10 @@ use crate::{
         eviction::{Candidate, Protection, choose_evictions},
         geo::{GeoDb, GeoError, GeoInfo},
         group::NetGroup,
-        score::{RttBand, Score},
+        score::Score,
         store::{LoadError, PeerRecord, PeerStore, unix_now},
     },
     scope::Scope,
-    status::{PeerManagementStatus, PeerScoreStatus},
 };
 
 /// The store file in the data dir.
@@ -64,8 +67,6 @@ const UNTRIED_SHARE: f64 = 0.25;
 /// so a node far above its high watermark (thousands of peers) trims over several
 /// seconds instead of stalling its event loop.
 const MAX_TRIM_PER_ROUND: usize = 64;
-/// Connected peers listed in `/status` at most (best first); `GET /peers` has all.
-const MAX_STATUS_PEERS: usize = 200;
 /// Trimming runs at most this often, so that a burst of connections is judged once
 /// their grace periods end rather than one by one.
 const TRIM_INTERVAL: Duration = Duration::from_secs(1);
@@ -461,123 +462,6 @@ impl Peering {
             warn!(error = %e, "cannot write the peer store");
         }
     }
-
-    fn update_gauges(&self, busy: &HashSet<PeerId>) {
-        metrics::gauge!(m::PEER_STORE_PEERS).set(self.store.len() as f64);
-        let groups = self.group_sizes();
-        metrics::gauge!(m::PEER_GROUPS).set(groups.len() as f64);
-        let protected = self
-            .live
-            .keys()
-            .filter(|p| self.is_protected(p, busy))
-            .count();
-        metrics::gauge!(m::PEERS_PROTECTED).set(protected as f64);
-        let scores: Vec<Score> = self
-            .live
-            .keys()
-            .map(|p| self.score_of(p, &groups))
-            .collect();
-        if scores.is_empty() {
-            return;
-        }
-        let n = scores.len() as f64;
-        for (component, f) in [
-            ("total", (|s: &Score| s.total) as fn(&Score) -> f64),
-            ("rtt", |s| s.rtt),
-            ("uptime", |s| s.uptime),
-            ("availability", |s| s.availability),
-            ("diversity", |s| s.diversity),
-        ] {
-            let mean = scores.iter().map(f).sum::<f64>() / n;
-            metrics::gauge!(m::PEER_SCORE, "component" => component).set(mean);
-        }
-    }
-
-    /// The best connected peers with their scores, for `/status`.
-    pub(super) fn status_peers(&self, busy: &HashSet<PeerId>) -> Vec<PeerScoreStatus> {
-        let mut v = self.statuses(busy);
-        v.truncate(MAX_STATUS_PEERS);
-        v
-    }
-
-    /// Connected peers with their scores, best first.
-    fn statuses(&self, busy: &HashSet<PeerId>) -> Vec<PeerScoreStatus> {
-        let groups = self.group_sizes();
-        let mut v: Vec<PeerScoreStatus> = self
-            .live
-            .iter()
-            .map(|(p, l)| {
-                let record = self.store.get(p);
-                PeerScoreStatus {
-                    peer_id: p.to_string(),
-                    connected: true,
-                    protected: self.is_protected(p, busy),
-                    group: l.group.to_string(),
-                    country: l.geo.country.clone(),
-                    asn: l.geo.asn,
-                    rtt_ms: record.and_then(|r| r.rtt_ms).map(round1),
-                    rtt_band: RttBand::of(record.and_then(PeerRecord::rtt)),
-                    connected_secs: l.since.elapsed().as_secs(),
-                    score: self.score_of(p, &groups),
-                    addresses: record
-                        .map(|r| r.addresses.iter().map(ToString::to_string).collect())
-                        .unwrap_or_default(),
-                    last_seen: record.map_or(0, |r| r.last_seen),
-                }
-            })
-            .collect();
-        sort(&mut v);
-        v
-    }
-
-    pub(super) fn management(&self) -> PeerManagementStatus {
-        PeerManagementStatus {
-            low_water: self.low_water as u32,
-            high_water: self.high_water as u32,
-            max_peers: self.max_peers,
-            counted_peers: self.counted(),
-            known_peers: self.store.len(),
-            trimmed: self.trimmed,
-        }
-    }
-
-    /// Every known peer (connected or not), best first.
-    pub(super) fn known(&self, busy: &HashSet<PeerId>) -> Vec<PeerScoreStatus> {
-        let connected = self.statuses(busy);
-        let seen: HashSet<String> = connected.iter().map(|s| s.peer_id.clone()).collect();
-        let mut v = connected;
-        let now = unix_now();
-        for (p, r) in self.store.iter() {
-            if seen.contains(&p.to_string()) {
-                continue;
-            }
-            let geo = r
-                .addresses
-                .first()
-                .map(|a| self.geo_of(a))
-                .unwrap_or_default();
-            v.push(PeerScoreStatus {
-                peer_id: p.to_string(),
-                connected: false,
-                protected: self.configured.contains(p),
-                group: r
-                    .addresses
-                    .first()
-                    .map_or(NetGroup::Unknown, |a| NetGroup::of(a, &geo))
-                    .to_string(),
-                country: geo.country,
-                asn: geo.asn,
-                rtt_ms: r.rtt_ms.map(round1),
-                rtt_band: RttBand::of(r.rtt()),
-                connected_secs: 0,
-                score: r.score(None, 0),
-                addresses: r.addresses.iter().map(ToString::to_string).collect(),
-                last_seen: r.last_seen.min(now),
-            });
-        }
-        sort(&mut v);
-        v
-    }
 }
 
 /// What each eviction round sets aside when `keep` unprotected peers are to stay:
@@ -591,19 +475,6 @@ fn protection(keep: usize) -> Protection {
         recently_useful: keep / 8,
         longest_uptime_share: 0.5,
     }
-}
-
-fn sort(v: &mut [PeerScoreStatus]) {
-    v.sort_by(|a, b| {
-        b.connected
-            .cmp(&a.connected)
-            .then(b.score.total.total_cmp(&a.score.total))
-            .then(a.peer_id.cmp(&b.peer_id))
-    });
-}
-
-fn round1(x: f64) -> f64 {
-    (x * 10.0).round() / 10.0
 }
 
 fn store_path(data_dir: &std::path::Path) -> PathBuf {
