@@ -276,7 +276,8 @@ fn kademlia(config: &Config, peer_id: PeerId) -> kad::Behaviour<MemoryStore> {
     let mut kc = kad::Config::new(KAD_PROTOCOL);
     kc.set_query_timeout(d.query_timeout)
         .set_max_packet_size(d.max_packet_size)
-        .set_periodic_bootstrap_interval(Some(d.refresh_interval));
+        .set_periodic_bootstrap_interval(Some(d.refresh_interval))
+        .set_parallelism(d.parallelism);
     // Inbound PUT_VALUE and ADD_PROVIDER are handed to the event loop, which refuses
     // records and stores provider records within their sources' quotas (none on a
     // bootstrap node); peers enter the routing table only through the event loop's

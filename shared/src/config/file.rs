@@ -244,6 +244,8 @@ pub struct DhtFile {
     pub limit_private_subnets: Option<bool>,
     /// How often peers look for other peers and relays in the DHT. Default: 30s.
     pub discovery_interval: Option<HumanDuration>,
+    /// Requests one lookup keeps in flight (Kademlia's alpha), 1 to 32. Default: 3.
+    pub parallelism: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]

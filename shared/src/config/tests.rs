@@ -494,6 +494,26 @@ fn replication_and_serving_bounds() {
 }
 
 #[test]
+fn dht_parallelism() {
+    let dht = |yaml: &str| parse(Role::Peer, yaml).unwrap().config.network.dht;
+    assert_eq!(dht("").parallelism.get(), 3);
+    assert_eq!(
+        dht("network:\n  dht:\n    parallelism: 10\n")
+            .parallelism
+            .get(),
+        10
+    );
+    for bad in ["0", "33"] {
+        let e = err(
+            Role::Peer,
+            &format!("network:\n  dht:\n    parallelism: {bad}\n"),
+        );
+        assert_eq!(e.key(), Some("network.dht.parallelism"), "{e}");
+        assert!(e.to_string().contains("1 to 32"), "{e}");
+    }
+}
+
+#[test]
 fn dht_diversity_limits() {
     let c = parse(
         Role::Relay,

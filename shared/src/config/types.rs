@@ -60,6 +60,8 @@ pub struct DhtConfig {
     pub max_peers_per_subnet: usize,
     pub limit_private_subnets: bool,
     pub discovery_interval: Duration,
+    /// Requests one lookup keeps in flight (Kademlia's alpha).
+    pub parallelism: std::num::NonZeroUsize,
 }
 
 #[derive(Clone, Debug)]

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use libp2p::Multiaddr;
+use libp2p::{Multiaddr, PeerId};
 use tokio::sync::oneshot;
 
 use crate::{
@@ -26,6 +26,11 @@ pub enum Command {
     },
     /// Every known peer with its score, best first.
     Peers(oneshot::Sender<Vec<PeerScoreStatus>>),
+    /// An iterative Kademlia lookup of the peers closest to `key` (FIND_NODE).
+    FindNode {
+        key: PeerId,
+        reply: oneshot::Sender<Lookup>,
+    },
     /// Files and messages (peers only).
     Files(FileCommand),
 }
@@ -62,4 +67,18 @@ pub enum FileCommand {
         after: u64,
         reply: oneshot::Sender<Vec<MessageRecord>>,
     },
+}
+
+/// The outcome of a [`Command::FindNode`] lookup.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lookup {
+    /// The closest peers found, closest first (at most Kademlia's K, 20).
+    pub peers: Vec<PeerId>,
+    /// Requests sent, and how many were answered and how many failed.
+    pub requests: u32,
+    pub answered: u32,
+    pub failed: u32,
+    /// False when the query timed out (`peers` holds what it had found by then) or
+    /// the DHT is off.
+    pub complete: bool,
 }

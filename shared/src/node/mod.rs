@@ -33,7 +33,7 @@ mod reservations;
 
 use std::{sync::Arc, time::Duration};
 
-pub use command::{Command, FileCommand};
+pub use command::{Command, FileCommand, Lookup};
 use libp2p::{Multiaddr, PeerId, Swarm, identity::Keypair};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
@@ -175,6 +175,11 @@ impl NodeClient {
         make: impl FnOnce(oneshot::Sender<T>) -> FileCommand,
     ) -> Result<T, NodeError> {
         self.ask(|tx| Command::Files(make(tx))).await
+    }
+
+    /// Looks up the peers closest to `key` through the DHT (an iterative FIND_NODE).
+    pub async fn find_node(&self, key: PeerId) -> Result<Lookup, NodeError> {
+        self.ask(|reply| Command::FindNode { key, reply }).await
     }
 
     pub async fn connect(

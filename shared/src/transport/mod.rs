@@ -157,13 +157,31 @@ pub fn build_memory_swarm(
     config: &Config,
     key: Keypair,
 ) -> Result<Swarm<Behaviour>, TransportError> {
+    build_swarm_over(config, key, MemoryTransport::default())
+}
+
+/// Builds a swarm whose connections run Noise and Yamux over `raw`, a byte transport
+/// of the caller's (the memory transport, or a simulated network that adds latency
+/// and cuts links), with the relay-client transport beside it.
+pub fn build_swarm_over<T>(
+    config: &Config,
+    key: Keypair,
+    raw: T,
+) -> Result<Swarm<Behaviour>, TransportError>
+where
+    T: Transport + Send + Unpin + 'static,
+    T::Output: futures::AsyncRead + futures::AsyncWrite + Unpin + Send + 'static,
+    T::Error: Send + Sync + 'static,
+    T::Dial: Send + 'static,
+    T::ListenerUpgrade: Send + 'static,
+{
     let idle = config.network.limits.idle_timeout;
     let swarm = SwarmBuilder::with_existing_identity(key)
         .with_tokio()
         .with_other_transport(|key| {
             let noise = noise::Config::new(key)
                 .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)?;
-            Ok(MemoryTransport::default()
+            Ok(raw
                 .upgrade(Version::V1)
                 .authenticate(noise)
                 .multiplex(yamux::Config::default()))

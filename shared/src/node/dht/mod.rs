@@ -19,9 +19,11 @@ use libp2p::{
     Multiaddr, PeerId, Swarm, kad,
     swarm::dial_opts::{DialOpts, PeerCondition},
 };
+use tokio::sync::oneshot;
 use tracing::{debug, info, warn};
 
 use self::{admission::Admission, providers::ProviderQuota};
+use super::command::Lookup;
 use crate::{
     backoff::Backoff,
     behaviour::{Behaviour, KAD_PROTOCOL},
@@ -122,6 +124,8 @@ pub(super) struct Dht {
     /// provider records are counted against and narrowed to. DHT clients publish
     /// records too, so every connection counts, not only the servers'.
     sources: HashMap<PeerId, Multiaddr>,
+    /// Lookups asked for by a command, answered when their query ends.
+    lookups: HashMap<kad::QueryId, oneshot::Sender<Lookup>>,
 }
 
 impl Dht {
@@ -148,7 +152,31 @@ impl Dht {
             retry: Backoff::new(BOOTSTRAP_RETRY_MIN, BOOTSTRAP_RETRY_MAX),
             queries_served: BTreeMap::new(),
             records: ProviderRecords::default(),
+            lookups: HashMap::new(),
         }
+    }
+
+    /// Starts a lookup of the peers closest to `key`, answered on `reply` when it ends
+    /// (at once, as incomplete, when the DHT is off).
+    pub(super) fn find_node(
+        &mut self,
+        swarm: &mut Swarm<Behaviour>,
+        key: PeerId,
+        reply: oneshot::Sender<Lookup>,
+    ) {
+        self.lookups.retain(|_, r| !r.is_closed());
+        let Some(kad) = swarm.behaviour_mut().kad.as_mut() else {
+            let _ = reply.send(Lookup {
+                peers: vec![],
+                requests: 0,
+                answered: 0,
+                failed: 0,
+                complete: false,
+            });
+            return;
+        };
+        metrics::counter!(m::DHT_QUERIES_STARTED, "kind" => "get_closest_peers").increment(1);
+        self.lookups.insert(kad.get_closest_peers(key), reply);
     }
 
     /// Connected to at least one DHT server: in touch with the network. (The routing
@@ -314,8 +342,18 @@ impl Dht {
                 vec![]
             }
             kad::Event::OutboundQueryProgressed {
-                id, result, step, ..
-            } => self.on_query_result(swarm, id, result, step.last),
+                id,
+                result,
+                step,
+                stats,
+            } => {
+                if step.last
+                    && let Some(reply) = self.lookups.remove(&id)
+                {
+                    let _ = reply.send(lookup(&result, &stats));
+                }
+                self.on_query_result(swarm, id, result, step.last)
+            }
             _ => vec![],
         }
     }
@@ -466,6 +504,33 @@ impl Dht {
     }
 }
 
+/// A finished closest-peers query as a [`Lookup`].
+fn lookup(result: &kad::QueryResult, stats: &kad::QueryStats) -> Lookup {
+    let (peers, complete) = match result {
+        kad::QueryResult::GetClosestPeers(Ok(ok)) => (&ok.peers, true),
+        kad::QueryResult::GetClosestPeers(Err(kad::GetClosestPeersError::Timeout {
+            peers,
+            ..
+        })) => (peers, false),
+        _ => {
+            return Lookup {
+                peers: vec![],
+                requests: 0,
+                answered: 0,
+                failed: 0,
+                complete: false,
+            };
+        }
+    };
+    Lookup {
+        peers: peers.iter().map(|p| p.peer_id).collect(),
+        requests: stats.num_requests(),
+        answered: stats.num_successes(),
+        failed: stats.num_failures(),
+        complete,
+    }
+}
+
 fn query_kind(result: &kad::QueryResult) -> (&'static str, bool) {
     match result {
         kad::QueryResult::Bootstrap(r) => ("bootstrap", r.is_ok()),
@@ -520,6 +585,7 @@ mod tests {
             max_peers_per_subnet: 8,
             limit_private_subnets,
             discovery_interval: Duration::from_secs(30),
+            parallelism: std::num::NonZeroUsize::new(3).expect("non-zero"),
         }
     }
 }

@@ -232,6 +232,7 @@ impl EventLoop {
             Command::Peers(tx) => {
                 let _ = tx.send(self.peering.known(&self.busy_peers()));
             }
+            Command::FindNode { key, reply } => self.dht.find_node(&mut self.swarm, key, reply),
         }
     }
 

@@ -5,12 +5,26 @@ use std::time::Duration;
 use super::Checker;
 use crate::config::{ConfigError, DhtConfig, file::DhtFile};
 
+/// Kademlia's alpha by default, as rust-libp2p sets it.
+const DEFAULT_PARALLELISM: usize = 3;
+/// More in flight than this is a flood of one lookup's own making.
+const MAX_PARALLELISM: usize = 32;
+
 /// Applies the defaults; packets must hold a DHT message and intervals be positive.
 pub(super) fn check(
     c: &mut Checker<'_>,
     d: DhtFile,
     enabled: bool,
 ) -> Result<DhtConfig, ConfigError> {
+    let parallelism = d.parallelism.unwrap_or(DEFAULT_PARALLELISM);
+    let parallelism = std::num::NonZeroUsize::new(parallelism)
+        .filter(|p| p.get() <= MAX_PARALLELISM)
+        .ok_or_else(|| {
+            c.bad(
+                "network.dht.parallelism",
+                format!("is {parallelism}; it must be 1 to {MAX_PARALLELISM}"),
+            )
+        })?;
     let dht = DhtConfig {
         enabled,
         refresh_interval: d.refresh_interval.map_or(Duration::from_secs(300), |d| d.0),
@@ -23,6 +37,7 @@ pub(super) fn check(
         discovery_interval: d
             .discovery_interval
             .map_or(Duration::from_secs(30), |d| d.0),
+        parallelism,
     };
     if dht.max_packet_size < 1024 {
         return Err(c.bad(
