@@ -9,4 +9,5 @@ pub mod harness;
 pub mod lab;
 pub mod peering_bench;
 pub mod relay_bench;
+pub mod sim;
 pub mod sybil;
