@@ -69,8 +69,8 @@ pub enum FileCommand {
     },
 }
 
-/// The outcome of a [`Command::FindNode`] lookup.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The outcome of a [`Command::FindNode`] lookup (empty and incomplete by default).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Lookup {
     /// The closest peers found, closest first (at most Kademlia's K, 20).
     pub peers: Vec<PeerId>,

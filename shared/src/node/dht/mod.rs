@@ -5,9 +5,11 @@
 //! Query results that other parts asked for (providers of a key, peers close to a key)
 //! are handed back to the event loop as [`DhtEvent`]s. Who enters the routing table is
 //! decided in [`admission`], which provider records are stored for others in
-//! [`providers`]; records (PUT_VALUE) are refused, Jantar uses none.
+//! [`providers`]; records (PUT_VALUE) are refused, Jantar uses none. Lookups asked
+//! for by a command are kept in [`lookups`] until their query ends.
 
 mod admission;
+mod lookups;
 mod providers;
 
 use std::{
@@ -22,7 +24,7 @@ use libp2p::{
 use tokio::sync::oneshot;
 use tracing::{debug, info, warn};
 
-use self::{admission::Admission, providers::ProviderQuota};
+use self::{admission::Admission, lookups::Lookups, providers::ProviderQuota};
 use super::command::Lookup;
 use crate::{
     backoff::Backoff,
@@ -124,8 +126,7 @@ pub(super) struct Dht {
     /// provider records are counted against and narrowed to. DHT clients publish
     /// records too, so every connection counts, not only the servers'.
     sources: HashMap<PeerId, Multiaddr>,
-    /// Lookups asked for by a command, answered when their query ends.
-    lookups: HashMap<kad::QueryId, oneshot::Sender<Lookup>>,
+    lookups: Lookups,
 }
 
 impl Dht {
@@ -152,31 +153,19 @@ impl Dht {
             retry: Backoff::new(BOOTSTRAP_RETRY_MIN, BOOTSTRAP_RETRY_MAX),
             queries_served: BTreeMap::new(),
             records: ProviderRecords::default(),
-            lookups: HashMap::new(),
+            lookups: Lookups::default(),
         }
     }
 
-    /// Starts a lookup of the peers closest to `key`, answered on `reply` when it ends
-    /// (at once, as incomplete, when the DHT is off).
+    /// Starts a lookup of the peers closest to `key`, answered on `reply` when it ends.
     pub(super) fn find_node(
         &mut self,
         swarm: &mut Swarm<Behaviour>,
         key: PeerId,
         reply: oneshot::Sender<Lookup>,
     ) {
-        self.lookups.retain(|_, r| !r.is_closed());
-        let Some(kad) = swarm.behaviour_mut().kad.as_mut() else {
-            let _ = reply.send(Lookup {
-                peers: vec![],
-                requests: 0,
-                answered: 0,
-                failed: 0,
-                complete: false,
-            });
-            return;
-        };
-        metrics::counter!(m::DHT_QUERIES_STARTED, "kind" => "get_closest_peers").increment(1);
-        self.lookups.insert(kad.get_closest_peers(key), reply);
+        self.lookups
+            .start(swarm.behaviour_mut().kad.as_mut(), key, reply);
     }
 
     /// Connected to at least one DHT server: in touch with the network. (The routing
@@ -347,10 +336,8 @@ impl Dht {
                 step,
                 stats,
             } => {
-                if step.last
-                    && let Some(reply) = self.lookups.remove(&id)
-                {
-                    let _ = reply.send(lookup(&result, &stats));
+                if step.last {
+                    self.lookups.ended(id, &result, &stats);
                 }
                 self.on_query_result(swarm, id, result, step.last)
             }
@@ -501,33 +488,6 @@ impl Dht {
             stats.provided_keys = store.provided().count();
         }
         stats
-    }
-}
-
-/// A finished closest-peers query as a [`Lookup`].
-fn lookup(result: &kad::QueryResult, stats: &kad::QueryStats) -> Lookup {
-    let (peers, complete) = match result {
-        kad::QueryResult::GetClosestPeers(Ok(ok)) => (&ok.peers, true),
-        kad::QueryResult::GetClosestPeers(Err(kad::GetClosestPeersError::Timeout {
-            peers,
-            ..
-        })) => (peers, false),
-        _ => {
-            return Lookup {
-                peers: vec![],
-                requests: 0,
-                answered: 0,
-                failed: 0,
-                complete: false,
-            };
-        }
-    };
-    Lookup {
-        peers: peers.iter().map(|p| p.peer_id).collect(),
-        requests: stats.num_requests(),
-        answered: stats.num_successes(),
-        failed: stats.num_failures(),
-        complete,
     }
 }
 
