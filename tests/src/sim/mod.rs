@@ -315,7 +315,6 @@ impl Sim {
     ) -> anyhow::Result<(NodeHandle, NodeClient)> {
         let config = self.config(role, port, dir)?;
         self.net.place(port, region);
-        self.net.revive(port);
         let swarm = build_swarm_over(&config, key.clone(), self.net.transport(port))?;
         let handle = node::start_with_swarm(config, swarm).await?;
         let client = handle.client();
@@ -495,14 +494,16 @@ pub async fn run(sim: &mut Sim, scenario: &str) -> anyhow::Result<serde_json::Va
     report.insert("nodes".into(), serde_json::json!(sim.opts.nodes));
     report.insert("scenario".into(), serde_json::json!(scenario));
     let mut each = serde_json::Map::new();
-    for name in names {
-        let figures = scenarios::run(sim, name).await;
-        if figures.is_err() {
-            pacer.abort();
+    let ran = async {
+        for name in names {
+            let figures = scenarios::run(sim, name).await?;
+            each.insert(name.into(), serde_json::Value::Object(figures));
         }
-        each.insert(name.into(), serde_json::Value::Object(figures?));
+        anyhow::Ok(())
     }
+    .await;
     pacer.abort();
+    ran?;
     let main = if scenario == "all" {
         "lookups"
     } else {

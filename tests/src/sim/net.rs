@@ -97,7 +97,8 @@ impl SimNet {
         SimNet::default()
     }
 
-    /// Places a host at `port` in `region` (before its node starts listening there).
+    /// Places a host at `port` in `region`, up (before its node starts listening there,
+    /// and again when it restarts at the same address).
     pub fn place(&self, port: u64, region: Region) {
         let mut inner = self.inner.lock().expect("sim net lock");
         inner.hosts.insert(
@@ -131,14 +132,6 @@ impl SimNet {
             if link.ends.iter().any(|(p, _)| *p == port) {
                 link.set(CUT);
             }
-        }
-    }
-
-    /// The host at `port` is back (a node restarted at the same address).
-    pub fn revive(&self, port: u64) {
-        let mut inner = self.inner.lock().expect("sim net lock");
-        if let Some(h) = inner.hosts.get_mut(&port) {
-            h.up = true;
         }
     }
 
