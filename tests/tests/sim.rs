@@ -96,3 +96,15 @@ fn a_small_internet_gets_every_scenario_right() {
         "lookups across the cut succeeded; report:\n{pretty}"
     );
 }
+
+#[tokio::test]
+async fn an_unknown_scenario_is_named_before_anything_starts() {
+    let mut sim = Sim::new(Options::default()).expect("sim");
+    let e = sim::run(&mut sim, "lookup")
+        .await
+        .expect_err("no such scenario")
+        .to_string();
+    assert!(e.contains("unknown scenario \"lookup\""), "{e}");
+    assert!(e.contains("lookups"), "{e}");
+    assert!(sim.nodes.is_empty(), "nodes started for nothing");
+}

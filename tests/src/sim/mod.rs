@@ -482,14 +482,19 @@ pub fn percentile<T: Ord + Copy + Default>(v: &mut [T], q: f64) -> T {
 /// scenario's figures (for `all`, each scenario's under its name, with the lookup and
 /// gossip figures also at the top).
 pub async fn run(sim: &mut Sim, scenario: &str) -> anyhow::Result<serde_json::Value> {
-    let wall = std::time::Instant::now();
-    let t0 = Instant::now();
-    let pacer = tokio::spawn(pace());
     let names: Vec<&str> = match scenario {
         "all" => scenarios::NAMES_ALL.to_vec(),
         "join" => vec!["join"],
-        other => vec!["join", other],
+        other if scenarios::NAMES_ALL.contains(&other) => vec!["join", other],
+        // Named before a network joins for nothing.
+        other => anyhow::bail!(
+            "unknown scenario {other:?}; one of {} or all",
+            scenarios::NAMES_ALL.join(", ")
+        ),
     };
+    let wall = std::time::Instant::now();
+    let t0 = Instant::now();
+    let pacer = tokio::spawn(pace());
     let mut report = serde_json::Map::new();
     report.insert("nodes".into(), serde_json::json!(sim.opts.nodes));
     report.insert("scenario".into(), serde_json::json!(scenario));
