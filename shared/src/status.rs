@@ -110,6 +110,9 @@ pub struct PeerScoreStatus {
     pub connected: bool,
     /// Trimming never closes it (configured, named, a transfer, a reservation).
     pub protected: bool,
+    /// Trimming released it: its connections close once idle.
+    #[serde(default)]
+    pub released: bool,
     /// Its network group: `AS<n>`, an IPv4 /16, an IPv6 /32, or the relay it is
     /// reached through.
     pub group: String,
@@ -133,10 +136,14 @@ pub struct PeerManagementStatus {
     pub low_water: u32,
     pub high_water: u32,
     pub max_peers: u32,
-    /// Peers counted against the watermarks (configured infrastructure is not).
+    /// Peers counted against the watermarks (configured infrastructure and released
+    /// peers are not).
     pub counted_peers: usize,
+    /// Peers trimming released that are still connected, finishing what they do.
+    #[serde(default)]
+    pub releasing: usize,
     pub known_peers: usize,
-    /// Peers closed for being above the high watermark since start.
+    /// Peers released or closed for being above the high watermark since start.
     pub trimmed: u64,
 }
 

@@ -86,7 +86,7 @@ pub async fn churn(root: &Path) -> Result<Churn> {
         .as_array()
         .into_iter()
         .flatten()
-        .filter(|p| p["peer_id"] != boot.peer_id.as_str())
+        .filter(|p| p["peer_id"] != boot.peer_id.as_str() && p["released"] != true)
         .filter_map(|p| p["peer_id"].as_str().map(str::to_string))
         .collect();
     let mut ranked: Vec<&Value> = known

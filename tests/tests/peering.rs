@@ -130,10 +130,11 @@ async fn trims_to_the_low_watermark_keeping_protected_and_better_scored_peers() 
 
     node.wait_until(
         Duration::from_secs(30),
-        "trimmed to the low watermark",
+        "trimmed to the low watermark, the released peers gone",
         async |n: &Node| {
             let st = n.status().await?;
-            Ok(st["peer_management"]["counted_peers"].as_u64() <= Some(6))
+            Ok(st["peer_management"]["counted_peers"].as_u64() <= Some(6)
+                && st["peer_management"]["releasing"].as_u64() == Some(0))
         },
     )
     .await?;
@@ -241,13 +242,14 @@ async fn an_attacker_from_two_networks_cannot_evict_honest_peers() -> Result<()>
     .await?;
     node.wait_until(
         Duration::from_secs(45),
-        "back at the low watermark",
+        "back at the low watermark, the released peers gone",
         async |n: &Node| {
             let st = n.status().await?;
             Ok(st["peer_management"]["counted_peers"]
                 .as_u64()
                 .unwrap_or(99)
-                <= 15)
+                <= 15
+                && st["peer_management"]["releasing"].as_u64() == Some(0))
         },
     )
     .await?;

@@ -43,9 +43,6 @@ fn a_small_internet_gets_every_scenario_right() {
         wave: 29,
         lookups: 24,
         concurrency: 8,
-        // Above the node count: no node refuses another for being full here (see
-        // docs/scale.md for what a full node does to lookups at scale).
-        max_peers: Some(100),
         churn_window: Duration::from_secs(10),
         churn_steps: 4,
         partition: Duration::from_secs(10),

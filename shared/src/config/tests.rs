@@ -628,7 +628,7 @@ fn per_source_caps_acl_budget_and_address_votes() {
 fn watermarks_peer_store_and_geoip() {
     let peer = parse(Role::Peer, "").unwrap().config;
     let l = &peer.network.limits;
-    assert_eq!((l.max_peers, l.high_water, l.low_water), (50, 45, 35));
+    assert_eq!((l.max_peers, l.high_water, l.low_water), (200, 50, 38));
     assert!(l.protected_peers.is_empty());
     assert!(peer.network.peer_store.persist);
     assert_eq!(peer.network.peer_store.capacity, 1000);
@@ -638,9 +638,15 @@ fn watermarks_peer_store_and_geoip() {
         .unwrap()
         .config;
     assert!(!boot.network.peer_store.persist);
-    assert_eq!(boot.network.limits.high_water, 900);
+    assert_eq!(
+        (
+            boot.network.limits.high_water,
+            boot.network.limits.low_water
+        ),
+        (900, 700)
+    );
 
-    // Watermarks follow max_peers unless set.
+    // Watermarks follow max_peers unless set: a peer keeps a quarter of it.
     let c = parse(
         Role::Peer,
         "network:\n  connection_limits: {max_peers: 10, protected_peers: [\"12D3KooWLUtCEj7vL4aAYTgNFn4VfX5azPyrkBoLHJC5uHZ76xCe\"]}\n",
@@ -649,7 +655,7 @@ fn watermarks_peer_store_and_geoip() {
     .config;
     assert_eq!(
         (c.network.limits.high_water, c.network.limits.low_water),
-        (9, 7)
+        (2, 1)
     );
     assert_eq!(c.network.limits.protected_peers.len(), 1);
     let tiny = parse(

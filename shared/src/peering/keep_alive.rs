@@ -9,9 +9,15 @@
 //! (configured bootstrap nodes and relays: they count toward no watermark, and close
 //! their idle connections themselves). Relayed connections are not held: they take a
 //! relay's circuit, which the peers give back when idle.
+//!
+//! Trimming *releases* a peer ([`KeepAlive::release`]) rather than cutting it off: its
+//! connections stop being held and close once every protocol is done with them and the
+//! idle timeout has passed. A DHT request or transfer running on a trimmed connection
+//! therefore finishes; cutting connections mid-request made lookups across a busy
+//! network miss peers (see `docs/scale.md`).
 
 use std::{
-    collections::HashSet,
+    collections::{HashMap, HashSet, VecDeque},
     convert::Infallible,
     task::{Context, Poll},
 };
@@ -21,29 +27,65 @@ use libp2p::{
     core::{Endpoint, transport::PortUse, upgrade::DeniedUpgrade},
     multiaddr::Protocol,
     swarm::{
-        ConnectionDenied, ConnectionHandler, ConnectionHandlerEvent, ConnectionId, FromSwarm,
-        NetworkBehaviour, SubstreamProtocol, THandler, THandlerInEvent, THandlerOutEvent, ToSwarm,
-        handler::ConnectionEvent,
+        ConnectionClosed, ConnectionDenied, ConnectionHandler, ConnectionHandlerEvent,
+        ConnectionId, FromSwarm, NetworkBehaviour, NotifyHandler, SubstreamProtocol, THandler,
+        THandlerInEvent, THandlerOutEvent, ToSwarm, handler::ConnectionEvent,
     },
 };
 
 pub struct KeepAlive {
-    release: HashSet<PeerId>,
+    /// Never held (configured infrastructure).
+    never: HashSet<PeerId>,
+    /// Released by trimming, until their last connection closes.
+    released: HashSet<PeerId>,
+    connections: HashMap<PeerId, Vec<ConnectionId>>,
+    pending: VecDeque<ToSwarm<Infallible, Release>>,
 }
 
 impl KeepAlive {
-    /// Holds every direct connection open except those to `release`.
-    pub fn new(release: HashSet<PeerId>) -> Self {
-        KeepAlive { release }
+    /// Holds every direct connection open except those to `never`.
+    pub fn new(never: HashSet<PeerId>) -> Self {
+        KeepAlive {
+            never,
+            released: HashSet::new(),
+            connections: HashMap::new(),
+            pending: VecDeque::new(),
+        }
     }
 
-    fn handler(&self, peer: &PeerId, remote: &Multiaddr) -> Handler {
+    /// Stops holding `peer`'s connections, now and any it opens before they have all
+    /// closed; they close when idle. Returns whether it was held before.
+    pub fn release(&mut self, peer: PeerId) -> bool {
+        if !self.released.insert(peer) {
+            return false;
+        }
+        for &connection in self.connections.get(&peer).into_iter().flatten() {
+            self.pending.push_back(ToSwarm::NotifyHandler {
+                peer_id: peer,
+                handler: NotifyHandler::One(connection),
+                event: Release,
+            });
+        }
+        true
+    }
+
+    /// Whether trimming released `peer` and it is still connected.
+    pub fn is_released(&self, peer: &PeerId) -> bool {
+        self.released.contains(peer)
+    }
+
+    fn handler(&mut self, id: ConnectionId, peer: PeerId, remote: &Multiaddr) -> Handler {
+        self.connections.entry(peer).or_default().push(id);
         let relayed = remote.iter().any(|p| p == Protocol::P2pCircuit);
         Handler {
-            keep: !relayed && !self.release.contains(peer),
+            keep: !relayed && !self.never.contains(&peer) && !self.released.contains(&peer),
         }
     }
 }
+
+/// Tells a connection's handler to stop holding it.
+#[derive(Debug)]
+pub struct Release;
 
 impl NetworkBehaviour for KeepAlive {
     type ConnectionHandler = Handler;
@@ -51,26 +93,40 @@ impl NetworkBehaviour for KeepAlive {
 
     fn handle_established_inbound_connection(
         &mut self,
-        _: ConnectionId,
+        id: ConnectionId,
         peer: PeerId,
         _: &Multiaddr,
         remote: &Multiaddr,
     ) -> Result<THandler<Self>, ConnectionDenied> {
-        Ok(self.handler(&peer, remote))
+        Ok(self.handler(id, peer, remote))
     }
 
     fn handle_established_outbound_connection(
         &mut self,
-        _: ConnectionId,
+        id: ConnectionId,
         peer: PeerId,
         remote: &Multiaddr,
         _: Endpoint,
         _: PortUse,
     ) -> Result<THandler<Self>, ConnectionDenied> {
-        Ok(self.handler(&peer, remote))
+        Ok(self.handler(id, peer, remote))
     }
 
-    fn on_swarm_event(&mut self, _: FromSwarm) {}
+    fn on_swarm_event(&mut self, event: FromSwarm) {
+        if let FromSwarm::ConnectionClosed(ConnectionClosed {
+            peer_id,
+            connection_id,
+            ..
+        }) = event
+            && let Some(ids) = self.connections.get_mut(&peer_id)
+        {
+            ids.retain(|c| *c != connection_id);
+            if ids.is_empty() {
+                self.connections.remove(&peer_id);
+                self.released.remove(&peer_id);
+            }
+        }
+    }
 
     fn on_connection_handler_event(
         &mut self,
@@ -82,7 +138,10 @@ impl NetworkBehaviour for KeepAlive {
     }
 
     fn poll(&mut self, _: &mut Context<'_>) -> Poll<ToSwarm<Self::ToSwarm, THandlerInEvent<Self>>> {
-        Poll::Pending
+        match self.pending.pop_front() {
+            Some(event) => Poll::Ready(event),
+            None => Poll::Pending,
+        }
     }
 }
 
@@ -92,7 +151,7 @@ pub struct Handler {
 }
 
 impl ConnectionHandler for Handler {
-    type FromBehaviour = Infallible;
+    type FromBehaviour = Release;
     type ToBehaviour = Infallible;
     type InboundProtocol = DeniedUpgrade;
     type OutboundProtocol = DeniedUpgrade;
@@ -107,8 +166,8 @@ impl ConnectionHandler for Handler {
         self.keep
     }
 
-    fn on_behaviour_event(&mut self, event: Infallible) {
-        match event {}
+    fn on_behaviour_event(&mut self, Release: Release) {
+        self.keep = false;
     }
 
     fn on_connection_event(
@@ -129,23 +188,52 @@ impl ConnectionHandler for Handler {
 mod tests {
     use super::*;
 
+    fn held(k: &mut KeepAlive, peer: PeerId, remote: &Multiaddr) -> bool {
+        k.handler(ConnectionId::new_unchecked(0), peer, remote)
+            .connection_keep_alive()
+    }
+
     #[test]
     fn holds_direct_connections_but_not_infrastructure_or_circuits() {
         let boot = PeerId::random();
-        let k = KeepAlive::new([boot].into());
+        let mut k = KeepAlive::new([boot].into());
         let direct: Multiaddr = "/ip4/192.0.2.1/tcp/4001".parse().unwrap();
         let relay = PeerId::random();
         let circuit: Multiaddr = format!("/ip4/192.0.2.2/tcp/4001/p2p/{relay}/p2p-circuit")
             .parse()
             .unwrap();
-        assert!(
-            k.handler(&PeerId::random(), &direct)
-                .connection_keep_alive()
-        );
-        assert!(!k.handler(&boot, &direct).connection_keep_alive());
-        assert!(
-            !k.handler(&PeerId::random(), &circuit)
-                .connection_keep_alive()
-        );
+        assert!(held(&mut k, PeerId::random(), &direct));
+        assert!(!held(&mut k, boot, &direct));
+        assert!(!held(&mut k, PeerId::random(), &circuit));
+    }
+
+    #[test]
+    fn a_released_peer_is_no_longer_held_until_it_is_gone() {
+        let mut k = KeepAlive::new(HashSet::new());
+        let peer = PeerId::random();
+        let direct: Multiaddr = "/ip4/192.0.2.1/tcp/4001".parse().unwrap();
+        let mut handler = k.handler(ConnectionId::new_unchecked(1), peer, &direct);
+        assert!(handler.connection_keep_alive());
+
+        assert!(k.release(peer));
+        assert!(!k.release(peer), "released twice");
+        assert!(k.is_released(&peer));
+        // The open connection's handler is told...
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        match k.poll(&mut cx) {
+            Poll::Ready(ToSwarm::NotifyHandler {
+                peer_id,
+                handler: NotifyHandler::One(id),
+                event,
+            }) => {
+                assert_eq!((peer_id, id), (peer, ConnectionId::new_unchecked(1)));
+                handler.on_behaviour_event(event);
+            }
+            _ => panic!("the connection's handler was not told"),
+        }
+        assert!(!handler.connection_keep_alive());
+        // ...and a second connection opened meanwhile is not held either.
+        assert!(!held(&mut k, peer, &direct));
+        assert!(k.poll(&mut cx).is_pending());
     }
 }

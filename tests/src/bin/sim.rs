@@ -29,6 +29,12 @@ struct Args {
     /// Peers' `max_peers` (the default config's when not given).
     #[arg(long)]
     max_peers: Option<u32>,
+    /// Peers' `high_water` (the default config's when not given).
+    #[arg(long)]
+    high_water: Option<u32>,
+    /// Peers' `low_water` (the default config's when not given).
+    #[arg(long)]
+    low_water: Option<u32>,
     /// Every node's `network.dht.parallelism` (the default config's when not given).
     #[arg(long)]
     dht_parallelism: Option<usize>,
@@ -61,6 +67,8 @@ fn main() -> anyhow::Result<()> {
         lookups: a.lookups,
         concurrency: a.concurrency,
         max_peers: a.max_peers,
+        high_water: a.high_water,
+        low_water: a.low_water,
         dht_parallelism: a.dht_parallelism,
         churn_window: a.churn_window,
         churn_steps: a.churn_steps,

@@ -74,8 +74,11 @@ pub struct Options {
     /// Lookups per measurement, and how many run at once.
     pub lookups: usize,
     pub concurrency: usize,
-    /// Peers' `max_peers` (the default config's when `None`).
+    /// Peers' `max_peers`, `high_water` and `low_water` (the default config's when
+    /// `None`).
     pub max_peers: Option<u32>,
+    pub high_water: Option<u32>,
+    pub low_water: Option<u32>,
     /// Every node's `network.dht.parallelism` (the default config's when `None`).
     pub dht_parallelism: Option<usize>,
     /// Simulated time the churn scenario replaces half the nodes over, and in how
@@ -101,6 +104,8 @@ impl Default for Options {
             lookups: 1000,
             concurrency: 16,
             max_peers: None,
+            high_water: None,
+            low_water: None,
             dht_parallelism: None,
             churn_window: Duration::from_secs(2 * 3600),
             churn_steps: 20,
@@ -248,10 +253,18 @@ impl Sim {
             .map(|a| format!("\"{a}\""))
             .collect();
         // `max_memory` is the process's, and this process holds every node: off.
-        let max_peers = match (role, self.opts.max_peers) {
-            (Role::Peer, Some(n)) => format!(", max_peers: {n}"),
-            _ => String::new(),
-        };
+        let mut limits = String::new();
+        if role == Role::Peer {
+            for (key, value) in [
+                ("max_peers", self.opts.max_peers),
+                ("high_water", self.opts.high_water),
+                ("low_water", self.opts.low_water),
+            ] {
+                if let Some(n) = value {
+                    limits.push_str(&format!(", {key}: {n}"));
+                }
+            }
+        }
         // Every node is a public DHT server at its simulated address; mDNS and UPnP
         // have nothing to find here. Lookups wait out the slowest answers rather than
         // give up on the wall clock (see the module docs).
@@ -264,7 +277,7 @@ impl Sim {
              external_addresses: [\"/memory/{port}\"]\n  \
              bootstrap_nodes: [{boot}]\n  \
              dht: {{query_timeout: 600s{parallelism}}}\n  \
-             connection_limits: {{max_memory: 0{max_peers}}}\n",
+             connection_limits: {{max_memory: 0{limits}}}\n",
             dir = dir.display(),
             boot = boot.join(", "),
             parallelism = self

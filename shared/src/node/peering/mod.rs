@@ -8,7 +8,11 @@
 //!   protected (configured bootstrap and relay nodes, peers named in `protected_peers`,
 //!   peers with a transfer running, a relay's reservation holders, the relays this peer
 //!   holds reservations on) nor one connected for less than `connection_grace_period`.
-//!   Whom to close is chosen to resist takeover ([`crate::peering::eviction`]).
+//!   Whom to close is chosen to resist takeover ([`crate::peering::eviction`]). A peer
+//!   *releases* them ([`crate::peering::keep_alive`]): their connections close once
+//!   idle, so requests running on them finish. A released peer still connected after
+//!   [`LINGER_GRACES`] grace periods, or while the node is at `max_peers`, is
+//!   disconnected.
 //! - A peer below `low_water` dials known peers, mostly its best-scored ones and about a
 //!   quarter never tried ([`crate::peering::dials`]).
 //! - At start the store's best peers are dialed with the bootstrap nodes, so a node
@@ -70,6 +74,9 @@ const MAX_TRIM_PER_ROUND: usize = 64;
 /// Trimming runs at most this often, so that a burst of connections is judged once
 /// their grace periods end rather than one by one.
 const TRIM_INTERVAL: Duration = Duration::from_secs(1);
+/// Grace periods a released peer may stay connected (kept busy) before it is
+/// disconnected.
+const LINGER_GRACES: u32 = 3;
 
 /// A connected peer.
 struct Live {
@@ -93,6 +100,8 @@ pub(super) struct Peering {
     dials_out: bool,
     secret: u64,
     live: HashMap<PeerId, Live>,
+    /// Peers trimming released, still connected: when.
+    released: HashMap<PeerId, Instant>,
     last_save: Instant,
     last_fill: Option<Instant>,
     last_trim: Instant,
@@ -145,6 +154,7 @@ impl Peering {
             dials_out: config.role == crate::config::Role::Peer,
             secret: rand::random(),
             live: HashMap::new(),
+            released: HashMap::new(),
             last_save: Instant::now(),
             last_fill: None,
             last_trim: Instant::now(),
@@ -222,6 +232,7 @@ impl Peering {
         if let Some(l) = self.live.remove(&peer) {
             self.store.disconnected(peer, l.since.elapsed());
         }
+        self.released.remove(&peer);
     }
 
     /// A dial to `peer` failed for a reason of the peer's (not a limit of ours).
@@ -282,12 +293,28 @@ impl Peering {
         }
     }
 
-    /// Peers that count toward the watermarks.
+    /// Peers that count toward the watermarks (released ones are on their way out).
     fn counted(&self) -> usize {
         self.live
             .keys()
-            .filter(|p| !self.infrastructure.contains(p))
+            .filter(|p| !self.infrastructure.contains(p) && !self.released.contains_key(p))
             .count()
+    }
+
+    /// Disconnects released peers that stayed connected past [`LINGER_GRACES`], or all
+    /// of them while the node is at its hard cap, to make room for newcomers.
+    fn close_lingering(&mut self, swarm: &mut Swarm<Behaviour>, now: Instant) {
+        if self.released.is_empty() {
+            return;
+        }
+        let at_cap = self.counted() + self.released.len() >= self.max_peers as usize;
+        let linger = self.grace * LINGER_GRACES;
+        for (peer, since) in &self.released {
+            if at_cap || now.duration_since(*since) >= linger {
+                debug!(%peer, at_cap, "released peer still connected; disconnecting");
+                let _ = swarm.disconnect_peer_id(*peer);
+            }
+        }
     }
 
     fn group_sizes(&self) -> HashMap<NetGroup, usize> {
@@ -347,16 +374,21 @@ impl Peering {
     /// keeps a burst of fresh connections from pushing out older peers merely because
     /// the newcomers cannot be closed yet.
     fn trim(&mut self, swarm: &mut Swarm<Behaviour>, busy: &HashSet<PeerId>) {
+        let now = Instant::now();
+        self.close_lingering(swarm, now);
         let count = self.counted();
         if count <= self.high_water {
             return;
         }
         let groups = self.group_sizes();
-        let now = Instant::now();
         let candidates: Vec<Candidate<PeerId, NetGroup>> = self
             .live
             .iter()
-            .filter(|(p, _)| !self.is_protected(p, busy) && !self.infrastructure.contains(p))
+            .filter(|(p, _)| {
+                !self.is_protected(p, busy)
+                    && !self.infrastructure.contains(p)
+                    && !self.released.contains_key(p)
+            })
             .map(|(p, l)| Candidate {
                 peer: *p,
                 group: l.group,
@@ -390,16 +422,25 @@ impl Peering {
         }
         info!(
             peers = count,
-            closing = closable.len(),
+            releasing = closable.len(),
             in_grace = waiting.len(),
             low_water = self.low_water,
-            "above the high watermark; closing peers"
+            "above the high watermark; releasing peers"
         );
         for peer in closable {
             if let Some(l) = self.live.get(&peer) {
                 debug!(%peer, group = %l.group, remote = %l.remote, score = self.score_of(&peer, &groups).total, "trimmed");
             }
-            let _ = swarm.disconnect_peer_id(peer);
+            match swarm.behaviour_mut().keep_alive.as_mut() {
+                Some(keep_alive) => {
+                    keep_alive.release(peer);
+                    self.released.insert(peer, now);
+                }
+                // Nothing holds this node's connections: close the peer now.
+                None => {
+                    let _ = swarm.disconnect_peer_id(peer);
+                }
+            }
             self.trimmed += 1;
             metrics::counter!(m::PEERS_TRIMMED).increment(1);
         }

@@ -70,6 +70,7 @@ impl Peering {
                     peer_id: p.to_string(),
                     connected: true,
                     protected: self.is_protected(p, busy),
+                    released: self.released.contains_key(p),
                     group: l.group.to_string(),
                     country: l.geo.country.clone(),
                     asn: l.geo.asn,
@@ -94,6 +95,7 @@ impl Peering {
             high_water: self.high_water as u32,
             max_peers: self.max_peers,
             counted_peers: self.counted(),
+            releasing: self.released.len(),
             known_peers: self.store.len(),
             trimmed: self.trimmed,
         }
@@ -118,6 +120,7 @@ impl Peering {
                 peer_id: p.to_string(),
                 connected: false,
                 protected: self.configured.contains(p),
+                released: false,
                 group: r
                     .addresses
                     .first()

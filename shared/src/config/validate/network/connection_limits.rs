@@ -15,7 +15,7 @@ pub(super) fn check(
 ) -> Result<ConnectionLimits, ConfigError> {
     let max_peers = cl
         .max_peers
-        .unwrap_or(if role.is_server() { 1000 } else { 50 });
+        .unwrap_or(if role.is_server() { 1000 } else { 200 });
     let protected_peers = cl
         .protected_peers
         .unwrap_or_default()
@@ -29,10 +29,21 @@ pub(super) fn check(
             })
         })
         .collect::<Result<HashSet<_>, _>>()?;
-    let high_water = cl.high_water.unwrap_or_else(|| (max_peers * 9 / 10).max(1));
+    // A peer holds its connections (see `peering::keep_alive`), so the room between
+    // its high watermark and the hard cap is what DHT queries and newcomers use while
+    // trimming lets go of others: it keeps a quarter of `max_peers`. Bootstrap nodes
+    // and relays hold nothing; they trim only near the cap.
+    let high_water = cl.high_water.unwrap_or_else(|| {
+        if role.is_server() {
+            max_peers * 9 / 10
+        } else {
+            max_peers / 4
+        }
+        .max(1)
+    });
     let low_water = cl
         .low_water
-        .unwrap_or_else(|| (max_peers * 7 / 10).min(high_water.saturating_sub(1)));
+        .unwrap_or_else(|| (high_water * 7 / 9).min(high_water.saturating_sub(1)));
     let limits = ConnectionLimits {
         max_peers,
         high_water,
