@@ -1,6 +1,7 @@
 //! Files and messages: content addressing, the local store, the transfer protocol and
 //! fetching with verification.
 
+pub mod codec;
 pub mod fetch;
 pub mod id;
 pub mod protocol;

@@ -1,25 +1,24 @@
-//! The transfer protocol (`/jantar/file/1.0.0`, CBOR request-response) and the gossip
-//! payloads (file announcements and messages), with their validation.
+//! The transfer protocol (request-response, `/jantar/file/1.1.0` with `1.0.0` for older
+//! peers; the wire format is in [`super::codec`]) and the gossip payloads (file
+//! announcements and messages), with their validation.
 
 use std::{path::Path, time::Duration};
 
-use libp2p::{
-    StreamProtocol,
-    request_response::{self, ProtocolSupport, cbor},
-};
+use libp2p::request_response::{self, ProtocolSupport};
 use serde::{Deserialize, Serialize};
 
-use super::id::{CHUNK_SIZE, FileId, Manifest};
+pub use super::codec::{PROTOCOL, PROTOCOL_CBOR};
+use super::{
+    codec::Codec,
+    id::{CHUNK_SIZE, FileId, Manifest},
+};
 
-pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/jantar/file/1.0.0");
 pub const FILES_TOPIC: &str = "jantar/files/v1";
 pub const MESSAGES_TOPIC: &str = "jantar/messages/v1";
 /// Longest message text accepted.
 pub const MAX_MESSAGE_TEXT: usize = 4096;
 /// Largest gossip payload: announcements and messages are small.
 pub const MAX_GOSSIP_SIZE: usize = 16 * 1024;
-/// Largest response: a chunk, or a manifest of up to 65536 chunks (files up to 64 GiB).
-const MAX_RESPONSE: u64 = 2 * 1024 * 1024 + 4096;
 /// Largest file a manifest can describe.
 pub const MAX_FILE_SIZE: u64 = 65536 * CHUNK_SIZE as u64;
 
@@ -36,18 +35,18 @@ pub enum Response {
     NotFound,
 }
 
-pub type Behaviour = cbor::Behaviour<Request, Response>;
+pub type Behaviour = request_response::Behaviour<Codec>;
 
 /// How long a request may wait for its response, on either side.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub fn behaviour() -> Behaviour {
-    let codec = cbor::codec::Codec::default()
-        .set_request_size_maximum(1024)
-        .set_response_size_maximum(MAX_RESPONSE);
     request_response::Behaviour::with_codec(
-        codec,
-        [(PROTOCOL, ProtocolSupport::Full)],
+        Codec::new(),
+        [
+            (PROTOCOL, ProtocolSupport::Full),
+            (PROTOCOL_CBOR, ProtocolSupport::Full),
+        ],
         request_response::Config::default()
             .with_request_timeout(REQUEST_TIMEOUT)
             .with_max_concurrent_streams(64),

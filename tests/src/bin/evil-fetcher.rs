@@ -30,7 +30,7 @@ use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use jantar_net::{
     behaviour::PROTOCOL_VERSION,
     files::{
-        FileId, Manifest,
+        FileId, Manifest, codec,
         id::CHUNK_SIZE,
         protocol::{self, Announcement, FILES_TOPIC, MAX_GOSSIP_SIZE, Request, Response},
     },
@@ -39,7 +39,7 @@ use libp2p::{
     Multiaddr, StreamProtocol, SwarmBuilder, gossipsub, identify,
     identity::Keypair,
     noise, ping,
-    request_response::{self, ProtocolSupport, cbor},
+    request_response::{self, ProtocolSupport},
     swarm::{NetworkBehaviour, SwarmEvent, behaviour::toggle::Toggle},
     tcp, yamux,
 };
@@ -176,15 +176,18 @@ fn build_behaviour(key: &Keypair, raw: bool) -> Result<Behaviour> {
         .with_max_concurrent_streams(1024);
     let files = (!raw).then(|| {
         request_response::Behaviour::with_codec(
-            cbor::codec::Codec::default(),
-            [(protocol::PROTOCOL, ProtocolSupport::Full)],
+            codec::Codec::new(),
+            [
+                (protocol::PROTOCOL, ProtocolSupport::Full),
+                (protocol::PROTOCOL_CBOR, ProtocolSupport::Full),
+            ],
             rr_config.clone(),
         )
     });
     let raw = raw.then(|| {
         request_response::Behaviour::with_codec(
             RawCodec,
-            [(protocol::PROTOCOL, ProtocolSupport::Outbound)],
+            [(protocol::PROTOCOL_CBOR, ProtocolSupport::Outbound)],
             rr_config,
         )
     });
