@@ -25,6 +25,7 @@ mod metrics;
 pub mod node;
 pub mod peering;
 mod private_file;
+pub mod release;
 pub mod scope;
 pub mod status;
 mod systemd;

@@ -73,6 +73,13 @@ fn node_subcommands_end_quietly_on_a_closed_pipe() -> Result<()> {
         ] {
             assert_quiet(role, &args)?;
         }
+        if role == Role::Peer {
+            let key = data.join("release.key");
+            assert_quiet(
+                role,
+                &["release", "keygen", "--out", key.to_str().context("path")?],
+            )?;
+        }
         // clap's own output: help and version end quietly too (clap reports the
         // closed pipe to us, and we exit without a word).
         for args in [["--help"], ["--version"]] {

@@ -14,7 +14,7 @@ pub const EXIT_CLOSED_PIPE: u8 = 141;
 /// status a Unix tool killed by SIGPIPE has (141: a script with `pipefail` sees what it
 /// sees for `yes | head -1`, and a failed `healthcheck` never turns into success);
 /// another write error ends it with status 1 and the error.
-pub(super) fn out_line(args: fmt::Arguments<'_>) {
+pub(crate) fn out_line(args: fmt::Arguments<'_>) {
     let mut stdout = std::io::stdout().lock();
     let written = stdout
         .write_fmt(args)
@@ -35,7 +35,7 @@ macro_rules! out {
         $crate::cli::exit::out_line(format_args!($($arg)*))
     };
 }
-pub(super) use out;
+pub(crate) use out;
 
 /// A tokio runtime (multi-threaded for a node, single-threaded for a short client
 /// command), or the exit code after saying why there is none.

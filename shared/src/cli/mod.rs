@@ -8,7 +8,7 @@
 //! talk to a running daemon.
 
 mod client;
-mod exit;
+pub(crate) mod exit;
 mod run;
 
 use std::{path::PathBuf, process::ExitCode, time::Duration};
@@ -147,6 +147,10 @@ pub enum PeerCommand {
     Common(CommonCommand),
     #[command(flatten)]
     Client(ClientCommand),
+    /// Release tools for the holders of release keys: keygen, new, sign, combine,
+    /// verify (no config or running node needed).
+    #[command(subcommand)]
+    Release(crate::release::tool::ReleaseCommand),
 }
 
 fn peer_main(about: &'static str) -> ExitCode {
@@ -162,6 +166,7 @@ fn peer_main(about: &'static str) -> ExitCode {
     match cli.command {
         None => dispatch(role, about, cli.common, None),
         Some(PeerCommand::Common(c)) => dispatch(role, about, cli.common, Some(c)),
+        Some(PeerCommand::Release(c)) => crate::release::tool::run(c),
         Some(PeerCommand::Client(c)) => {
             let config = match Config::load(
                 role,

@@ -1,0 +1,17 @@
+//! Signed releases, after The Update Framework (TUF) and Syncthing's signed releases:
+//! release keys kept offline sign a manifest; a node trusts a set of keys and a
+//! threshold of them, and accepts only a manifest that enough of them signed, that has
+//! not expired, and whose sequence is newer than any it verified before.
+//!
+//! | part | what it does |
+//! |---|---|
+//! | [`keys`] | Ed25519 release keys: generate, save (owner-only, never replaced), load; public keys as `ed25519:<hex>` |
+//! | [`manifest`] | the manifest, its signatures, combining signatures made apart, verification with every refusal named, staged rollout by peer id |
+//! | [`tool`] | `jantar-peer release`: `keygen`, `new`, `sign`, `combine`, `verify` |
+
+pub mod keys;
+pub mod manifest;
+pub mod tool;
+
+pub use keys::{PublicKey, SigningKey};
+pub use manifest::{Manifest, Refused, SignedManifest, Target, Trust};
