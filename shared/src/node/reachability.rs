@@ -2,7 +2,9 @@
 //! follows it on peers (a server only while public), hole punching with DCUtR, and UPnP
 //! port mappings.
 
-use libp2p::{PeerId, Swarm, autonat, dcutr, kad, upnp};
+use std::time::{Duration, Instant};
+
+use libp2p::{PeerId, Swarm, autonat, dcutr, kad, swarm::ConnectionId, upnp};
 use tracing::{debug, info};
 
 use super::connections::Connections;
@@ -18,7 +20,18 @@ pub(super) struct Reachability {
     follow_with_dht_mode: bool,
     /// Configured bootstrap nodes and relays: the AutoNAT servers known from the start.
     infrastructure: Vec<PeerAddr>,
+    /// Relayed connections a hole punch replaced: to whom, and when to close them at
+    /// the latest.
+    replaced: Vec<(ConnectionId, PeerId, Instant)>,
 }
+
+/// The longest a relayed connection stays after a hole punch replaced it, waiting for
+/// the peer's gossipsub subscriptions. Gossipsub sends its subscriptions only on a
+/// peer's first connection, the relayed one: closing it the moment the direct one is
+/// up could lose them in flight, leaving the two peers deaf to each other's topics. It
+/// closes as soon as they have arrived (usually at once), since requests meanwhile
+/// share out over both connections and would cross the relay.
+const REPLACED_RELAYED_GRACE: Duration = Duration::from_secs(2);
 
 impl Reachability {
     pub(super) fn new(
@@ -31,6 +44,7 @@ impl Reachability {
             nat: NatStatus::Unknown,
             follow_with_dht_mode,
             infrastructure,
+            replaced: Vec::new(),
         };
         set_nat_gauge(r.nat);
         r
@@ -103,9 +117,11 @@ impl Reachability {
         }
     }
 
-    /// A hole punch ended. On success the direct connection replaces the relayed ones.
+    /// A hole punch ended. On success the direct connection replaces the relayed ones,
+    /// which close once gossipsub has the peer's subscriptions, or after
+    /// [`REPLACED_RELAYED_GRACE`] ([`Self::close_replaced`]).
     pub(super) fn on_dcutr(
-        &self,
+        &mut self,
         swarm: &mut Swarm<Behaviour>,
         connections: &Connections,
         e: dcutr::Event,
@@ -115,15 +131,50 @@ impl Reachability {
             Ok(direct) => {
                 metrics::counter!(m::HOLEPUNCH, "result" => "success").increment(1);
                 info!(%peer, "hole punch succeeded; direct connection");
-                for id in connections.relayed_to(&peer, direct) {
-                    swarm.close_connection(id);
-                }
+                let at = Instant::now() + REPLACED_RELAYED_GRACE;
+                self.replaced.extend(
+                    connections
+                        .relayed_to(&peer, direct)
+                        .into_iter()
+                        .map(|id| (id, peer, at)),
+                );
+                self.close_replaced(swarm);
             }
             Err(err) => {
                 metrics::counter!(m::HOLEPUNCH, "result" => "failure").increment(1);
                 info!(%peer, error = %ErrorChain(&err), "hole punch failed; staying relayed");
             }
         }
+    }
+
+    /// Closes the relayed connections a hole punch replaced whose peer's gossipsub
+    /// subscriptions have arrived, or whose grace is over. Called on a hole punch, on
+    /// each subscription heard, and every second.
+    pub(super) fn close_replaced(&mut self, swarm: &mut Swarm<Behaviour>) {
+        if self.replaced.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        let heard: Vec<PeerId> = swarm
+            .behaviour()
+            .gossipsub
+            .as_ref()
+            .map(|g| {
+                g.all_peers()
+                    .filter(|(p, topics)| {
+                        !topics.is_empty() && self.replaced.iter().any(|(_, r, _)| r == *p)
+                    })
+                    .map(|(p, _)| *p)
+                    .collect()
+            })
+            .unwrap_or_default();
+        self.replaced.retain(|&(id, peer, at)| {
+            if at > now && !heard.contains(&peer) {
+                return true;
+            }
+            swarm.close_connection(id);
+            false
+        });
     }
 
     pub(super) fn on_upnp(&self, e: upnp::Event) {

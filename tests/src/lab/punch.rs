@@ -32,8 +32,9 @@ pub const PUNCH_OK: &str = "hole punch succeeded; direct connection";
 pub const PUNCH_FAILED: &str = "hole punch failed; staying relayed";
 /// libp2p-dcutr's debug line for each attempt on the listening side.
 const ATTEMPT_AS_LISTENER: &str = "Attempting to hole-punch as listener";
-/// Time after a pair resolved for the relayed connection to close.
-const SETTLE: Duration = Duration::from_secs(3);
+/// Time after a pair resolved for the relayed connection to close: a hole punch keeps
+/// it 2 s more (gossipsub's first messages finish), closed on the once-a-second tick.
+const SETTLE: Duration = Duration::from_secs(5);
 
 /// One relay and a dialing and a listening peer per NAT kind.
 pub struct PunchLab {

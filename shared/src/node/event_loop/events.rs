@@ -175,6 +175,9 @@ impl EventLoop {
             BehaviourEvent::Mdns(e) => self.discovery.on_mdns(&mut self.swarm, e),
             BehaviourEvent::Upnp(e) => self.reachability.on_upnp(e),
             BehaviourEvent::Gossipsub(e) => {
+                if matches!(e, libp2p::gossipsub::Event::Subscribed { .. }) {
+                    self.reachability.close_replaced(&mut self.swarm);
+                }
                 if let Some((files, mut net)) = self.files() {
                     files.on_gossip(&mut net, e);
                 }

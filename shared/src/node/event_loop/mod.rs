@@ -249,9 +249,11 @@ impl EventLoop {
         self.manage_reservations();
     }
 
-    /// Every second: bootstrap retries, relay reservations, fetches and the upload budget.
+    /// Every second: bootstrap retries, relayed connections a hole punch replaced, relay
+    /// reservations, fetches and the upload budget.
     fn housekeeping(&mut self) {
         self.dht.housekeeping(&mut self.swarm);
+        self.reachability.close_replaced(&mut self.swarm);
         self.manage_reservations();
         if let Some((files, mut net)) = self.files() {
             files.housekeeping(&mut net);
