@@ -10,20 +10,20 @@ use jantar_net::release::manifest::this_target;
 use jantar_tests::harness::{Role, run_to_end};
 
 /// Runs `jantar-peer release args...`: (success, stdout, stderr).
-fn release(args: &[&str]) -> Result<(bool, String, String)> {
+fn release<S: AsRef<str>>(args: &[S]) -> Result<(bool, String, String)> {
     let mut all = vec!["release"];
-    all.extend_from_slice(args);
+    all.extend(args.iter().map(AsRef::as_ref));
     let (status, out, err) = run_to_end(Role::Peer, &all)?;
     Ok((status.success(), out, err))
 }
 
-fn ok(args: &[&str]) -> Result<String> {
+fn ok<S: AsRef<str> + std::fmt::Debug>(args: &[S]) -> Result<String> {
     let (success, out, err) = release(args)?;
     ensure!(success, "release {args:?} failed:\n{out}{err}");
     Ok(out)
 }
 
-fn refused(args: &[&str], says: &str) -> Result<String> {
+fn refused<S: AsRef<str> + std::fmt::Debug>(args: &[S], says: &str) -> Result<String> {
     let (success, out, err) = release(args)?;
     ensure!(!success, "release {args:?} succeeded:\n{out}");
     ensure!(
@@ -97,17 +97,15 @@ fn two_of_three_key_holders_sign_apart_and_every_bad_manifest_is_refused() -> Re
         v.push(s(manifest).into());
         v
     };
-    let args = verify(&combined, &[]);
-    let out = ok(&args.iter().map(String::as_str).collect::<Vec<_>>())?;
+    let out = ok(&verify(&combined, &[]))?;
     ensure!(
         out.contains("verified") && out.contains("2 of 3 trusted keys") && out.contains("9.9.9"),
         "{out}"
     );
 
     // One signature of the two needed.
-    let args = verify(&a, &[]);
     refused(
-        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+        &verify(&a, &[]),
         "1 valid signature(s) from trusted keys; 2 needed",
     )?;
     // Tampered: the artifact's size changed after signing.
@@ -121,26 +119,17 @@ fn two_of_three_key_holders_sign_apart_and_every_bad_manifest_is_refused() -> Re
         std::fs::read_to_string(&tampered)? != text,
         "nothing tampered"
     );
-    let args = verify(&tampered, &[]);
-    refused(
-        &args.iter().map(String::as_str).collect::<Vec<_>>(),
-        "0 valid signature(s)",
-    )?;
+    refused(&verify(&tampered, &[]), "0 valid signature(s)")?;
     // Signed by a key nobody trusts (and one trusted key): below the threshold.
     let stranger = dir.join("stranger.key");
     ok(&["keygen", "--out", s(&stranger)])?;
     let c = dir.join("release-c.json");
     std::fs::copy(&a, &c)?;
     ok(&["sign", "--key", s(&stranger), s(&c)])?;
-    let args = verify(&c, &[]);
-    refused(
-        &args.iter().map(String::as_str).collect::<Vec<_>>(),
-        "1 valid signature(s)",
-    )?;
+    refused(&verify(&c, &[]), "1 valid signature(s)")?;
     // Another target.
-    let args = verify(&combined, &["--target", "plan9-mips"]);
     refused(
-        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+        &verify(&combined, &["--target", "plan9-mips"]),
         &format!("no artifact for target `plan9-mips` (it has: {target})"),
     )?;
     // Expired.
@@ -160,11 +149,7 @@ fn two_of_three_key_holders_sign_apart_and_every_bad_manifest_is_refused() -> Re
     ])?;
     ok(&["sign", "--key", s(&keys[0].0), s(&expired)])?;
     ok(&["sign", "--key", s(&keys[2].0), s(&expired)])?;
-    let args = verify(&expired, &[]);
-    refused(
-        &args.iter().map(String::as_str).collect::<Vec<_>>(),
-        "expired",
-    )?;
+    refused(&verify(&expired, &[]), "expired")?;
     // A bad key file is named, and the manifest is left as it was.
     let before = std::fs::read(&combined)?;
     let bad_key = dir.join("bad.key");

@@ -12,7 +12,7 @@
 //!   *releases* them ([`crate::peering::keep_alive`]): their connections close once
 //!   idle, so requests running on them finish. A released peer still connected after
 //!   [`LINGER_GRACES`] grace periods, or while the node is at `max_peers`, is
-//!   disconnected.
+//!   disconnected (unless it became protected meanwhile).
 //! - A peer below `low_water` dials known peers, mostly its best-scored ones and about a
 //!   quarter never tried ([`crate::peering::dials`]).
 //! - At start the store's best peers are dialed with the bootstrap nodes, so a node
@@ -302,14 +302,23 @@ impl Peering {
     }
 
     /// Disconnects released peers that stayed connected past [`LINGER_GRACES`], or all
-    /// of them while the node is at its hard cap, to make room for newcomers.
-    fn close_lingering(&mut self, swarm: &mut Swarm<Behaviour>, now: Instant) {
+    /// of them while the node is at its hard cap, to make room for newcomers; never one
+    /// protected since (a transfer it started, a reservation).
+    fn close_lingering(
+        &mut self,
+        swarm: &mut Swarm<Behaviour>,
+        busy: &HashSet<PeerId>,
+        now: Instant,
+    ) {
         if self.released.is_empty() {
             return;
         }
         let at_cap = self.counted() + self.released.len() >= self.max_peers as usize;
         let linger = self.grace * LINGER_GRACES;
         for (peer, since) in &self.released {
+            if self.is_protected(peer, busy) {
+                continue;
+            }
             if at_cap || now.duration_since(*since) >= linger {
                 debug!(%peer, at_cap, "released peer still connected; disconnecting");
                 let _ = swarm.disconnect_peer_id(*peer);
@@ -375,7 +384,7 @@ impl Peering {
     /// the newcomers cannot be closed yet.
     fn trim(&mut self, swarm: &mut Swarm<Behaviour>, busy: &HashSet<PeerId>) {
         let now = Instant::now();
-        self.close_lingering(swarm, now);
+        self.close_lingering(swarm, busy, now);
         let count = self.counted();
         if count <= self.high_water {
             return;
