@@ -75,6 +75,20 @@ fn two_of_three_key_holders_sign_apart_and_every_bad_manifest_is_refused() -> Re
     ];
     ok(&new)?;
     refused(&new, "an existing file is never replaced")?;
+    refused(
+        &[
+            "new",
+            "--version",
+            "1",
+            "--sequence",
+            "1",
+            "--target",
+            s(&artifact),
+            "--out",
+            s(&dir.join("x.json")),
+        ],
+        "is not TARGET=PATH",
+    )?;
 
     // Alice and Bob sign their own copies.
     let (a, b) = (dir.join("release-a.json"), dir.join("release-b.json"));
@@ -98,6 +112,13 @@ fn two_of_three_key_holders_sign_apart_and_every_bad_manifest_is_refused() -> Re
         v
     };
     let out = ok(&verify(&combined, &[]))?;
+    let mut four = verify(&combined, &[]);
+    let at = four.len() - 2;
+    four[at] = "4".into();
+    refused(
+        &four,
+        "--threshold 4 must be between 1 and the 3 trusted keys",
+    )?;
     ensure!(
         out.contains("verified") && out.contains("2 of 3 trusted keys") && out.contains("9.9.9"),
         "{out}"

@@ -69,11 +69,6 @@ impl KeepAlive {
         true
     }
 
-    /// Whether trimming released `peer` and it is still connected.
-    pub fn is_released(&self, peer: &PeerId) -> bool {
-        self.released.contains(peer)
-    }
-
     fn handler(&mut self, id: ConnectionId, peer: PeerId, remote: &Multiaddr) -> Handler {
         self.connections.entry(peer).or_default().push(id);
         let relayed = remote.iter().any(|p| p == Protocol::P2pCircuit);
@@ -217,7 +212,7 @@ mod tests {
 
         assert!(k.release(peer));
         assert!(!k.release(peer), "released twice");
-        assert!(k.is_released(&peer));
+        assert!(k.released.contains(&peer));
         // The open connection's handler is told...
         let mut cx = Context::from_waker(std::task::Waker::noop());
         match k.poll(&mut cx) {

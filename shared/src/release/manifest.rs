@@ -29,8 +29,7 @@ pub const MAX_SIGNATURES: usize = 16;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Target {
-    /// The artifact's Jantar file ID (hex): fetched and verified chunk by chunk.
-    #[serde(with = "hex_id")]
+    /// The artifact's Jantar file ID: fetched and verified chunk by chunk.
     pub file: FileId,
     pub size: u64,
 }
@@ -182,7 +181,7 @@ impl SignedManifest {
     }
 
     /// Trusted keys with a valid signature, each counted once.
-    pub fn valid_signers(&self, trust: &Trust) -> Vec<PublicKey> {
+    fn valid_signers(&self, trust: &Trust) -> Vec<PublicKey> {
         let message = self.signed.signed_bytes();
         let mut valid: Vec<PublicKey> = vec![];
         for s in &self.signatures {
@@ -211,11 +210,12 @@ impl SignedManifest {
         target: Option<&str>,
     ) -> Result<Verified<'_>, Refused> {
         self.signed.check()?;
-        let valid = self.valid_signers(trust).len();
-        if valid < trust.threshold.max(1) {
+        let signers = self.valid_signers(trust).len();
+        let threshold = trust.threshold.max(1);
+        if signers < threshold {
             return Err(Refused::BelowThreshold {
-                valid,
-                threshold: trust.threshold.max(1),
+                valid: signers,
+                threshold,
             });
         }
         let m = &self.signed;
@@ -252,6 +252,7 @@ impl SignedManifest {
         Ok(Verified {
             manifest: m,
             artifact,
+            signers,
         })
     }
 }
@@ -262,6 +263,8 @@ pub struct Verified<'a> {
     pub manifest: &'a Manifest,
     /// The artifact for the node's target, when one was asked for.
     pub artifact: Option<&'a Target>,
+    /// How many trusted keys signed it.
+    pub signers: usize,
 }
 
 /// This build's target name: `<os>-<arch>` (`linux-x86_64`).
@@ -282,23 +285,6 @@ pub fn in_rollout(peer: &[u8], manifest: &Manifest) -> bool {
     h.update(peer);
     let draw = u64::from_le_bytes(h.finalize().as_bytes()[..8].try_into().unwrap_or([0; 8]));
     draw % 100 < u64::from(manifest.rollout_percent)
-}
-
-/// A file ID as the 64 hex digits `jantar-peer` prints.
-mod hex_id {
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    use crate::files::FileId;
-
-    pub(super) fn serialize<S: Serializer>(id: &FileId, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(id)
-    }
-
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<FileId, D::Error> {
-        String::deserialize(d)?
-            .parse()
-            .map_err(serde::de::Error::custom)
-    }
 }
 
 impl fmt::Display for Manifest {
@@ -375,6 +361,11 @@ mod tests {
                 threshold: 2
             })
         );
+        // Signatures over another manifest are not merged.
+        let mut other = SignedManifest::new(manifest(6));
+        other.sign(&keys[1]);
+        let e = a.clone().combine(other).unwrap_err();
+        assert!(e.to_string().contains("different manifest"), "{e}");
         a.combine(b).unwrap();
         // Through JSON, as it travels.
         let wire = SignedManifest::parse(a.to_json().as_bytes()).unwrap();
