@@ -65,6 +65,25 @@ pub(crate) fn move_new(src: &Path, dest: &Path) -> io::Result<()> {
     Ok(())
 }
 
+/// Copies `src` to `path` atomically with permission bits `mode`: the copy is written
+/// beside `path`, flushed, then moved into place.
+pub(crate) fn copy(src: &Path, path: &Path, mode: u32, existing: Existing) -> io::Result<()> {
+    let dir = parent(path);
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".")
+        .suffix(".tmp")
+        .permissions(Permissions::from_mode(mode))
+        .tempfile_in(dir)?;
+    io::copy(&mut File::open(src)?, tmp.as_file_mut())?;
+    tmp.as_file().sync_all()?;
+    match existing {
+        Existing::Replace => tmp.persist(path).map_err(|e| e.error)?,
+        Existing::Keep => tmp.persist_noclobber(path).map_err(|e| e.error)?,
+    };
+    sync_dir(dir);
+    Ok(())
+}
+
 fn parent(path: &Path) -> &Path {
     match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,

@@ -156,7 +156,7 @@ impl Behaviour {
 fn identify(role: Role, key: &Keypair) -> identify::Behaviour {
     identify::Behaviour::new(
         identify::Config::new(PROTOCOL_VERSION.to_string(), key.public())
-            .with_agent_version(format!("{}/{}", role.binary(), env!("CARGO_PKG_VERSION")))
+            .with_agent_version(format!("{}/{}", role.binary(), crate::version::version()))
             .with_push_listen_addr_updates(true)
             // No address cache: it would hand out peers' unfiltered (loopback)
             // addresses for dialing; Kademlia and connections supply addresses.
@@ -253,22 +253,35 @@ fn gossip(key: &Keypair) -> io::Result<gossipsub::Behaviour> {
     let mut params = gossipsub::PeerScoreParams::default();
     for t in [FILES_TOPIC, MESSAGES_TOPIC] {
         let topic = gossipsub::IdentTopic::new(t);
-        params.topics.insert(
-            topic.hash(),
-            gossipsub::TopicScoreParams {
-                time_in_mesh_quantum: Duration::from_secs(1),
-                mesh_message_deliveries_weight: 0.0,
-                mesh_failure_penalty_weight: 0.0,
-                invalid_message_deliveries_weight: -100.0,
-                invalid_message_deliveries_decay: 0.5,
-                ..Default::default()
-            },
-        );
+        params.topics.insert(topic.hash(), topic_score_params());
         gs.subscribe(&topic).map_err(io::Error::other)?;
     }
     gs.with_peer_score(params, gossipsub::PeerScoreThresholds::default())
         .map_err(io::Error::other)?;
     Ok(gs)
+}
+
+/// Subscribes to a release channel's topic, scored as the other topics are (invalid
+/// manifests and replays weigh as invalid messages).
+pub(crate) fn subscribe_releases(gs: &mut gossipsub::Behaviour, topic: &gossipsub::TopicHash) {
+    let params = topic_score_params();
+    if let Err(e) = gs.set_topic_params(gossipsub::IdentTopic::new(topic.as_str()), params) {
+        tracing::warn!(error = %e, "cannot score the release topic");
+    }
+    if let Err(e) = gs.subscribe(&gossipsub::IdentTopic::new(topic.as_str())) {
+        tracing::warn!(error = %e, "cannot subscribe to the release topic");
+    }
+}
+
+fn topic_score_params() -> gossipsub::TopicScoreParams {
+    gossipsub::TopicScoreParams {
+        time_in_mesh_quantum: Duration::from_secs(1),
+        mesh_message_deliveries_weight: 0.0,
+        mesh_failure_penalty_weight: 0.0,
+        invalid_message_deliveries_weight: -100.0,
+        invalid_message_deliveries_decay: 0.5,
+        ..Default::default()
+    }
 }
 
 fn kademlia(config: &Config, peer_id: PeerId) -> kad::Behaviour<MemoryStore> {

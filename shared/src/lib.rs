@@ -31,6 +31,7 @@ pub mod status;
 mod systemd;
 mod tls;
 pub mod transport;
+pub mod version;
 
 pub use config::{Config, Role};
 pub use node::{NodeClient, NodeError, NodeHandle, start};

@@ -51,6 +51,10 @@ pub(crate) const FILE_REPLICATION_FETCHES: &str = "jantar_file_replication_fetch
 pub(crate) const FILE_STORAGE: &str = "jantar_file_storage_bytes";
 pub(crate) const GOSSIP_MESSAGES: &str = "jantar_gossip_messages_total";
 pub(crate) const ADMIN_REFUSED: &str = "jantar_admin_requests_refused_total";
+pub(crate) const UPDATE_MANIFESTS: &str = "jantar_update_manifests_total";
+pub(crate) const UPDATE_NEWEST: &str = "jantar_update_newest_sequence";
+pub(crate) const UPDATE_APPLIED: &str = "jantar_update_applied_sequence";
+pub(crate) const UPDATE_STATE: &str = "jantar_update_state";
 
 /// Installs the process-wide recorder once and returns the handle `/metrics` renders.
 pub(crate) fn install() -> PrometheusHandle {
@@ -238,6 +242,25 @@ fn describe() {
     describe_counter!(
         ADMIN_REFUSED,
         "Admin requests refused, by reason (browser: a web page or a rebound host name; token)."
+    );
+    describe_counter!(
+        UPDATE_MANIFESTS,
+        "Release manifests received or published, by result (accepted; duplicate: the newest again; refused, by reason)."
+    );
+    describe_gauge!(
+        UPDATE_NEWEST,
+        Unit::Count,
+        "Sequence of the newest release this node verified (0: none)."
+    );
+    describe_gauge!(
+        UPDATE_APPLIED,
+        Unit::Count,
+        "Highest release sequence applied, confirmed or rolled back (0: none)."
+    );
+    describe_gauge!(
+        UPDATE_STATE,
+        Unit::Count,
+        "1 for the update state the node is in (label state), 0 for the others."
     );
     describe_counter!(
         GOSSIP_MESSAGES,

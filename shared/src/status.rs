@@ -101,6 +101,46 @@ pub struct Status {
     /// The connection manager's watermarks and the peer store's size.
     #[serde(default)]
     pub peer_management: PeerManagementStatus,
+    /// Signed releases followed (peers with trusted release keys).
+    #[serde(default)]
+    pub update: Option<UpdateStatus>,
+}
+
+/// What a peer knows of signed releases and where applying the newest stands.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct UpdateStatus {
+    /// `false`, `notify` or `apply`.
+    pub auto_update: String,
+    pub channel: String,
+    /// The version this binary reports.
+    pub running_version: String,
+    /// This machine's target (`linux-x86_64`).
+    pub target: String,
+    pub trusted_keys: usize,
+    pub threshold: usize,
+    /// The newest release this node verified.
+    pub newest: Option<ReleaseInfo>,
+    /// `idle`, `available` (notify), `fetching`, `staged`, `applying`, `up_to_date`,
+    /// `not_in_rollout`, `no_target`, `rolled_back`, `failed`.
+    pub state: String,
+    /// What the state is about (an error, the version rolled back, ...).
+    pub detail: Option<String>,
+    /// The highest release sequence applied (confirmed or rolled back).
+    pub applied_sequence: Option<u64>,
+    /// Release manifests refused since start, and the last reason.
+    pub refused: u64,
+    pub last_refused: Option<String>,
+}
+
+/// A verified release.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ReleaseInfo {
+    pub version: String,
+    pub sequence: u64,
+    /// Unix seconds.
+    pub expires: u64,
+    pub rollout_percent: u8,
+    pub targets: Vec<String>,
 }
 
 /// A peer as the connection manager sees it.

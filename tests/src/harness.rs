@@ -132,6 +132,11 @@ pub struct Node {
     /// Addresses from the start-up line.
     pub listen: Vec<String>,
     child: Option<Child>,
+    /// A process of this node's that the test did not start (one a rolled-back update
+    /// ran in the trial's place): killed with the node.
+    detached: Option<u32>,
+    /// Start-up lines seen in the log so far.
+    starts_seen: usize,
     http: reqwest::Client,
 }
 
@@ -158,20 +163,45 @@ impl Node {
             dir.display()
         );
         std::fs::write(&cfg, full)?;
-        Node::spawn_in(name, role, dir, env).await
+        Node::spawn_in(name, role, &role.path(), dir, env).await
+    }
+
+    /// Like [`Node::start`], running `binary` instead of the built one (a copy that an
+    /// update may replace).
+    pub async fn start_with_binary(
+        root: &Path,
+        name: &str,
+        role: Role,
+        binary: &Path,
+        config: &str,
+    ) -> Result<Node> {
+        let dir = root.join(name);
+        std::fs::create_dir_all(&dir)?;
+        let full = format!(
+            "name: {name}\ndata_dir: {}\nadmin:\n  listen: \"127.0.0.1:0\"\nlog:\n  format: json\n  level: \"info,jantar_net=debug\"\n{config}",
+            dir.display()
+        );
+        std::fs::write(dir.join("node.cfg"), full)?;
+        Node::spawn_in(name, role, binary, dir, &[]).await
     }
 
     /// Starts `name` again with the config an earlier [`Node::start`] wrote into
     /// `root/name/` (same data dir: identity, peer store, files).
     pub async fn restart(root: &Path, name: &str, role: Role) -> Result<Node> {
-        Node::spawn_in(name, role, root.join(name), &[]).await
+        Node::spawn_in(name, role, &role.path(), root.join(name), &[]).await
     }
 
-    async fn spawn_in(name: &str, role: Role, dir: PathBuf, env: &[(&str, &str)]) -> Result<Node> {
+    async fn spawn_in(
+        name: &str,
+        role: Role,
+        binary: &Path,
+        dir: PathBuf,
+        env: &[(&str, &str)],
+    ) -> Result<Node> {
         let cfg = dir.join("node.cfg");
         let log = dir.join("node.log");
         let out = std::fs::File::create(&log)?;
-        let child = Command::new(role.path())
+        let child = Command::new(binary)
             .args(["-c", cfg.to_str().unwrap(), "run"])
             .env_remove("RUST_LOG")
             .envs(env.iter().copied())
@@ -201,6 +231,8 @@ impl Node {
             admin: String::new(),
             listen: vec![],
             child: Some(child),
+            detached: None,
+            starts_seen: 0,
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(10))
                 .build()?,
@@ -210,15 +242,57 @@ impl Node {
                 v["message"] == "jantar started"
             })
             .await?;
-        node.peer_id = line["peer_id"].as_str().unwrap_or_default().to_string();
-        node.admin = line["admin"].as_str().unwrap_or_default().to_string();
-        node.listen = line["listen"]
+        node.starts_seen = 1;
+        node.take_start_line(&line);
+        Ok(node)
+    }
+
+    fn take_start_line(&mut self, line: &Value) {
+        self.peer_id = line["peer_id"].as_str().unwrap_or_default().to_string();
+        self.admin = line["admin"].as_str().unwrap_or_default().to_string();
+        self.listen = line["listen"]
             .as_str()
             .unwrap_or_default()
             .split_whitespace()
             .map(str::to_string)
             .collect();
-        Ok(node)
+    }
+
+    /// Waits for the node's next start-up line (the process ran another binary in its
+    /// place: an update, or a rollback) and follows it: its admin endpoint, addresses
+    /// and process. The process the test started may have ended meanwhile.
+    pub async fn follow_restart(&mut self, timeout: Duration) -> Result<Value> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let starts: Vec<Value> = self
+                .log_lines()
+                .into_iter()
+                .filter(|v| v["message"] == "jantar started")
+                .collect();
+            if let Some(line) = starts.get(self.starts_seen) {
+                let line = line.clone();
+                self.starts_seen += 1;
+                self.take_start_line(&line);
+                let pid = line["pid"].as_u64().map(|p| p as u32);
+                if pid.is_some() && pid != self.pid() {
+                    self.detached = pid;
+                }
+                return Ok(line);
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "{}: no new start-up line within {timeout:?}\n{}",
+                    self.name,
+                    self.log_tail(40)
+                );
+            }
+            if let Some(c) = self.child.as_mut()
+                && c.try_wait().ok().flatten().is_some()
+            {
+                self.child = None;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// The process id, while it runs.
@@ -470,6 +544,12 @@ impl Drop for Node {
             let _ = c.kill();
             let _ = c.wait();
         }
+        if let Some(pid) = self.detached.take() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
     }
 }
 
@@ -573,20 +653,33 @@ impl LoopbackNet {
     /// Starts peer `name` with `extra` top-level config lines and waits until it
     /// is ready.
     pub async fn peer(&self, name: &str, extra: &str) -> Result<Node> {
-        let mut p = Node::start(
+        let mut p =
+            Node::start(&self.root, name, Role::Peer, &self.peer_config(name, extra)).await?;
+        p.wait_ready(self.ready).await?;
+        Ok(p)
+    }
+
+    /// Like [`LoopbackNet::peer`], running `binary` (a copy an update may replace).
+    pub async fn peer_with_binary(&self, name: &str, extra: &str, binary: &Path) -> Result<Node> {
+        let mut p = Node::start_with_binary(
             &self.root,
             name,
             Role::Peer,
-            &format!(
-                "download_dir: {}\n{extra}network:\n  enable_mdns: false\n  enable_upnp: false\n  listen_addresses: [\"/ip4/127.0.0.1/tcp/0\"]\n{}  bootstrap_nodes: [\"{}\"]\n{LOOPBACK_FAST}",
-                self.root.join(name).join("downloads").display(),
-                self.peer_network,
-                self.boot.addr()
-            ),
+            binary,
+            &self.peer_config(name, extra),
         )
         .await?;
         p.wait_ready(self.ready).await?;
         Ok(p)
+    }
+
+    fn peer_config(&self, name: &str, extra: &str) -> String {
+        format!(
+            "download_dir: {}\n{extra}network:\n  enable_mdns: false\n  enable_upnp: false\n  listen_addresses: [\"/ip4/127.0.0.1/tcp/0\"]\n{}  bootstrap_nodes: [\"{}\"]\n{LOOPBACK_FAST}",
+            self.root.join(name).join("downloads").display(),
+            self.peer_network,
+            self.boot.addr()
+        )
     }
 }
 

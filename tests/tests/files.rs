@@ -1,13 +1,12 @@
 //! File and message propagation between real `jantar-peer` processes on loopback.
 
-use std::{
-    path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
-    time::{Duration, Instant},
-};
+use std::{path::Path, process::Stdio, time::Duration};
 
-use anyhow::{Context, Result, bail, ensure};
-use jantar_tests::harness::{LoopbackNet, Node, Role, diagnose_all, metric_sum, random_file};
+use anyhow::{Context, Result, ensure};
+use jantar_tests::{
+    evil::EvilProvider,
+    harness::{LoopbackNet, Node, Role, diagnose_all, metric_sum, random_file},
+};
 use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(90);
@@ -281,100 +280,6 @@ async fn quota_and_bad_ids_give_clear_errors() -> Result<()> {
     r
 }
 
-/// The `evil-provider` helper: a provider that serves a true manifest and corrupt
-/// chunks, printing what it does as JSON lines into its log.
-struct EvilProvider {
-    peer_id: String,
-    log: PathBuf,
-    child: Child,
-}
-
-impl EvilProvider {
-    /// Starts it for `file`, joining the DHT through `bootstrap` and connecting to
-    /// `peers`, and waits for its start-up line.
-    async fn start(dir: &Path, file: &Path, bootstrap: &str, peers: &[&str]) -> Result<Self> {
-        std::fs::create_dir_all(dir)?;
-        let log = dir.join("evil-provider.log");
-        let out = std::fs::File::create(&log)?;
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_evil-provider"));
-        cmd.arg("--file").arg(file).args(["--bootstrap", bootstrap]);
-        for p in peers {
-            cmd.args(["--dial", p]);
-        }
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(out.try_clone()?)
-            .stderr(out)
-            .spawn()
-            .context("spawn evil-provider")?;
-        let mut evil = EvilProvider {
-            peer_id: String::new(),
-            log,
-            child,
-        };
-        let started = evil
-            .wait_for(Duration::from_secs(30), "its start-up line", |e| {
-                e["event"] == "started"
-            })
-            .await?;
-        evil.peer_id = started["peer_id"].as_str().unwrap_or_default().to_string();
-        Ok(evil)
-    }
-
-    fn events(&self) -> Vec<Value> {
-        std::fs::read_to_string(&self.log)
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect()
-    }
-
-    fn count(&self, event: &str) -> usize {
-        self.events().iter().filter(|e| e["event"] == event).count()
-    }
-
-    fn log_tail(&self, n: usize) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(n)..].join("\n")
-    }
-
-    /// Waits for an event matching `pred`, failing early if the process exits.
-    async fn wait_for(
-        &mut self,
-        timeout: Duration,
-        what: &str,
-        pred: impl Fn(&Value) -> bool,
-    ) -> Result<Value> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(e) = self.events().into_iter().find(|e| pred(e)) {
-                return Ok(e);
-            }
-            if let Some(status) = self.child.try_wait()? {
-                bail!(
-                    "evil-provider exited ({status}) before {what}\n{}",
-                    self.log_tail(30)
-                );
-            }
-            if Instant::now() > deadline {
-                bail!(
-                    "evil-provider: no {what} within {timeout:?}\n{}",
-                    self.log_tail(30)
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-}
-
-impl Drop for EvilProvider {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Names of the entries in `dir` (none when it does not exist).
 fn entries(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir)
@@ -408,10 +313,12 @@ async fn corrupt_chunks_from_a_malicious_provider_are_rejected_and_the_file_comp
     let want = std::fs::read(&src)?;
     let id = jantar_net::files::id::hash_file(&src)?.root().to_string();
     let evil = EvilProvider::start(
+        Path::new(env!("CARGO_BIN_EXE_evil-provider")),
         &net.root.join("evil"),
         &src,
         &net.boot.addr(),
         &[&net.peers[0].addr()],
+        None,
     )
     .await?;
     let mut get: Option<tokio::process::Child> = None;

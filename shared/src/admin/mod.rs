@@ -96,6 +96,7 @@ fn router(state: AppState) -> Router {
         .route("/files/{id}", get(files::progress).delete(files::remove))
         .route("/files/{id}/get", post(files::get))
         .route("/messages", get(files::messages).post(files::send))
+        .route("/releases", post(node::publish_release))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::require_token,

@@ -95,3 +95,30 @@ pub(super) async fn connect(State(s): State<AppState>, Query(q): Query<ConnectQu
             .into_response(),
     }
 }
+
+/// `POST /releases` with a signed release manifest as the body: verified as a received
+/// one is, and announced; this node must hold every artifact it names.
+pub(super) async fn publish_release(
+    State(s): State<AppState>,
+    body: axum::body::Bytes,
+) -> Response {
+    match tokio::time::timeout(
+        Duration::from_secs(10),
+        s.node.publish_release(body.to_vec()),
+    )
+    .await
+    {
+        Ok(Ok(Ok(info))) => Json(info).into_response(),
+        Ok(Ok(Err(e))) => (
+            StatusCode::BAD_REQUEST,
+            Json(serde_json::json!({"error": e})),
+        )
+            .into_response(),
+        Ok(Err(_)) => unavailable(),
+        Err(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({"error": "node not responding"})),
+        )
+            .into_response(),
+    }
+}

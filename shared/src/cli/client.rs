@@ -50,6 +50,13 @@ pub enum ClientCommand {
         #[arg(long)]
         follow: bool,
     },
+    /// `jantar-peer release publish`: share the artifacts, then verify and announce the
+    /// manifest.
+    #[command(skip)]
+    PublishRelease {
+        manifest: PathBuf,
+        artifacts: Vec<PathBuf>,
+    },
 }
 
 /// Runs a client command against the daemon named by `config` (its `admin.listen`).
@@ -150,6 +157,10 @@ impl Client {
                 Ok(())
             }
             ClientCommand::Messages { follow } => self.messages(follow).await,
+            ClientCommand::PublishRelease {
+                manifest,
+                artifacts,
+            } => self.publish_release(&manifest, artifacts).await,
         }
     }
 
@@ -163,6 +174,36 @@ impl Client {
         } else {
             text();
         }
+    }
+
+    async fn publish_release(
+        &self,
+        manifest: &std::path::Path,
+        artifacts: Vec<PathBuf>,
+    ) -> Result<(), String> {
+        let bytes = std::fs::read(manifest)
+            .map_err(|e| format!("cannot read {}: {e}", manifest.display()))?;
+        let body: serde_json::Value = serde_json::from_slice(&bytes)
+            .map_err(|e| format!("{} is not JSON: {e}", manifest.display()))?;
+        for a in artifacts {
+            let path = std::path::absolute(&a).map_err(|e| format!("{}: {e}", a.display()))?;
+            let url = format!("/files?path={}", encode(&path.to_string_lossy()));
+            let f: FileInfo = self.call(Method::POST, &url, None).await?;
+            if !self.json {
+                out!("shared {} ({})", path.display(), f.id);
+            }
+        }
+        let r: crate::status::ReleaseInfo =
+            self.call(Method::POST, "/releases", Some(&body)).await?;
+        self.print(&r, || {
+            out!(
+                "published {} (sequence {}) for {}",
+                r.version,
+                r.sequence,
+                r.targets.join(", ")
+            );
+        });
+        Ok(())
     }
 
     async fn share(&self, path: PathBuf) -> Result<(), String> {
@@ -278,6 +319,21 @@ fn print_status(st: &Status) {
     }
     for a in &st.listen_addresses {
         out!("listening:   {a}");
+    }
+    out!("version:     {}", st.version);
+    if let Some(u) = &st.update {
+        let newest = u.newest.as_ref().map_or("none".to_string(), |n| {
+            format!("{} (sequence {})", n.version, n.sequence)
+        });
+        out!(
+            "updates:     {} on channel {}; newest verified release {newest}",
+            u.auto_update,
+            u.channel
+        );
+        match &u.detail {
+            Some(d) => out!("update:      {} ({d})", u.state),
+            None => out!("update:      {}", u.state),
+        }
     }
 }
 

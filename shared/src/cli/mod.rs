@@ -155,10 +155,7 @@ pub enum PeerCommand {
 
 fn peer_main(about: &'static str) -> ExitCode {
     let role = Role::Peer;
-    let cmd = PeerCli::command()
-        .name(role.binary())
-        .bin_name(role.binary())
-        .about(about);
+    let cmd = command(role, about);
     let cli: PeerCli = match parse(cmd) {
         Ok(c) => c,
         Err(code) => return code,
@@ -166,23 +163,38 @@ fn peer_main(about: &'static str) -> ExitCode {
     match cli.command {
         None => dispatch(role, about, cli.common, None),
         Some(PeerCommand::Common(c)) => dispatch(role, about, cli.common, Some(c)),
+        Some(PeerCommand::Release(crate::release::tool::ReleaseCommand::Publish {
+            artifacts,
+            manifest,
+        })) => client_main(
+            role,
+            &cli.common,
+            ClientCommand::PublishRelease {
+                manifest,
+                artifacts,
+            },
+            cli.json,
+        ),
         Some(PeerCommand::Release(c)) => crate::release::tool::run(c),
-        Some(PeerCommand::Client(c)) => {
-            let config = match Config::load(
-                role,
-                cli.common.config.as_deref(),
-                &cli.common.overrides(),
-                &ProcessEnv,
-            ) {
-                Ok(l) => l.config,
-                Err(e) => {
-                    eprintln!("{}: config error: {e}", role.binary());
-                    return ExitCode::from(EXIT_CONFIG);
-                }
-            };
-            client::run(&config, c, cli.json)
-        }
+        Some(PeerCommand::Client(c)) => client_main(role, &cli.common, c, cli.json),
     }
+}
+
+/// A client command: loads the config to find the daemon's admin endpoint.
+fn client_main(role: Role, common: &CommonArgs, c: ClientCommand, json: bool) -> ExitCode {
+    let config = match Config::load(
+        role,
+        common.config.as_deref(),
+        &common.overrides(),
+        &ProcessEnv,
+    ) {
+        Ok(l) => l.config,
+        Err(e) => {
+            eprintln!("{}: config error: {e}", role.binary());
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    client::run(&config, c, json)
 }
 
 fn dispatch(
@@ -250,11 +262,13 @@ pub fn command(role: Role, about: &'static str) -> clap::Command {
         return PeerCli::command()
             .name(role.binary())
             .bin_name(role.binary())
+            .version(crate::version::version())
             .about(about);
     }
     Cli::command()
         .name(role.binary())
         .bin_name(role.binary())
+        .version(crate::version::version())
         .about(about)
 }
 

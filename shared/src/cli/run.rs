@@ -6,7 +6,7 @@
 //! systemd's `Restart=on-failure` and a container's health check act instead of a
 //! half-dead process answering on its admin port.
 
-use std::{process::ExitCode, sync::Arc, time::Duration};
+use std::{os::unix::process::CommandExt, process::ExitCode, sync::Arc, time::Duration};
 
 use libp2p::identity::Keypair;
 use tokio::task::{JoinError, JoinHandle};
@@ -16,9 +16,10 @@ use tracing::{error, info, warn};
 use super::exit::{EXIT_CONFIG, EXIT_FAILURE, runtime};
 use crate::{
     admin::{Access, Admin, AdminBindError, token::TokenError},
-    config::{Config, Warning},
+    config::{Config, Role, Warning},
     logging, metrics,
     node::{self, NodeError},
+    release::install::{self, Binary, Handover, Releases, Start},
 };
 
 /// Errors that end a running node.
@@ -44,15 +45,38 @@ pub(super) fn run_node(config: Config, warnings: Vec<Warning>, key: Keypair) -> 
     for w in &warnings {
         warn!("{w}");
     }
+    hand_over(&config);
     let runtime = match runtime(bin, true) {
         Ok(r) => r,
         Err(code) => return code,
     };
+    let update = config.update.clone();
+    let releases = Releases::new(&config.data_dir);
     let result = runtime.block_on(run(Arc::new(config), key));
     // Background threads (DNS, interface watching) must not delay the exit.
     runtime.shutdown_timeout(Duration::from_millis(200));
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(Outcome::Stopped) => ExitCode::SUCCESS,
+        Ok(Outcome::Apply(staged)) => {
+            // Returns only when the new version could not be started; it is rolled back,
+            // and this version starts again in its place.
+            let e = match Handover::current() {
+                Ok(h) => {
+                    let e =
+                        install::apply(&releases, &staged, update.method, update.ready_timeout, &h);
+                    error!(error = %e, "cannot run the new version; running this one again");
+                    let again = std::process::Command::new(&h.me)
+                        .args(&h.args)
+                        .env_remove(install::TRIAL_ENV)
+                        .exec();
+                    again.to_string()
+                }
+                Err(e) => e.to_string(),
+            };
+            error!(error = %e, "cannot restart");
+            eprintln!("{bin}: cannot restart after an update: {e}");
+            ExitCode::from(EXIT_FAILURE)
+        }
         Err(e @ (RunError::Node(NodeError::Tls(_)) | RunError::Token(_))) => {
             error!(error = %e, "cannot start");
             eprintln!("{bin}: {e}");
@@ -66,9 +90,52 @@ pub(super) fn run_node(config: Config, warnings: Vec<Warning>, key: Keypair) -> 
     }
 }
 
+/// How a node that ran without error ended.
+#[derive(Debug)]
+pub enum Outcome {
+    /// SIGTERM or SIGINT.
+    Stopped,
+    /// A release was staged to run in this process's place.
+    Apply(Binary),
+}
+
+/// Before the node starts: a peer hands over to a newer confirmed staged release, and a
+/// version that stopped on trial is rolled back. (A version on trial runs; its node
+/// confirms it once ready.)
+fn hand_over(config: &Config) {
+    let trial_env = std::env::var(install::TRIAL_ENV)
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok());
+    let releases = Releases::new(&config.data_dir);
+    if config.role != Role::Peer || (trial_env.is_none() && !releases.dir().exists()) {
+        return;
+    }
+    let h = match Handover::current() {
+        Ok(h) => h,
+        Err(e) => {
+            warn!(error = %e, "cannot tell which binary runs; staged releases are not considered");
+            return;
+        }
+    };
+    match install::at_start(&releases, &h.me, crate::version::version(), trial_env) {
+        Ok(Start::Run { .. }) => {}
+        Ok(Start::Exec(b)) => {
+            info!(version = %b.version, binary = %b.path.display(), "running the staged release");
+            let e = std::process::Command::new(&b.path)
+                .args(&h.args)
+                .env(install::INSTALLED_ENV, &h.installed)
+                .env_remove(install::TRIAL_ENV)
+                .exec();
+            warn!(binary = %b.path.display(), error = %e, "cannot run the staged release; running the installed binary");
+        }
+        Err(e) => warn!(error = %e, "release state unusable; running this binary"),
+    }
+}
+
 /// Runs a node until SIGTERM or SIGINT, then shuts it down within the grace period.
-/// Returns [`RunError::TaskFailed`] when one of its tasks ends before that.
-pub async fn run(config: Arc<Config>, key: Keypair) -> Result<(), RunError> {
+/// Returns [`RunError::TaskFailed`] when one of its tasks ends before that, and
+/// [`Outcome::Apply`] when a staged release is to run in its place.
+pub async fn run(config: Arc<Config>, key: Keypair) -> Result<Outcome, RunError> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut sigterm = signal(SignalKind::terminate()).map_err(RunError::Signal)?;
     let mut sigint = signal(SignalKind::interrupt()).map_err(RunError::Signal)?;
@@ -106,7 +173,8 @@ pub async fn run(config: Arc<Config>, key: Keypair) -> Result<(), RunError> {
         .collect();
     crate::systemd::ready(&format!("peer id {}", handle.peer_id()));
     info!(
-        version = env!("CARGO_PKG_VERSION"),
+        version = crate::version::version(),
+        pid = std::process::id(),
         role = config.role.as_str(),
         name = %config.name,
         peer_id = %handle.peer_id(),
@@ -114,12 +182,19 @@ pub async fn run(config: Arc<Config>, key: Keypair) -> Result<(), RunError> {
         admin = %admin_addr.map_or("off".to_string(), |a| a.to_string()),
         "jantar started"
     );
+    let mut staged = handle.staged_release();
     let stop_node = handle.shutdown_token();
     let mut event_loop = handle.into_task();
 
+    let mut apply = None;
     let failed = tokio::select! {
         _ = sigterm.recv() => { info!("received SIGTERM"); None }
         _ = sigint.recv() => { info!("received SIGINT"); None }
+        Ok(b) = next_staged(&mut staged) => {
+            info!(version = %b.version, "stopping to run the new version");
+            apply = Some(b);
+            None
+        }
         r = &mut event_loop => Some(("event loop", ended(r.map(|_clean| Ok(()))))),
         r = finished(admin_task.as_mut()) => {
             admin_task = None;
@@ -149,7 +224,19 @@ pub async fn run(config: Arc<Config>, key: Keypair) -> Result<(), RunError> {
             "stopped with connections still open after the grace period"
         );
     }
-    Ok(())
+    Ok(apply.map_or(Outcome::Stopped, Outcome::Apply))
+}
+
+/// The next staged release the node hands over; never, once the node is gone.
+async fn next_staged(rx: &mut tokio::sync::watch::Receiver<Option<Binary>>) -> Result<Binary, ()> {
+    loop {
+        if let Some(b) = rx.borrow_and_update().clone() {
+            return Ok(b);
+        }
+        if rx.changed().await.is_err() {
+            return std::future::pending().await;
+        }
+    }
 }
 
 /// Waits for an optional task; never, without one.

@@ -24,8 +24,9 @@ pub struct FileConfig {
     pub key_file: Option<PathBuf>,
     /// Where fetched files go (peer). Default: `<data_dir>/downloads`.
     pub download_dir: Option<PathBuf>,
-    /// Accepted for compatibility; Jantar does not update itself. Default: false.
-    pub auto_update: Option<bool>,
+    /// Whether a peer follows signed releases: `false`, `notify` (verify and report),
+    /// `apply` (fetch, stage and run them); `true` means `apply`. Default: false.
+    pub auto_update: Option<AutoUpdateFile>,
     /// Same as `network.enable_dht`. Default: true.
     pub enable_dht: Option<bool>,
     /// Marks a bootstrap node config; only `jantar-bootstrap` accepts `true`.
@@ -51,6 +52,35 @@ pub struct FileConfig {
     pub network: NetworkFile,
     #[serde(default)]
     pub relay: RelayFile,
+    #[serde(default)]
+    pub update: UpdateFile,
+}
+
+/// `auto_update` as written: a boolean (the design document's form) or a mode name.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum AutoUpdateFile {
+    Bool(bool),
+    Mode(String),
+}
+
+/// Which releases a peer trusts and how it applies them (peer).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateFile {
+    /// The release channel followed. Default: `stable`.
+    pub channel: Option<String>,
+    /// Trusted release keys, each `ed25519:<hex>`. Default: none.
+    pub trusted_keys: Option<Vec<String>>,
+    /// A file of trusted release keys, one per line (`#` comments). Default: none.
+    pub trusted_keys_file: Option<PathBuf>,
+    /// How many trusted keys must sign a release. Default: a majority of them.
+    pub threshold: Option<usize>,
+    /// A new version that is not ready within this time is rolled back. Default: 60s.
+    pub ready_timeout: Option<HumanDuration>,
+    /// `auto`, `replace` (the installed binary) or `stage` (in the data directory).
+    /// Default: `auto`.
+    pub method: Option<String>,
 }
 
 /// How a peer replicates announced files (peer).

@@ -29,9 +29,10 @@ pub use error::ConfigError;
 use file::FileConfig;
 pub use role::{DEFAULT_BOOTSTRAP_CONFIG, DEFAULT_PEER_CONFIG, DEFAULT_RELAY_CONFIG, Role};
 pub use types::{
-    AutonatConfig, ConnectionLimits, DEFAULT_MAX_CIRCUIT_BYTES, DhtConfig, GossipConfig, LogConfig,
-    LogFormat, MIN_FILE_CIRCUIT_BYTES, NetworkConfig, PeerStoreConfig, Rate, RelayLimits,
-    RelayReservations, ReplicationConfig, ServingConfig, TlsConfig, default_listen_addresses,
+    AutoUpdate, AutonatConfig, ConnectionLimits, DEFAULT_MAX_CIRCUIT_BYTES, DhtConfig,
+    GossipConfig, LogConfig, LogFormat, MIN_FILE_CIRCUIT_BYTES, NetworkConfig, PeerStoreConfig,
+    Rate, RelayLimits, RelayReservations, ReplicationConfig, ServingConfig, TlsConfig,
+    UpdateConfig, UpdateMethod, default_listen_addresses,
 };
 pub use value::PeerAddr;
 
@@ -57,6 +58,7 @@ pub struct Config {
     pub log: LogConfig,
     pub network: NetworkConfig,
     pub relay: RelayLimits,
+    pub update: UpdateConfig,
 }
 
 /// A key that is valid but has no effect for this role, or a value worth a second look.

@@ -704,3 +704,123 @@ fn watermarks_peer_store_and_geoip() {
         assert!(e.to_string().contains(says), "{e}");
     }
 }
+
+#[test]
+fn auto_update_modes_trusted_keys_and_their_refusals() {
+    let k1 = crate::release::SigningKey::generate().public().to_string();
+    let k2 = crate::release::SigningKey::generate().public().to_string();
+    let k3 = crate::release::SigningKey::generate().public().to_string();
+    // Off by default; the design document's `false` and `true` keep working.
+    let c = parse(Role::Peer, "name: a\n").unwrap().config;
+    assert_eq!(c.update.mode, AutoUpdate::Off);
+    assert!(c.update.trust.keys.is_empty());
+    let keys = format!("update:\n  trusted_keys: [\"{k1}\", \"{k2}\", \"{k3}\"]\n");
+    for (written, mode) in [
+        ("false", AutoUpdate::Off),
+        ("true", AutoUpdate::Apply),
+        ("notify", AutoUpdate::Notify),
+        ("apply", AutoUpdate::Apply),
+    ] {
+        let c = parse(Role::Peer, &format!("auto_update: {written}\n{keys}"))
+            .unwrap()
+            .config;
+        assert_eq!(c.update.mode, mode, "{written}");
+        // A majority of three by default.
+        assert_eq!(c.update.trust.threshold, 2);
+        assert_eq!(c.update.channel, "stable");
+        assert_eq!(c.update.method, UpdateMethod::Auto);
+    }
+    // Keys from a file, merged with those in the config, each once.
+    let d = tempfile::tempdir().unwrap();
+    let file = d.path().join("release-keys");
+    std::fs::write(&file, format!("# release keys\n{k1}\n\n{k3} # carol\n")).unwrap();
+    let c = parse(
+        Role::Peer,
+        &format!(
+            "auto_update: apply\nupdate:\n  trusted_keys: [\"{k1}\"]\n  trusted_keys_file: {}\n  threshold: 1\n  method: stage\n  ready_timeout: 2m\n",
+            file.display()
+        ),
+    )
+    .unwrap()
+    .config;
+    assert_eq!(c.update.trust.keys.len(), 2);
+    assert_eq!(c.update.trust.threshold, 1);
+    assert_eq!(c.update.method, UpdateMethod::Stage);
+    assert_eq!(c.update.ready_timeout, Duration::from_secs(120));
+
+    // Refusals, each naming its key.
+    let cases = [
+        (
+            Role::Peer,
+            "auto_update: notify\n".to_string(),
+            "auto_update",
+            "no release keys are trusted",
+        ),
+        (
+            Role::Peer,
+            "auto_update: sometimes\n".into(),
+            "auto_update",
+            "is not `false`, `notify` or `apply`",
+        ),
+        (
+            Role::Bootstrap,
+            format!("auto_update: true\n{keys}"),
+            "auto_update",
+            "only jantar-peer follows releases",
+        ),
+        (
+            Role::Relay,
+            "auto_update: apply\n".into(),
+            "auto_update",
+            "only jantar-peer follows releases",
+        ),
+        (
+            Role::Peer,
+            "update:\n  trusted_keys: [\"ed25519:00\"]\n".into(),
+            "update.trusted_keys[0]",
+            "is not a release key",
+        ),
+        (
+            Role::Peer,
+            format!("{keys}  threshold: 4\n"),
+            "update.threshold",
+            "only 3 trusted key(s)",
+        ),
+        (
+            Role::Peer,
+            format!("{keys}  threshold: 0\n"),
+            "update.threshold",
+            "at least 1",
+        ),
+        (
+            Role::Peer,
+            format!("{keys}  method: copy\n"),
+            "update.method",
+            "not `auto`, `replace` or `stage`",
+        ),
+        (
+            Role::Peer,
+            format!("{keys}  channel: \"../x\"\n"),
+            "update.channel",
+            "not a channel name",
+        ),
+        (
+            Role::Peer,
+            format!("{keys}  ready_timeout: 0s\n"),
+            "update.ready_timeout",
+            "at least 1s",
+        ),
+    ];
+    for (role, text, key, says) in cases {
+        let e = err(role, &text);
+        assert_eq!(e.key(), Some(key), "{text}: {e}");
+        assert!(e.to_string().contains(says), "{text}: {e}");
+    }
+    std::fs::write(&file, format!("{k1}\nnot-a-key\n")).unwrap();
+    let e = err(
+        Role::Peer,
+        &format!("update:\n  trusted_keys_file: {}\n", file.display()),
+    );
+    assert_eq!(e.key(), Some("update.trusted_keys_file"));
+    assert!(e.to_string().contains("release-keys line 2"), "{e}");
+}

@@ -199,3 +199,48 @@ pub struct ServingConfig {
     /// Chunk requests accepted at once from all peers.
     pub max_queued: usize,
 }
+
+/// Whether a peer follows signed releases (`auto_update`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AutoUpdate {
+    /// Releases are neither followed nor forwarded.
+    Off,
+    /// Releases are verified, forwarded and reported; nothing is fetched.
+    Notify,
+    /// Releases are verified, forwarded, fetched, staged and run.
+    Apply,
+}
+
+impl AutoUpdate {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AutoUpdate::Off => "false",
+            AutoUpdate::Notify => "notify",
+            AutoUpdate::Apply => "apply",
+        }
+    }
+}
+
+/// Where a new version goes when it is applied (`update.method`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UpdateMethod {
+    /// `replace` when the installed binary and its directory are writable, else `stage`.
+    Auto,
+    /// The installed binary is replaced atomically (a user's own install).
+    Replace,
+    /// The new binary is kept in `<data_dir>/releases/` and the installed one hands
+    /// over to it at start (a read-only `/usr` under the system unit).
+    Stage,
+}
+
+/// The `update` section (peer): which releases are trusted, and how they are applied.
+#[derive(Clone, Debug)]
+pub struct UpdateConfig {
+    pub mode: AutoUpdate,
+    pub channel: String,
+    /// Trusted release keys and how many must sign; empty keys: releases are not
+    /// followed.
+    pub trust: crate::release::Trust,
+    pub ready_timeout: Duration,
+    pub method: UpdateMethod,
+}

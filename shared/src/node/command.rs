@@ -10,7 +10,7 @@ use crate::{
     files::{FileId, Manifest},
     status::{
         ConnectionStatus, DhtStats, FileInfo, FileList, MessageRecord, PeerScoreStatus, Progress,
-        Status,
+        ReleaseInfo, Status,
     },
 };
 
@@ -33,6 +33,12 @@ pub enum Command {
     },
     /// Files and messages (peers only).
     Files(FileCommand),
+    /// Verify a signed release manifest and announce it (peers that trust release
+    /// keys).
+    PublishRelease {
+        manifest: Vec<u8>,
+        reply: oneshot::Sender<Result<ReleaseInfo, String>>,
+    },
 }
 
 /// Requests for the file part of the event loop.

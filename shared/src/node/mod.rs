@@ -15,6 +15,7 @@
 //! | [`relay_server`] | what a relay carries: reservations, circuits, refusals |
 //! | [`files`] | (peers) sharing, fetching, serving, gossip and replication |
 //! | [`peering`] | the peer store and scores, trimming above the high watermark, dialing known peers below the low one |
+//! | [`updates`] | (peers that trust release keys) release manifests verified before they are forwarded, the newest kept, its artifact fetched and staged |
 //!
 //! [`command`] holds the requests the admin endpoint sends; the event loop's `report`
 //! assembles `/status` and `/dht/stats` from the parts.
@@ -30,6 +31,7 @@ mod reachability;
 mod relay_client;
 mod relay_server;
 mod reservations;
+mod updates;
 
 use std::{sync::Arc, time::Duration};
 
@@ -77,6 +79,7 @@ pub struct NodeHandle {
     ready: watch::Receiver<bool>,
     cancel: CancellationToken,
     task: tokio::task::JoinHandle<bool>,
+    staged: watch::Receiver<Option<crate::release::install::Binary>>,
 }
 
 impl NodeHandle {
@@ -111,6 +114,12 @@ impl NodeHandle {
     /// grace period ran out, or if the event loop died.
     pub async fn join(self) -> bool {
         self.task.await.unwrap_or(false)
+    }
+
+    /// A staged release the node wants run in its place (`auto_update: apply`); the
+    /// process shuts the node down and hands over (see [`crate::release::install`]).
+    pub fn staged_release(&self) -> watch::Receiver<Option<crate::release::install::Binary>> {
+        self.staged.clone()
     }
 
     /// The event loop's task, for a supervisor: it ends with `true` after a clean
@@ -182,6 +191,15 @@ impl NodeClient {
         self.ask(|reply| Command::FindNode { key, reply }).await
     }
 
+    /// Verifies a signed release manifest and announces it.
+    pub async fn publish_release(
+        &self,
+        manifest: Vec<u8>,
+    ) -> Result<Result<crate::status::ReleaseInfo, String>, NodeError> {
+        self.ask(|reply| Command::PublishRelease { manifest, reply })
+            .await
+    }
+
     pub async fn connect(
         &self,
         addr: Multiaddr,
@@ -231,8 +249,13 @@ pub async fn start_with_swarm(
     let cancel = CancellationToken::new();
     let span = tracing::info_span!("node", role = config.role.as_str(), peer = %peer_id);
     let peering = peering::Peering::new(&config, peer_id)?;
+    let (staged_tx, staged_rx) = watch::channel(None);
+    let updates = match config.role {
+        Role::Peer => updates::Updates::new(peer_id, &config.update, &config.data_dir, staged_tx),
+        _ => None,
+    };
     let event_loop =
-        event_loop::EventLoop::new(&config, swarm, listeners, files, peering, ready_tx);
+        event_loop::EventLoop::new(&config, swarm, listeners, files, peering, updates, ready_tx);
     let task = tokio::spawn(
         event_loop
             .run(cmd_rx, cancel.clone(), listening_tx)
@@ -253,5 +276,6 @@ pub async fn start_with_swarm(
         ready: ready_rx,
         cancel,
         task,
+        staged: staged_rx,
     })
 }

@@ -24,6 +24,29 @@ pub const MAX_MANIFEST_BYTES: usize = 16 * 1024;
 pub const MAX_TARGETS: usize = 32;
 /// Most signatures on one manifest.
 pub const MAX_SIGNATURES: usize = 16;
+/// Longest version or channel name.
+pub const MAX_NAME: usize = 64;
+
+/// Operating systems and architectures a target may name (Rust's names for them).
+const KNOWN_OS: &[&str] = &[
+    "linux", "macos", "windows", "freebsd", "openbsd", "netbsd", "android",
+];
+const KNOWN_ARCH: &[&str] = &[
+    "x86_64",
+    "aarch64",
+    "arm",
+    "x86",
+    "riscv64",
+    "powerpc64",
+    "s390x",
+    "loongarch64",
+];
+
+/// Whether `t` is `<os>-<arch>` of a known OS and architecture.
+fn known_target(t: &str) -> bool {
+    t.split_once('-')
+        .is_some_and(|(os, arch)| KNOWN_OS.contains(&os) && KNOWN_ARCH.contains(&arch))
+}
 
 /// One platform's artifact.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -119,6 +142,27 @@ impl Manifest {
             return bad(format!(
                 "{} targets (1 to {MAX_TARGETS} allowed)",
                 self.targets.len()
+            ));
+        }
+        // The version and channel name directories and topics: nothing that could
+        // climb out of one.
+        for (what, v) in [("version", &self.version), ("channel", &self.channel)] {
+            if v.len() > MAX_NAME
+                || !v
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'+' | b'_'))
+                || v.starts_with('.')
+            {
+                return bad(format!(
+                    "{what} {v:?} is not 1 to {MAX_NAME} letters, digits, `.`, `-`, `+`, `_`"
+                ));
+            }
+        }
+        if let Some(t) = self.targets.keys().find(|t| !known_target(t)) {
+            return bad(format!(
+                "unknown target `{t}` (targets are `<os>-<arch>`: {}-{})",
+                KNOWN_OS.join("|"),
+                KNOWN_ARCH.join("|")
             ));
         }
         Ok(())
@@ -303,6 +347,30 @@ impl fmt::Display for Manifest {
 }
 
 #[cfg(test)]
+pub(crate) mod tests_support {
+    use super::*;
+
+    /// A manifest of channel `stable` for `linux-x86_64`, valid until 1,800,086,400.
+    pub(crate) fn manifest(sequence: u64, version: &str) -> Manifest {
+        Manifest {
+            channel: "stable".into(),
+            version: version.into(),
+            sequence,
+            expires: 1_800_086_400,
+            rollout_percent: 100,
+            targets: [(
+                "linux-x86_64".to_string(),
+                Target {
+                    file: FileId([9; 32]),
+                    size: 1234,
+                },
+            )]
+            .into(),
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use std::time::Duration;
 
@@ -315,21 +383,7 @@ mod tests {
     }
 
     fn manifest(sequence: u64) -> Manifest {
-        Manifest {
-            channel: "stable".into(),
-            version: "0.2.0".into(),
-            sequence,
-            expires: NOW + 86_400,
-            rollout_percent: 100,
-            targets: [(
-                "linux-x86_64".to_string(),
-                Target {
-                    file: FileId([9; 32]),
-                    size: 1234,
-                },
-            )]
-            .into(),
-        }
+        tests_support::manifest(sequence, "0.2.0")
     }
 
     fn setup() -> (Vec<SigningKey>, Trust) {
@@ -481,5 +535,22 @@ mod tests {
         assert!((800..1200).contains(&inside), "{inside} of 4000 at 25 %");
         m.rollout_percent = 100;
         assert!(peers.iter().all(|p| in_rollout(p, &m)));
+    }
+
+    #[test]
+    fn unknown_targets_and_unsafe_versions_are_malformed() {
+        let mut m = manifest(1);
+        m.targets
+            .insert("plan9-mips".into(), m.targets["linux-x86_64"].clone());
+        let e = m.check().unwrap_err().to_string();
+        assert!(e.contains("unknown target `plan9-mips`"), "{e}");
+        for version in ["../../bin", ".hidden", "a/b", ""] {
+            let mut m = manifest(1);
+            m.version = version.into();
+            assert!(m.check().is_err(), "version {version:?} accepted");
+        }
+        let mut m = manifest(1);
+        m.version = "1.2.3-rc.1+build.5".into();
+        m.check().unwrap();
     }
 }

@@ -72,6 +72,29 @@ pub enum ReleaseCommand {
         #[arg(required = true, num_args = 2..)]
         manifests: Vec<PathBuf>,
     },
+    /// Share the artifacts with the network and announce the signed manifest, through
+    /// the running daemon (which verifies it with its own trusted keys first).
+    Publish {
+        /// An artifact the manifest names (shared first); repeat.
+        #[arg(long = "artifact")]
+        artifacts: Vec<PathBuf>,
+        manifest: PathBuf,
+    },
+    /// Internal: watches a new version on trial and rolls it back if it is not ready
+    /// in time (started by the node that applies a release).
+    #[command(hide = true)]
+    UpdateWatch {
+        #[arg(long)]
+        pid: u32,
+        #[arg(long)]
+        sequence: u64,
+        #[arg(long)]
+        releases: PathBuf,
+        #[arg(long, value_parser = humantime::parse_duration)]
+        timeout: Duration,
+        #[arg(last = true)]
+        args: Vec<std::ffi::OsString>,
+    },
     /// Check a manifest against trusted keys; exit 0 if it verifies, 1 with the reason
     /// if not.
     Verify {
@@ -180,6 +203,29 @@ fn execute(command: ReleaseCommand) -> Result<(), Failure> {
                     .map_err(|e| fail(format!("{}: {e}", p.display())))?;
             }
             write_new(&out, &combined)
+        }
+        ReleaseCommand::Publish { .. } => Err(fail(
+            "publish talks to the running daemon; run it as `jantar-peer release publish`",
+        )),
+        ReleaseCommand::UpdateWatch {
+            pid,
+            sequence,
+            releases,
+            timeout,
+            args,
+        } => {
+            crate::logging::init(&crate::config::LogConfig {
+                level: "info".into(),
+                format: crate::config::LogFormat::Text,
+            });
+            super::install::watch(
+                &super::install::Releases::at(releases),
+                pid,
+                sequence,
+                timeout,
+                &args,
+            )
+            .map_err(|e| fail(e.to_string()))
         }
         ReleaseCommand::Verify {
             trusted_keys,

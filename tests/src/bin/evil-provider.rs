@@ -15,11 +15,15 @@
 //!   signed with its own key like any publisher;
 //! * it answers manifest requests truthfully, so a fetcher accepts it as a source,
 //!   but every chunk it serves has one byte flipped: the right length, the wrong
-//!   hash.
+//!   hash;
+//! * with `--release FILE`, it publishes that file's bytes as a release manifest on
+//!   the release topic to every peer that subscribes to it (forged, expired, replayed
+//!   or otherwise bad manifests, for the update tests).
 //!
 //! Every step is printed to stdout as one JSON object per line with an `event`
 //! field (`started`, `connected`, `disconnected`, `dial_failed`, `announced`,
-//! `provider_record_published`, `manifest_served`, `corrupt_chunk_served`), so a
+//! `provider_record_published`, `manifest_served`, `corrupt_chunk_served`,
+//! `release_published`), so a
 //! test can tell from the log that the lie was actually told. It runs until killed.
 
 use std::{
@@ -69,6 +73,12 @@ struct Args {
     /// Address to listen on.
     #[arg(long, default_value = "/ip4/127.0.0.1/tcp/0")]
     listen: Multiaddr,
+    /// A release manifest to publish, as is, on the release topic.
+    #[arg(long)]
+    release: Option<PathBuf>,
+    /// The release topic.
+    #[arg(long, default_value = "jantar/releases/v1/stable")]
+    release_topic: String,
 }
 
 #[derive(NetworkBehaviour)]
@@ -105,7 +115,7 @@ fn corrupt_chunk(file: &File, manifest: &Manifest, index: u32) -> Result<Option<
     Ok(Some(data))
 }
 
-fn build_behaviour(key: &Keypair) -> Result<Behaviour> {
+fn build_behaviour(key: &Keypair, release_topic: Option<&str>) -> Result<Behaviour> {
     let peer_id = key.public().to_peer_id();
     let mut kad = kad::Behaviour::with_config(
         peer_id,
@@ -122,6 +132,9 @@ fn build_behaviour(key: &Keypair) -> Result<Behaviour> {
     )
     .map_err(anyhow::Error::msg)?;
     gossipsub.subscribe(&gossipsub::IdentTopic::new(FILES_TOPIC))?;
+    if let Some(t) = release_topic {
+        gossipsub.subscribe(&gossipsub::IdentTopic::new(t))?;
+    }
     Ok(Behaviour {
         identify: identify::Behaviour::new(
             identify::Config::new(PROTOCOL_VERSION.to_string(), key.public())
@@ -148,6 +161,11 @@ async fn main() -> Result<()> {
         size: manifest.size,
     })?;
 
+    let release = match &args.release {
+        Some(p) => Some(std::fs::read(p).with_context(|| format!("read {}", p.display()))?),
+        None => None,
+    };
+    let release_topic = gossipsub::IdentTopic::new(args.release_topic.clone());
     let key = Keypair::generate_ed25519();
     let mut swarm = SwarmBuilder::with_existing_identity(key)
         .with_tokio()
@@ -157,7 +175,7 @@ async fn main() -> Result<()> {
             yamux::Config::default,
         )?
         .with_behaviour(|key| {
-            build_behaviour(key)
+            build_behaviour(key, release.as_ref().map(|_| args.release_topic.as_str()))
                 .map_err(|e| -> Box<dyn std::error::Error + Send + Sync> { e.into() })
         })?
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(300)))
@@ -231,6 +249,22 @@ async fn main() -> Result<()> {
             })) if info.protocols.contains(&KAD_PROTOCOL) => {
                 for addr in info.listen_addrs {
                     swarm.behaviour_mut().kad.add_address(&peer_id, addr);
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(gossipsub::Event::Subscribed {
+                peer_id,
+                topic: t,
+            })) if t == release_topic.hash() => {
+                if let Some(bytes) = &release {
+                    let result = swarm
+                        .behaviour_mut()
+                        .gossipsub
+                        .publish(release_topic.clone(), bytes.clone());
+                    emit(json!({
+                        "event": "release_published",
+                        "to": peer_id.to_string(),
+                        "error": result.err().map(|e| e.to_string()),
+                    }));
                 }
             }
             SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(gossipsub::Event::Subscribed {

@@ -8,6 +8,7 @@ mod network;
 mod node;
 mod relay;
 mod role_keys;
+mod update;
 
 use std::{num::NonZeroU32, path::Path, time::Duration};
 
@@ -83,6 +84,7 @@ impl Config {
         let log = log::check(&c, f.log, o)?;
         let network = network::check(&mut c, role, f.network, node.port, enable_dht)?;
         let relay = relay::check(&mut c, role, f.relay)?;
+        let update = update::check(&c, role, f.auto_update, f.update)?;
 
         let config = Config {
             role,
@@ -103,6 +105,7 @@ impl Config {
             log,
             network,
             relay,
+            update,
         };
         Ok(Loaded {
             config,

@@ -56,12 +56,6 @@ fn warn_ignored(c: &mut Checker<'_>, role: Role, f: &FileConfig) {
             format!("relay limits have no effect on {}; ignored", role.binary()),
         );
     }
-    if f.auto_update == Some(true) {
-        c.warn(
-            "auto_update",
-            "Jantar does not update itself; install updates with your package manager".into(),
-        );
-    }
 }
 
 /// `bootstrap_mode` names which binary a file is for.

@@ -175,8 +175,26 @@ impl EventLoop {
             BehaviourEvent::Mdns(e) => self.discovery.on_mdns(&mut self.swarm, e),
             BehaviourEvent::Upnp(e) => self.reachability.on_upnp(e),
             BehaviourEvent::Gossipsub(e) => {
-                if matches!(e, libp2p::gossipsub::Event::Subscribed { .. }) {
+                use libp2p::gossipsub::Event;
+                if matches!(e, Event::Subscribed { .. }) {
                     self.reachability.close_replaced(&mut self.swarm);
+                }
+                if let Some((u, files, mut net)) = self.updates() {
+                    match &e {
+                        Event::Message {
+                            propagation_source,
+                            message_id,
+                            message,
+                        } if &message.topic == u.topic() => {
+                            u.on_message(files, &mut net, *propagation_source, message_id, message);
+                            return;
+                        }
+                        Event::Subscribed { topic, .. } if topic == u.topic() => {
+                            u.on_subscribed(&mut net);
+                            return;
+                        }
+                        _ => {}
+                    }
                 }
                 if let Some((files, mut net)) = self.files() {
                     files.on_gossip(&mut net, e);

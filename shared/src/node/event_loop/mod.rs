@@ -23,6 +23,7 @@ use super::{
     reachability::Reachability,
     relay_client::{RELAYS_KEY, RelayClient},
     relay_server::RelayServer,
+    updates::Updates,
 };
 use crate::{
     behaviour::Behaviour,
@@ -52,6 +53,8 @@ pub(super) struct EventLoop {
     pub(super) peering: Peering,
     /// Peers only.
     files: Option<FileService>,
+    /// Peers that trust release keys only.
+    updates: Option<Updates>,
 }
 
 impl EventLoop {
@@ -61,12 +64,13 @@ impl EventLoop {
         listeners: Vec<ListenerId>,
         files: Option<FileService>,
         peering: Peering,
+        updates: Option<Updates>,
         ready_tx: watch::Sender<bool>,
     ) -> Self {
         let me = *swarm.local_peer_id();
         let role = config.role;
         let net = &config.network;
-        metrics::gauge!(m::BUILD_INFO, "version" => env!("CARGO_PKG_VERSION"), "role" => role.as_str())
+        metrics::gauge!(m::BUILD_INFO, "version" => crate::version::version(), "role" => role.as_str())
             .set(1.0);
         let relay_client = (role == Role::Peer).then(|| RelayClient::new(me, net));
         if relay_client.is_none() {
@@ -74,6 +78,9 @@ impl EventLoop {
         }
         let mut swarm = swarm;
         super::dht::update_routing_gauges(&mut swarm);
+        if let (Some(u), Some(g)) = (&updates, swarm.behaviour_mut().gossipsub.as_mut()) {
+            crate::behaviour::subscribe_releases(g, u.topic());
+        }
         let infrastructure = net.bootstrap_nodes.iter().chain(&net.relay_nodes).cloned();
         let mut dht = Dht::new(me, net, role != Role::Bootstrap);
         for id in files.iter().flat_map(FileService::held_ids) {
@@ -94,6 +101,7 @@ impl EventLoop {
             relay_server: (role == Role::Relay)
                 .then(|| RelayServer::new(swarm.behaviour().relay_gate.as_ref().cloned())),
             files,
+            updates,
             peering,
             swarm,
         }
@@ -197,6 +205,21 @@ impl EventLoop {
         true
     }
 
+    /// The release part, with the files part and what they work on.
+    fn updates(&mut self) -> Option<(&mut Updates, &mut FileService, Net<'_>)> {
+        let updates = self.updates.as_mut()?;
+        let files = self.files.as_mut()?;
+        Some((
+            updates,
+            files,
+            Net {
+                swarm: &mut self.swarm,
+                connections: &self.connections,
+                records: &mut self.dht.records,
+            },
+        ))
+    }
+
     /// The files part with what it works on.
     fn files(&mut self) -> Option<(&mut FileService, Net<'_>)> {
         let files = self.files.as_mut()?;
@@ -233,6 +256,15 @@ impl EventLoop {
                 let _ = tx.send(self.peering.known(&self.busy_peers()));
             }
             Command::FindNode { key, reply } => self.dht.find_node(&mut self.swarm, key, reply),
+            Command::PublishRelease { manifest, reply } => {
+                let r = match self.updates() {
+                    Some((u, files, mut net)) => u.publish(files, &mut net, &manifest),
+                    None => Err("this node follows no releases: it trusts no release keys \
+                                 (update.trusted_keys)"
+                        .into()),
+                };
+                let _ = reply.send(r);
+            }
         }
     }
 
@@ -257,6 +289,9 @@ impl EventLoop {
         self.manage_reservations();
         if let Some((files, mut net)) = self.files() {
             files.housekeeping(&mut net);
+        }
+        if let Some((u, files, mut net)) = self.updates() {
+            u.housekeeping(files, &mut net);
         }
         let busy = self.busy_peers();
         let joined = self.dht.joined() || !self.dht.has_bootstrap_nodes();
@@ -336,6 +371,9 @@ impl EventLoop {
 
     fn update_ready(&mut self) {
         let ready = self.is_ready();
+        if ready && let Some(u) = self.updates.as_mut() {
+            u.on_ready();
+        }
         self.ready_tx.send_if_modified(|r| {
             let changed = *r != ready;
             *r = ready;

@@ -10,7 +10,7 @@ impl EventLoop {
         Status {
             name: self.name.clone(),
             role: self.role.as_str().into(),
-            version: env!("CARGO_PKG_VERSION").into(),
+            version: crate::version::version().into(),
             peer_id: swarm.local_peer_id().to_string(),
             ready,
             listen_addresses: swarm.listeners().map(|a| a.to_string()).collect(),
@@ -33,6 +33,7 @@ impl EventLoop {
             relay: self.relay_server.as_ref().map(|r| r.status()),
             peers: self.peering.status_peers(&self.busy_peers()),
             peer_management: self.peering.management(),
+            update: self.updates.as_ref().map(|u| u.status()),
         }
     }
 

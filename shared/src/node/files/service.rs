@@ -147,6 +147,37 @@ impl FileService {
         self.store.entries().map(|e| e.id).collect()
     }
 
+    /// Fetches `id` to `out` as a file the node asked for itself (a release's
+    /// artifact); a file held already is reported complete at once.
+    pub(in crate::node) fn fetch_to(
+        &mut self,
+        net: &mut Net<'_>,
+        id: FileId,
+        out: PathBuf,
+    ) -> Result<Progress, String> {
+        self.start_fetch(net, id, Some(out), Origin::Fetched)
+    }
+
+    /// Where the fetch of `id` stands: running, finished lately, or held.
+    pub(in crate::node) fn progress_of(&self, id: &FileId) -> Option<Progress> {
+        self.fetches
+            .get(id)
+            .map(Fetch::progress)
+            .or_else(|| self.held_progress(id))
+            .or_else(|| {
+                self.finished
+                    .iter()
+                    .rev()
+                    .find(|p| p.id == id.to_string())
+                    .cloned()
+            })
+    }
+
+    /// Whether the node holds the whole file `id` (shared or fetched).
+    pub(in crate::node) fn holds(&self, id: &FileId) -> bool {
+        self.store.get(id).is_some()
+    }
+
     pub(in crate::node) fn on_command(&mut self, net: &mut Net<'_>, cmd: FileCommand) {
         match cmd {
             FileCommand::Share {

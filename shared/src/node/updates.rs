@@ -1,0 +1,537 @@
+//! Signed releases inside the event loop (peers that trust release keys): manifests on
+//! the channel's gossipsub topic are verified before gossipsub forwards them; the
+//! newest is kept (and persisted, so a replay stays refused after a restart); with
+//! `auto_update: apply` its artifact for this machine is fetched through the file part,
+//! staged, and handed to the process to run ([`crate::release::install`]).
+
+use std::{
+    path::PathBuf,
+    time::{Duration, Instant, SystemTime},
+};
+
+use libp2p::{PeerId, gossipsub};
+use tokio::sync::watch;
+use tracing::{debug, info, warn};
+
+use super::files::{FileService, Net};
+use crate::{
+    config::{AutoUpdate, UpdateConfig},
+    files::{FileId, protocol::MAX_GOSSIP_SIZE},
+    metrics as m,
+    release::{
+        Manifest, Refused, SignedManifest, Trust,
+        install::{self, Binary, Releases, TRIAL_ENV, newer},
+        manifest::{in_rollout, this_target},
+    },
+    status::{FetchState, ReleaseInfo, UpdateStatus},
+};
+
+/// The newest release is announced again at most this often (when a peer joins the
+/// topic).
+const REANNOUNCE: Duration = Duration::from_secs(10);
+/// A failed artifact fetch is tried again after this long.
+const FETCH_RETRY: Duration = Duration::from_secs(30);
+/// Room a gossip message needs beyond its data (signature, key, topic, framing).
+const GOSSIP_OVERHEAD: usize = 1024;
+/// Every state [`UpdateStatus::state`] can take, for the state gauge.
+const STATES: &[&str] = &[
+    "idle",
+    "available",
+    "fetching",
+    "staged",
+    "applying",
+    "up_to_date",
+    "not_in_rollout",
+    "no_target",
+    "rolled_back",
+    "failed",
+];
+
+/// The gossipsub topic of a release channel.
+pub(super) fn topic(channel: &str) -> gossipsub::IdentTopic {
+    gossipsub::IdentTopic::new(format!("jantar/releases/v1/{channel}"))
+}
+
+/// Where applying the newest release stands.
+#[derive(Debug)]
+enum Stage {
+    Idle,
+    /// Verified; `auto_update: notify` reports it and goes no further.
+    Available,
+    Fetching {
+        id: FileId,
+        size: u64,
+    },
+    /// Waiting to fetch again.
+    Retry {
+        at: Instant,
+        error: String,
+    },
+    /// Staged, and handed to the process to run.
+    Applying(Binary),
+    /// Nothing to do for this release, and why (`up_to_date`, `not_in_rollout`,
+    /// `no_target`, `rolled_back`).
+    Skipped(&'static str, String),
+    Failed(String),
+}
+
+pub(in crate::node) struct Updates {
+    me: PeerId,
+    mode: AutoUpdate,
+    channel: String,
+    topic: gossipsub::TopicHash,
+    trust: Trust,
+    target: String,
+    running: &'static str,
+    releases: Releases,
+    newest: Option<(SignedManifest, Vec<u8>)>,
+    /// The highest sequence applied and the last rollback, from the release state.
+    applied: Option<u64>,
+    rolled_back: Vec<u64>,
+    stage: Stage,
+    refused: u64,
+    last_refused: Option<String>,
+    last_announce: Option<Instant>,
+    /// The staged release to run, for the process (see `cli::run`).
+    apply_tx: watch::Sender<Option<Binary>>,
+    /// This process is the new version of this release on trial: confirmed once the
+    /// node is ready.
+    trial: Option<u64>,
+}
+
+/// What a release manifest received is.
+enum Received {
+    /// Newer than any verified: adopted and forwarded.
+    Newer,
+    /// The newest again: not forwarded.
+    Same,
+}
+
+impl Updates {
+    /// The release part of a peer that trusts release keys; `None` otherwise.
+    pub(in crate::node) fn new(
+        me: PeerId,
+        config: &UpdateConfig,
+        data_dir: &std::path::Path,
+        apply_tx: watch::Sender<Option<Binary>>,
+    ) -> Option<Self> {
+        if config.trust.keys.is_empty() {
+            return None;
+        }
+        let releases = Releases::new(data_dir);
+        let trial_env = std::env::var(TRIAL_ENV)
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok());
+        let (applied, rolled_back, trial) = match releases.load() {
+            Ok(s) => (
+                s.applied,
+                s.rolled_back.iter().map(|b| b.sequence).collect(),
+                s.trial
+                    .filter(|t| Some(t.binary.sequence) == trial_env)
+                    .map(|t| t.binary.sequence),
+            ),
+            Err(error) => {
+                warn!(%error, "release state unreadable; starting from none");
+                (None, Vec::new(), None)
+            }
+        };
+        let mut u = Updates {
+            me,
+            mode: config.mode,
+            channel: config.channel.clone(),
+            topic: topic(&config.channel).hash(),
+            trust: config.trust.clone(),
+            target: this_target(),
+            running: crate::version::version(),
+            newest: None,
+            applied,
+            rolled_back,
+            stage: Stage::Idle,
+            refused: 0,
+            last_refused: None,
+            last_announce: None,
+            releases,
+            apply_tx,
+            trial,
+        };
+        // The newest verified before a restart: its sequence stays the replay floor,
+        // expired or not, as long as today's keys verify it.
+        if let Some(bytes) = u.releases.newest() {
+            match SignedManifest::parse(&bytes).and_then(|m| {
+                m.verify(&u.trust, &u.channel, SystemTime::UNIX_EPOCH, None, None)?;
+                Ok(m)
+            }) {
+                Ok(m) => u.newest = Some((m, bytes)),
+                Err(error) => warn!(%error, "the saved newest release does not verify; ignored"),
+            }
+        }
+        u.gauges();
+        Some(u)
+    }
+
+    /// The node is ready: a new version on trial is confirmed (the watcher that would
+    /// roll it back stands down).
+    pub(in crate::node) fn on_ready(&mut self) {
+        let Some(sequence) = self.trial.take() else {
+            return;
+        };
+        match install::confirm(&self.releases, sequence) {
+            Ok(Some(b)) => {
+                info!(version = %b.version, sequence, "the new version is ready; update confirmed");
+                self.applied = Some(self.applied.unwrap_or(0).max(sequence));
+                // The release running and the one before it stay, to go back to.
+                self.releases.prune(2, &[&b.path]);
+            }
+            Ok(None) => warn!(
+                sequence,
+                "the update was rolled back before it was confirmed"
+            ),
+            Err(error) => warn!(%error, "cannot confirm the update"),
+        }
+        self.gauges();
+    }
+
+    pub(in crate::node) fn topic(&self) -> &gossipsub::TopicHash {
+        &self.topic
+    }
+
+    fn newest_sequence(&self) -> Option<u64> {
+        self.newest.as_ref().map(|(m, _)| m.signed.sequence)
+    }
+
+    /// A message on the release topic: verified before gossipsub may forward it.
+    /// Invalid manifests and replays of older ones are rejected (gossipsub penalizes
+    /// the peer that sent them); the newest again is ignored (not forwarded).
+    pub(in crate::node) fn on_message(
+        &mut self,
+        files: &mut FileService,
+        net: &mut Net<'_>,
+        propagation_source: PeerId,
+        message_id: &gossipsub::MessageId,
+        message: &gossipsub::Message,
+    ) {
+        let acceptance = match self.receive(&message.data) {
+            Ok(Received::Newer) => {
+                self.follow(files, net);
+                gossipsub::MessageAcceptance::Accept
+            }
+            Ok(Received::Same) => gossipsub::MessageAcceptance::Ignore,
+            Err(refused) => {
+                warn!(peer = %propagation_source, source = ?message.source, reason = %refused, "refused a release manifest");
+                gossipsub::MessageAcceptance::Reject
+            }
+        };
+        if let Some(g) = net.swarm.behaviour_mut().gossipsub.as_mut() {
+            g.report_message_validation_result(message_id, &propagation_source, acceptance);
+        }
+    }
+
+    /// Verifies `data` and adopts it when it is newer than the newest.
+    fn receive(&mut self, data: &[u8]) -> Result<Received, Refused> {
+        let result = self.check(data);
+        let label = match &result {
+            Ok(Received::Newer) => "accepted",
+            Ok(Received::Same) => "duplicate",
+            Err(r) => refusal_label(r),
+        };
+        metrics::counter!(m::UPDATE_MANIFESTS, "result" => label).increment(1);
+        if let Err(r) = &result {
+            self.refused += 1;
+            self.last_refused = Some(r.to_string());
+        }
+        result
+    }
+
+    fn check(&mut self, data: &[u8]) -> Result<Received, Refused> {
+        let m = SignedManifest::parse(data)?;
+        // Replays are told from the newest itself arriving again before anything else.
+        if self.newest_sequence() == Some(m.signed.sequence) {
+            return Ok(Received::Same);
+        }
+        let verified = m.verify(
+            &self.trust,
+            &self.channel,
+            SystemTime::now(),
+            self.newest_sequence(),
+            None,
+        )?;
+        info!(release = %verified.manifest, signers = verified.signers, "verified a release");
+        if let Err(error) = self.releases.save_newest(data) {
+            warn!(%error, "cannot save the newest release; a restart forgets it");
+        }
+        self.newest = Some((m, data.to_vec()));
+        self.gauges();
+        Ok(Received::Newer)
+    }
+
+    /// Decides what the newest release means for this node, and starts on it.
+    fn follow(&mut self, files: &mut FileService, net: &mut Net<'_>) {
+        let Some((m, _)) = &self.newest else {
+            return;
+        };
+        let m = m.signed.clone();
+        self.stage = self.next_stage(&m);
+        if let Stage::Skipped(state, why) = &self.stage {
+            info!(release = %m.version, sequence = m.sequence, state, reason = %why, "not applying the release");
+        }
+        if matches!(self.stage, Stage::Idle) {
+            self.fetch(files, net, &m);
+        }
+        self.gauges();
+    }
+
+    /// What to do about `m`: `Idle` means fetch it.
+    fn next_stage(&self, m: &Manifest) -> Stage {
+        let skip = |state, why: String| Stage::Skipped(state, why);
+        if self.rolled_back.contains(&m.sequence) {
+            return skip("rolled_back", format!("{} was rolled back here", m.version));
+        }
+        if self.applied.is_some_and(|a| a >= m.sequence) || !newer(&m.version, self.running) {
+            return skip(
+                "up_to_date",
+                format!("running {}, the release is {}", self.running, m.version),
+            );
+        }
+        if !m.targets.contains_key(&self.target) {
+            let has = m.targets.keys().cloned().collect::<Vec<_>>().join(", ");
+            return skip(
+                "no_target",
+                format!("no artifact for {} (it has: {has})", self.target),
+            );
+        }
+        if !in_rollout(&self.me.to_bytes(), m) {
+            return skip(
+                "not_in_rollout",
+                format!("this peer is outside the {}% rollout", m.rollout_percent),
+            );
+        }
+        match self.mode {
+            AutoUpdate::Apply => Stage::Idle,
+            _ => Stage::Available,
+        }
+    }
+
+    fn fetch(&mut self, files: &mut FileService, net: &mut Net<'_>, m: &Manifest) {
+        let Some(t) = m.targets.get(&self.target) else {
+            return;
+        };
+        let out = match self.releases.incoming(m) {
+            Ok(o) => o,
+            Err(e) => {
+                self.stage = Stage::Failed(e.to_string());
+                return;
+            }
+        };
+        match files.fetch_to(net, t.file, out) {
+            Ok(_) => {
+                info!(release = %m.version, file = %t.file, size = t.size, "fetching the release");
+                self.stage = Stage::Fetching {
+                    id: t.file,
+                    size: t.size,
+                };
+            }
+            Err(error) => {
+                warn!(release = %m.version, %error, "cannot fetch the release");
+                self.stage = Stage::Retry {
+                    at: Instant::now() + FETCH_RETRY,
+                    error,
+                };
+            }
+        }
+    }
+
+    /// Every second: a finished fetch is checked and staged; a failed one is retried;
+    /// a newest release from before a restart is taken up again.
+    pub(in crate::node) fn housekeeping(&mut self, files: &mut FileService, net: &mut Net<'_>) {
+        let Some((m, _)) = &self.newest else {
+            return;
+        };
+        let m = m.signed.clone();
+        match &self.stage {
+            Stage::Idle => self.follow(files, net),
+            Stage::Retry { at, .. } if Instant::now() >= *at => self.fetch(files, net, &m),
+            Stage::Fetching { id, size } => {
+                let (id, size) = (*id, *size);
+                let Some(p) = files.progress_of(&id) else {
+                    self.fetch(files, net, &m);
+                    return;
+                };
+                match p.state {
+                    FetchState::Fetching => {}
+                    FetchState::Failed => {
+                        let error = p.error.unwrap_or_else(|| "the fetch failed".into());
+                        warn!(release = %m.version, %error, "fetching the release failed; trying again later");
+                        self.stage = Stage::Retry {
+                            at: Instant::now() + FETCH_RETRY,
+                            error,
+                        };
+                    }
+                    FetchState::Complete => self.stage_fetched(&m, size, PathBuf::from(p.path)),
+                }
+            }
+            _ => {}
+        }
+        self.gauges();
+    }
+
+    /// The artifact verified chunk by chunk against its ID; its size is checked against
+    /// the manifest's, and it is staged and handed over.
+    fn stage_fetched(&mut self, m: &Manifest, size: u64, path: PathBuf) {
+        let on_disk = std::fs::metadata(&path).map(|md| md.len());
+        if on_disk.as_ref().ok() != Some(&size) {
+            let error = format!(
+                "the artifact at {} is {:?} bytes, the manifest says {size}",
+                path.display(),
+                on_disk.map_err(|e| e.to_string())
+            );
+            warn!(release = %m.version, %error, "not staging the release");
+            self.stage = Stage::Failed(error);
+            return;
+        }
+        match self.releases.stage(m, &path) {
+            Ok(binary) => {
+                info!(release = %m.version, binary = %binary.path.display(), "release staged");
+                self.stage = Stage::Applying(binary.clone());
+                self.apply_tx.send_replace(Some(binary));
+            }
+            Err(e) => {
+                warn!(release = %m.version, error = %e, "cannot stage the release");
+                self.stage = Stage::Failed(e.to_string());
+            }
+        }
+    }
+
+    /// A peer joined the topic: the newest release is announced again (at most every
+    /// [`REANNOUNCE`]), so peers that were away learn of it.
+    pub(in crate::node) fn on_subscribed(&mut self, net: &mut Net<'_>) {
+        if self.last_announce.is_some_and(|t| t.elapsed() < REANNOUNCE) {
+            return;
+        }
+        self.announce(net);
+    }
+
+    fn announce(&mut self, net: &mut Net<'_>) {
+        let Some((_, bytes)) = &self.newest else {
+            return;
+        };
+        self.last_announce = Some(Instant::now());
+        let topic = gossipsub::IdentTopic::new(self.topic.as_str());
+        if let Some(g) = net.swarm.behaviour_mut().gossipsub.as_mut()
+            && let Err(e) = g.publish(topic, bytes.clone())
+        {
+            debug!(error = %e, "release not announced");
+        }
+    }
+
+    /// `POST /releases`: a release from this node's operator. It must verify as any
+    /// received one does, and this node must hold every artifact it names (so that
+    /// peers can fetch them from it). Then it is announced.
+    pub(in crate::node) fn publish(
+        &mut self,
+        files: &mut FileService,
+        net: &mut Net<'_>,
+        data: &[u8],
+    ) -> Result<ReleaseInfo, String> {
+        if data.len() > MAX_GOSSIP_SIZE - GOSSIP_OVERHEAD {
+            return Err(format!(
+                "the manifest is {} bytes; at most {} fit a gossip message",
+                data.len(),
+                MAX_GOSSIP_SIZE - GOSSIP_OVERHEAD
+            ));
+        }
+        let parsed = SignedManifest::parse(data).map_err(|e| e.to_string())?;
+        for (target, t) in &parsed.signed.targets {
+            if !files.holds(&t.file) {
+                return Err(format!(
+                    "this node does not hold the artifact for {target} ({}); share it first",
+                    t.file
+                ));
+            }
+        }
+        match self.receive(data).map_err(|e| e.to_string())? {
+            Received::Newer => self.follow(files, net),
+            // The newest again: announced again, for peers that missed it.
+            Received::Same
+                if self
+                    .newest
+                    .as_ref()
+                    .is_some_and(|(_, b)| b.as_slice() != data) =>
+            {
+                return Err(format!(
+                    "sequence {} is taken by another manifest this node verified",
+                    parsed.signed.sequence
+                ));
+            }
+            Received::Same => {}
+        }
+        self.announce(net);
+        info!(release = %parsed.signed, "published a release");
+        Ok(release_info(&parsed.signed))
+    }
+
+    pub(in crate::node) fn status(&self) -> UpdateStatus {
+        let (state, detail) = self.state();
+        UpdateStatus {
+            auto_update: self.mode.as_str().into(),
+            channel: self.channel.clone(),
+            running_version: self.running.into(),
+            target: self.target.clone(),
+            trusted_keys: self.trust.keys.len(),
+            threshold: self.trust.threshold,
+            newest: self.newest.as_ref().map(|(m, _)| release_info(&m.signed)),
+            state: state.into(),
+            detail,
+            applied_sequence: self.applied,
+            refused: self.refused,
+            last_refused: self.last_refused.clone(),
+        }
+    }
+
+    fn state(&self) -> (&'static str, Option<String>) {
+        match &self.stage {
+            Stage::Idle if self.newest.is_some() => ("idle", None),
+            Stage::Idle => ("idle", Some("no release verified yet".into())),
+            Stage::Available => (
+                "available",
+                self.newest.as_ref().map(|(m, _)| {
+                    format!("{} is available; auto_update is notify", m.signed.version)
+                }),
+            ),
+            Stage::Fetching { id, .. } => ("fetching", Some(id.to_string())),
+            Stage::Retry { error, .. } => ("fetching", Some(format!("retrying: {error}"))),
+            Stage::Applying(b) => ("applying", Some(b.path.display().to_string())),
+            Stage::Skipped(state, why) => (state, Some(why.clone())),
+            Stage::Failed(e) => ("failed", Some(e.clone())),
+        }
+    }
+
+    fn gauges(&self) {
+        metrics::gauge!(m::UPDATE_NEWEST).set(self.newest_sequence().unwrap_or(0) as f64);
+        metrics::gauge!(m::UPDATE_APPLIED).set(self.applied.unwrap_or(0) as f64);
+        let (now, _) = self.state();
+        for s in STATES {
+            metrics::gauge!(m::UPDATE_STATE, "state" => *s).set(if *s == now { 1.0 } else { 0.0 });
+        }
+    }
+}
+
+fn release_info(m: &Manifest) -> ReleaseInfo {
+    ReleaseInfo {
+        version: m.version.clone(),
+        sequence: m.sequence,
+        expires: m.expires,
+        rollout_percent: m.rollout_percent,
+        targets: m.targets.keys().cloned().collect(),
+    }
+}
+
+fn refusal_label(r: &Refused) -> &'static str {
+    match r {
+        Refused::Malformed(_) => "malformed",
+        Refused::BelowThreshold { .. } => "signatures",
+        Refused::Expired { .. } => "expired",
+        Refused::Replay { .. } => "replay",
+        Refused::OtherChannel { .. } => "channel",
+        Refused::NoTarget { .. } => "target",
+    }
+}

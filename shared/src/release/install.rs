@@ -1,0 +1,699 @@
+//! Applying a verified release: staging its binary, handing over to it, confirming it
+//! once the node is ready, and rolling back one that is not.
+//!
+//! Everything lives in `<data_dir>/releases/`:
+//!
+//! | file | what |
+//! |---|---|
+//! | `newest.json` | the newest manifest this node verified (its sequence is the floor for replays) |
+//! | `state.json` | the [`State`]: the staged binary that runs, a version on trial, what was applied and rolled back |
+//! | `<sequence>-<version>/jantar-peer` | a staged binary (mode 0755) |
+//!
+//! Applying (see [`apply`]) goes in three steps. The running node shuts down, records a
+//! [`Trial`], starts a watcher (`jantar-peer release update-watch`, the old binary) and executes
+//! the new binary in its place, with the same arguments and process id. The new binary
+//! confirms the trial once its node is ready ([`confirm`]). If it exits first, or is not
+//! ready within `update.ready_timeout`, the watcher stops it, puts the previous binary
+//! back and runs it ([`watch`]); under systemd it leaves that to the unit's
+//! `Restart=on-failure`, and the next start finds the trial rolled back ([`at_start`]).
+//!
+//! The two ways a binary is put in place (`update.method`):
+//! - `replace`: the installed binary is replaced atomically, the old one kept beside it
+//!   as `<name>.previous` (a user's own install, `cargo install`);
+//! - `stage`: the installed binary stays as it is (a read-only `/usr` under the system
+//!   unit); each start hands over to the newest confirmed staged binary, unless the
+//!   installed one is as new (a package upgrade wins).
+
+use std::{
+    fs::{self, File},
+    io,
+    os::unix::process::CommandExt,
+    path::{Path, PathBuf},
+    process::Command,
+    time::{Duration, Instant, SystemTime},
+};
+
+use serde::{Deserialize, Serialize};
+use tracing::{info, warn};
+
+use super::Manifest;
+use crate::{
+    atomic::{self, Existing},
+    config::UpdateMethod,
+};
+
+/// Set for a new version on trial: the sequence it was applied as.
+pub const TRIAL_ENV: &str = "JANTAR_UPDATE_TRIAL";
+/// Set when the installed binary hands over to a staged one: the installed binary's
+/// path (a package upgrade replaces it, and wins over older staged ones).
+pub const INSTALLED_ENV: &str = "JANTAR_INSTALLED_EXE";
+/// Rolled-back releases remembered.
+const MAX_ROLLED_BACK: usize = 16;
+/// How long the watcher waits beyond `ready_timeout` for a version that is starting.
+const WATCH_SLACK: Duration = Duration::from_secs(5);
+/// How long a stopped version has to exit after SIGTERM before SIGKILL.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum InstallError {
+    #[error("{what} {path}: {error}")]
+    Io {
+        what: &'static str,
+        path: String,
+        error: io::Error,
+    },
+    #[error("{path} is not a release state file: {error}")]
+    BadState { path: String, error: String },
+    #[error("release {version} (sequence {sequence}) is not newer than the running {running}")]
+    NotNewer {
+        version: String,
+        sequence: u64,
+        running: String,
+    },
+}
+
+fn io_err(what: &'static str, path: &Path) -> impl FnOnce(io::Error) -> InstallError + use<> {
+    let path = path.display().to_string();
+    move |error| InstallError::Io { what, path, error }
+}
+
+/// A release's binary, where it is.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Binary {
+    pub version: String,
+    pub sequence: u64,
+    pub path: PathBuf,
+}
+
+/// A new version that has not yet confirmed it is ready.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Trial {
+    pub binary: Binary,
+    /// What runs again if it fails.
+    pub previous: PathBuf,
+    /// The installed binary it replaced (`replace`), restored from
+    /// `<name>.previous` on a rollback.
+    pub replaced: Option<PathBuf>,
+    /// Unix seconds.
+    pub started: u64,
+}
+
+/// What `state.json` holds.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct State {
+    /// The confirmed staged binary that runs instead of the installed one (`stage`).
+    pub active: Option<Binary>,
+    pub trial: Option<Trial>,
+    /// The highest sequence applied, confirmed or rolled back: never applied again.
+    pub applied: Option<u64>,
+    /// Releases rolled back, newest last.
+    pub rolled_back: Vec<Binary>,
+    /// Why the last rollback happened.
+    pub rollback_reason: Option<String>,
+}
+
+/// `<data_dir>/releases/`.
+#[derive(Clone, Debug)]
+pub struct Releases {
+    dir: PathBuf,
+}
+
+impl Releases {
+    pub fn new(data_dir: &Path) -> Self {
+        Releases {
+            dir: data_dir.join("releases"),
+        }
+    }
+
+    /// The releases directory itself (the watcher is given it).
+    pub fn at(dir: PathBuf) -> Self {
+        Releases { dir }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn state_path(&self) -> PathBuf {
+        self.dir.join("state.json")
+    }
+
+    fn ensure_dir(&self) -> Result<(), InstallError> {
+        fs::create_dir_all(&self.dir).map_err(io_err("cannot create", &self.dir))
+    }
+
+    /// Runs `f` on the state under an exclusive lock (the node and the watcher both
+    /// change it) and saves what it returns.
+    pub fn update<T>(&self, f: impl FnOnce(&mut State) -> T) -> Result<T, InstallError> {
+        self.ensure_dir()?;
+        let lock_path = self.dir.join("state.lock");
+        let lock = File::create(&lock_path).map_err(io_err("cannot open", &lock_path))?;
+        lock.lock().map_err(io_err("cannot lock", &lock_path))?;
+        let mut state = self.load()?;
+        let before = state.clone();
+        let out = f(&mut state);
+        if state != before {
+            let path = self.state_path();
+            let bytes = serde_json::to_vec_pretty(&state).unwrap_or_default();
+            atomic::write(&path, &bytes, 0o600, Existing::Replace)
+                .map_err(io_err("cannot write", &path))?;
+        }
+        Ok(out)
+    }
+
+    /// The state; none yet is the default state.
+    pub fn load(&self) -> Result<State, InstallError> {
+        let path = self.state_path();
+        match fs::read(&path) {
+            Ok(b) => serde_json::from_slice(&b).map_err(|e| InstallError::BadState {
+                path: path.display().to_string(),
+                error: e.to_string(),
+            }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(State::default()),
+            Err(e) => Err(io_err("cannot read", &path)(e)),
+        }
+    }
+
+    /// The newest verified manifest, as it was signed.
+    pub fn newest(&self) -> Option<Vec<u8>> {
+        fs::read(self.dir.join("newest.json")).ok()
+    }
+
+    pub fn save_newest(&self, bytes: &[u8]) -> Result<(), InstallError> {
+        self.ensure_dir()?;
+        let path = self.dir.join("newest.json");
+        atomic::write(&path, bytes, 0o644, Existing::Replace).map_err(io_err("cannot write", &path))
+    }
+
+    /// Where the artifact of `manifest` is fetched to (inside the releases directory,
+    /// so a user's downloads never hold it).
+    pub fn incoming(&self, manifest: &Manifest) -> Result<PathBuf, InstallError> {
+        let dir = self.dir.join("incoming");
+        fs::create_dir_all(&dir).map_err(io_err("cannot create", &dir))?;
+        Ok(dir.join(format!("{}-{}", manifest.sequence, manifest.version)))
+    }
+
+    /// Copies a fetched and verified artifact to `<sequence>-<version>/jantar-peer`
+    /// (mode 0755). A staged binary already there is kept: it came from the same
+    /// verified manifest.
+    pub fn stage(&self, manifest: &Manifest, fetched: &Path) -> Result<Binary, InstallError> {
+        let dir = self
+            .dir
+            .join(format!("{}-{}", manifest.sequence, manifest.version));
+        fs::create_dir_all(&dir).map_err(io_err("cannot create", &dir))?;
+        let path = dir.join("jantar-peer");
+        if !path.exists() {
+            atomic::copy(fetched, &path, 0o755, Existing::Keep)
+                .map_err(io_err("cannot stage", &path))?;
+        }
+        Ok(Binary {
+            version: manifest.version.clone(),
+            sequence: manifest.sequence,
+            path,
+        })
+    }
+
+    /// Removes staged releases but the newest `keep` (by sequence) and any of
+    /// `also`'s.
+    pub fn prune(&self, keep: usize, also: &[&Path]) {
+        let Ok(entries) = fs::read_dir(&self.dir) else {
+            return;
+        };
+        let mut staged: Vec<(u64, PathBuf)> = entries
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name();
+                let (seq, _) = name.to_str()?.split_once('-')?;
+                Some((seq.parse::<u64>().ok()?, e.path()))
+            })
+            .filter(|(_, dir)| dir.is_dir())
+            .collect();
+        staged.sort_by_key(|(seq, _)| std::cmp::Reverse(*seq));
+        for (_, dir) in staged.into_iter().skip(keep) {
+            if also.iter().any(|a| a.starts_with(&dir)) {
+                continue;
+            }
+            if let Err(error) = fs::remove_dir_all(&dir) {
+                warn!(dir = %dir.display(), %error, "cannot remove an old staged release");
+            }
+        }
+    }
+}
+
+/// Whether version `a` is newer than `b` (semantic versions; anything else is never
+/// newer).
+pub fn newer(a: &str, b: &str) -> bool {
+    match (semver::Version::parse(a), semver::Version::parse(b)) {
+        (Ok(a), Ok(b)) => a > b,
+        _ => false,
+    }
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// What a starting `jantar-peer run` does.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Start {
+    /// Run this binary's node; `trial` when it is a new version to confirm.
+    Run { trial: Option<u64> },
+    /// Hand over to a confirmed staged binary.
+    Exec(Binary),
+}
+
+/// Decides what a starting node runs: a version on trial runs (and confirms once
+/// ready); a trial that ended without confirming is rolled back; a newer confirmed
+/// staged binary is handed over to.
+pub fn at_start(
+    releases: &Releases,
+    me: &Path,
+    version: &str,
+    trial_env: Option<u64>,
+) -> Result<Start, InstallError> {
+    if let Some(seq) = trial_env {
+        let state = releases.load()?;
+        if state
+            .trial
+            .as_ref()
+            .is_some_and(|t| t.binary.sequence == seq)
+        {
+            return Ok(Start::Run { trial: Some(seq) });
+        }
+        // The watcher rolled it back already.
+        return Ok(Start::Run { trial: None });
+    }
+    releases.update(|s| {
+        if let Some(t) = s.trial.take() {
+            warn!(
+                version = %t.binary.version,
+                sequence = t.binary.sequence,
+                "the new version stopped before it was ready; rolling back"
+            );
+            roll_back(s, t, "it stopped before it was ready");
+        }
+        match &s.active {
+            Some(a) if a.path != me && newer(&a.version, version) && a.path.exists() => {
+                Start::Exec(a.clone())
+            }
+            Some(a) if a.path != me => {
+                // The installed binary is as new (a package upgrade), or the staged
+                // one is gone.
+                info!(staged = %a.version, installed = version, "running the installed binary");
+                s.active = None;
+                Start::Run { trial: None }
+            }
+            _ => Start::Run { trial: None },
+        }
+    })
+}
+
+/// Records `t` as rolled back (and restores the binary it replaced).
+fn roll_back(s: &mut State, t: Trial, reason: &str) {
+    if let Some(installed) = &t.replaced {
+        let previous = previous_of(installed);
+        if let Err(error) = atomic::copy(&previous, installed, 0o755, Existing::Replace) {
+            warn!(installed = %installed.display(), %error, "cannot restore the previous binary");
+        }
+    }
+    s.applied = Some(s.applied.unwrap_or(0).max(t.binary.sequence));
+    s.rolled_back.push(t.binary);
+    let excess = s.rolled_back.len().saturating_sub(MAX_ROLLED_BACK);
+    s.rolled_back.drain(..excess);
+    s.rollback_reason = Some(reason.into());
+}
+
+fn previous_of(installed: &Path) -> PathBuf {
+    let mut name = installed.file_name().unwrap_or_default().to_os_string();
+    name.push(".previous");
+    installed.with_file_name(name)
+}
+
+/// Marks the trial of `sequence` confirmed: its node became ready. Returns the binary
+/// now running.
+pub fn confirm(releases: &Releases, sequence: u64) -> Result<Option<Binary>, InstallError> {
+    releases.update(|s| {
+        let t = s.trial.take_if(|t| t.binary.sequence == sequence)?;
+        s.applied = Some(s.applied.unwrap_or(0).max(sequence));
+        // A replaced binary is the installed one now; a staged one runs from the
+        // releases directory from now on.
+        s.active = t.replaced.is_none().then(|| t.binary.clone());
+        Some(t.binary)
+    })
+}
+
+/// How applying a staged release goes on from the running process.
+#[derive(Debug)]
+pub struct Handover {
+    /// The binary this process runs as (its installed path, or a staged one).
+    pub me: PathBuf,
+    /// The installed binary (differs from `me` when a staged one runs).
+    pub installed: PathBuf,
+    /// The arguments the process was started with (after the program name).
+    pub args: Vec<std::ffi::OsString>,
+}
+
+impl Handover {
+    /// This process's.
+    pub fn current() -> io::Result<Self> {
+        let me = std::env::current_exe()?;
+        let installed = std::env::var_os(INSTALLED_ENV).map_or_else(|| me.clone(), PathBuf::from);
+        Ok(Handover {
+            me,
+            installed,
+            args: std::env::args_os().skip(1).collect(),
+        })
+    }
+}
+
+/// `auto`: replace when the installed binary's directory takes a new file.
+fn method_for(method: UpdateMethod, installed: &Path) -> UpdateMethod {
+    match method {
+        UpdateMethod::Auto => {
+            let dir = installed.parent().unwrap_or(Path::new("."));
+            if tempfile::tempfile_in(dir).is_ok() {
+                UpdateMethod::Replace
+            } else {
+                UpdateMethod::Stage
+            }
+        }
+        m => m,
+    }
+}
+
+/// Applies `staged` (the node has shut down): records the trial, starts the watcher and
+/// executes the new version in this process's place. Returns only on failure, with the
+/// trial rolled back.
+pub fn apply(
+    releases: &Releases,
+    staged: &Binary,
+    method: UpdateMethod,
+    ready_timeout: Duration,
+    h: &Handover,
+) -> InstallError {
+    match try_apply(releases, staged, method, ready_timeout, h) {
+        Ok(e) | Err(e) => {
+            let _ = releases.update(|s| {
+                if let Some(t) = s.trial.take_if(|t| t.binary.sequence == staged.sequence) {
+                    roll_back(s, t, &e.to_string());
+                }
+            });
+            e
+        }
+    }
+}
+
+fn try_apply(
+    releases: &Releases,
+    staged: &Binary,
+    method: UpdateMethod,
+    ready_timeout: Duration,
+    h: &Handover,
+) -> Result<InstallError, InstallError> {
+    let trial = match method_for(method, &h.installed) {
+        UpdateMethod::Replace => {
+            let previous = previous_of(&h.installed);
+            atomic::copy(&h.me, &previous, 0o755, Existing::Replace)
+                .map_err(io_err("cannot keep the previous binary as", &previous))?;
+            atomic::copy(&staged.path, &h.installed, 0o755, Existing::Replace)
+                .map_err(io_err("cannot replace", &h.installed))?;
+            Trial {
+                binary: Binary {
+                    path: h.installed.clone(),
+                    ..staged.clone()
+                },
+                previous: h.installed.clone(),
+                replaced: Some(h.installed.clone()),
+                started: now_secs(),
+            }
+        }
+        _ => Trial {
+            binary: staged.clone(),
+            previous: h.me.clone(),
+            replaced: None,
+            started: now_secs(),
+        },
+    };
+    let sequence = trial.binary.sequence;
+    let run = trial.binary.path.clone();
+    // The watcher runs the old binary (for `replace`, its copy kept aside).
+    let watcher = match &trial.replaced {
+        Some(installed) => previous_of(installed),
+        None => h.me.clone(),
+    };
+    releases.update(|s| s.trial = Some(trial))?;
+    let pid = std::process::id();
+    Command::new(&watcher)
+        .args(["release", "update-watch"])
+        .arg("--pid")
+        .arg(pid.to_string())
+        .arg("--sequence")
+        .arg(sequence.to_string())
+        .arg("--releases")
+        .arg(releases.dir())
+        .arg("--timeout")
+        .arg(humantime::format_duration(ready_timeout + WATCH_SLACK).to_string())
+        .arg("--")
+        .args(&h.args)
+        .env_remove(TRIAL_ENV)
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .map_err(io_err("cannot start the update watcher", &watcher))?;
+    info!(version = %staged.version, sequence, binary = %run.display(), "running the new version");
+    let error = Command::new(&run)
+        .args(&h.args)
+        .env(TRIAL_ENV, sequence.to_string())
+        .env(INSTALLED_ENV, &h.installed)
+        .exec();
+    Ok(io_err("cannot execute", &run)(error))
+}
+
+/// `jantar-peer release update-watch`: waits for the version on trial (process `pid`) to
+/// confirm; if it exits first or is not ready within `timeout`, stops it, rolls back,
+/// and runs the previous binary with `args` (or, under systemd, leaves the restart to
+/// the unit).
+pub fn watch(
+    releases: &Releases,
+    pid: u32,
+    sequence: u64,
+    timeout: Duration,
+    args: &[std::ffi::OsString],
+) -> Result<(), InstallError> {
+    let deadline = Instant::now() + timeout;
+    let reason = loop {
+        std::thread::sleep(Duration::from_millis(200));
+        let state = releases.load()?;
+        if state
+            .trial
+            .as_ref()
+            .is_none_or(|t| t.binary.sequence != sequence)
+        {
+            return Ok(());
+        }
+        if !alive(pid) {
+            break "it exited before it was ready".to_string();
+        }
+        if Instant::now() >= deadline {
+            break format!(
+                "it was not ready within {}",
+                humantime::format_duration(timeout.saturating_sub(WATCH_SLACK))
+            );
+        }
+    };
+    let under_systemd = std::env::var_os("NOTIFY_SOCKET").is_some();
+    stop(pid, under_systemd);
+    let previous = releases.update(|s| {
+        let t = s.trial.take_if(|t| t.binary.sequence == sequence)?;
+        warn!(version = %t.binary.version, sequence, %reason, "rolling back the new version");
+        let previous = t.previous.clone();
+        roll_back(s, t, &reason);
+        Some(previous)
+    })?;
+    let Some(previous) = previous else {
+        // Confirmed just now.
+        return Ok(());
+    };
+    if under_systemd {
+        // The unit restarts the service (it was killed), and the start finds the trial
+        // rolled back.
+        return Ok(());
+    }
+    let error = Command::new(&previous)
+        .args(args)
+        .env_remove(TRIAL_ENV)
+        .exec();
+    Err(io_err("cannot execute", &previous)(error))
+}
+
+/// Whether `pid` runs (a zombie does not).
+fn alive(pid: u32) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the command name in parentheses.
+        Ok(stat) => stat
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| !rest.starts_with('Z') && !rest.starts_with('X')),
+        Err(_) => false,
+    }
+}
+
+/// Stops `pid`: SIGKILL under systemd (an unclean end, so `Restart=on-failure` acts),
+/// else SIGTERM and SIGKILL after [`STOP_GRACE`].
+fn stop(pid: u32, kill: bool) {
+    use nix::{sys::signal, unistd::Pid};
+    let Ok(raw) = i32::try_from(pid) else {
+        return;
+    };
+    let pid_t = Pid::from_raw(raw);
+    if kill {
+        let _ = signal::kill(pid_t, signal::Signal::SIGKILL);
+        return;
+    }
+    let _ = signal::kill(pid_t, signal::Signal::SIGTERM);
+    let until = Instant::now() + STOP_GRACE;
+    while alive(pid) && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    if alive(pid) {
+        let _ = signal::kill(pid_t, signal::Signal::SIGKILL);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn binary(seq: u64, version: &str, path: &Path) -> Binary {
+        Binary {
+            version: version.into(),
+            sequence: seq,
+            path: path.into(),
+        }
+    }
+
+    #[test]
+    fn versions_compare_as_semver() {
+        assert!(newer("0.10.0", "0.9.1"));
+        assert!(newer("1.0.0", "1.0.0-rc.1"));
+        assert!(!newer("0.2.0", "0.2.0"));
+        assert!(!newer("garbage", "0.1.0"));
+    }
+
+    #[test]
+    fn a_confirmed_staged_binary_runs_until_the_installed_one_is_as_new() {
+        let d = tempfile::tempdir().unwrap();
+        let r = Releases::new(d.path());
+        let staged = d.path().join("staged");
+        fs::write(&staged, b"x").unwrap();
+        let installed = d.path().join("installed");
+        r.update(|s| {
+            s.trial = Some(Trial {
+                binary: binary(7, "0.2.0", &staged),
+                previous: installed.clone(),
+                replaced: None,
+                started: 0,
+            });
+        })
+        .unwrap();
+        assert_eq!(
+            confirm(&r, 6).unwrap(),
+            None,
+            "another trial's confirmation"
+        );
+        assert_eq!(confirm(&r, 7).unwrap(), Some(binary(7, "0.2.0", &staged)));
+        let s = r.load().unwrap();
+        assert_eq!(s.applied, Some(7));
+        assert_eq!(s.active, Some(binary(7, "0.2.0", &staged)));
+        // The installed 0.1.0 hands over; the staged binary itself runs.
+        assert_eq!(
+            at_start(&r, &installed, "0.1.0", None).unwrap(),
+            Start::Exec(binary(7, "0.2.0", &staged))
+        );
+        assert_eq!(
+            at_start(&r, &staged, "0.2.0", None).unwrap(),
+            Start::Run { trial: None }
+        );
+        // A package upgrade to 0.2.0 or later wins, and the staged binary is forgotten.
+        assert_eq!(
+            at_start(&r, &installed, "0.2.0", None).unwrap(),
+            Start::Run { trial: None }
+        );
+        assert_eq!(r.load().unwrap().active, None);
+    }
+
+    #[test]
+    fn a_trial_that_stopped_unconfirmed_is_rolled_back_and_its_binary_restored() {
+        let d = tempfile::tempdir().unwrap();
+        let r = Releases::new(d.path());
+        let installed = d.path().join("jantar-peer");
+        fs::write(&installed, b"new").unwrap();
+        fs::write(previous_of(&installed), b"old").unwrap();
+        r.update(|s| {
+            s.trial = Some(Trial {
+                binary: binary(9, "0.3.0", &installed),
+                previous: installed.clone(),
+                replaced: Some(installed.clone()),
+                started: 0,
+            });
+        })
+        .unwrap();
+        // The trial itself runs, to confirm once ready.
+        assert_eq!(
+            at_start(&r, &installed, "0.3.0", Some(9)).unwrap(),
+            Start::Run { trial: Some(9) }
+        );
+        // A plain start finds the trial unconfirmed: it stopped before it was ready.
+        assert_eq!(
+            at_start(&r, &installed, "0.3.0", None).unwrap(),
+            Start::Run { trial: None }
+        );
+        assert_eq!(fs::read(&installed).unwrap(), b"old");
+        let s = r.load().unwrap();
+        assert_eq!(s.trial, None);
+        assert_eq!(s.applied, Some(9));
+        assert_eq!(s.rolled_back, vec![binary(9, "0.3.0", &installed)]);
+        assert!(s.rollback_reason.unwrap().contains("before it was ready"));
+    }
+
+    #[test]
+    fn staging_copies_executable_and_keeps_what_is_there() {
+        let d = tempfile::tempdir().unwrap();
+        let r = Releases::new(d.path());
+        let fetched = d.path().join("fetched");
+        fs::write(&fetched, b"binary").unwrap();
+        let m = crate::release::manifest::tests_support::manifest(4, "0.2.0");
+        let b = r.stage(&m, &fetched).unwrap();
+        assert!(b.path.ends_with("releases/4-0.2.0/jantar-peer"));
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            fs::metadata(&b.path).unwrap().permissions().mode() & 0o777,
+            0o755
+        );
+        fs::write(&fetched, b"other").unwrap();
+        r.stage(&m, &fetched).unwrap();
+        assert_eq!(fs::read(&b.path).unwrap(), b"binary");
+        let newer = r
+            .stage(
+                &crate::release::manifest::tests_support::manifest(5, "0.3.0"),
+                &fetched,
+            )
+            .unwrap();
+        r.prune(1, &[]);
+        assert!(!b.path.exists());
+        assert!(newer.path.exists());
+        r.prune(0, &[&newer.path]);
+        assert!(newer.path.exists(), "a path to keep was removed");
+    }
+
+    #[test]
+    fn a_corrupt_state_file_is_named() {
+        let d = tempfile::tempdir().unwrap();
+        let r = Releases::new(d.path());
+        fs::create_dir_all(r.dir()).unwrap();
+        fs::write(r.dir().join("state.json"), b"{nope").unwrap();
+        let e = r.load().unwrap_err().to_string();
+        assert!(e.contains("state.json is not a release state file"), "{e}");
+    }
+}

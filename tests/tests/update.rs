@@ -1,0 +1,308 @@
+//! Signed releases through the network (`auto_update: apply`), with real processes:
+//! a publisher announces a release signed by two of three key holders; five peers, each
+//! running its own copy of the binary, verify it, fetch the artifact, stage it, run it
+//! in their own place and confirm it. A next release that never becomes ready is rolled
+//! back on every peer. Forged, expired, replayed, foreign and tampered releases from a
+//! malicious peer are each refused by name, and nothing is staged.
+
+use std::{
+    path::Path,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Result, ensure};
+use jantar_tests::{
+    evil::EvilProvider,
+    harness::{LoopbackNet, Node, random_file},
+    update::{
+        Keys, ReleaseSpec, UpdateNet, binary_copy, built_version, make_release, propagate, publish,
+        staged, update_status, write_executable,
+    },
+};
+
+const READY: Duration = Duration::from_secs(60);
+/// From publishing to every peer running the release.
+const PROPAGATE: Duration = Duration::from_secs(120);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_reaches_five_peers_each_runs_it_and_a_broken_one_is_rolled_back() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let mut u = UpdateNet::start(dir.path(), 5, READY).await?;
+    let result = apply_then_roll_back(&mut u).await;
+    if result.is_err() {
+        eprintln!("{}", u.diagnose().await);
+    }
+    result
+}
+
+async fn apply_then_roll_back(u: &mut UpdateNet) -> Result<()> {
+    // 1. A release of a new version reaches every peer, which runs it.
+    let p = propagate(u, "99.0.0", 1, PROPAGATE).await?;
+    eprintln!(
+        "update: {} peers run 99.0.0, the last {:.1} s after publishing",
+        p.peers,
+        p.confirmed.last().map_or(0.0, Duration::as_secs_f64)
+    );
+    for peer in &u.peers {
+        let st = update_status(peer).await?;
+        ensure!(
+            st["state"] == "up_to_date" && st["running_version"] == "99.0.0",
+            "{}: {st}",
+            peer.name
+        );
+        // Each ran its own binary, replaced in place; the old one is kept beside it.
+        let bin = peer.dir.join("bin");
+        ensure!(
+            bin.join("jantar-peer.previous").exists(),
+            "{}: no previous binary kept",
+            peer.name
+        );
+        let metrics = peer.metrics().await?;
+        ensure!(
+            metrics.contains("jantar_update_applied_sequence 1"),
+            "{}: applied sequence not in /metrics",
+            peer.name
+        );
+    }
+
+    // 2. A release whose binary never becomes ready is rolled back everywhere, and not
+    // tried again.
+    let root = u.net.root.clone();
+    let broken = root.join("dist").join("broken").join("jantar-peer");
+    write_executable(&broken, b"#!/bin/sh\nwhile :; do sleep 1; done\n")?;
+    let manifest = make_release(
+        &root.join("dist"),
+        "release-2",
+        &ReleaseSpec {
+            version: "99.1.0",
+            sequence: 2,
+            targets: vec![(None, &broken)],
+            expires_in: "1h",
+            signers: vec![&u.keys.files[1], &u.keys.files[2]],
+        },
+    )?;
+    let since = Instant::now();
+    publish(&u.publisher, &manifest, &[&broken])?;
+    for peer in &mut u.peers {
+        // The trial runs (no start-up line: it never gets that far), is stopped after
+        // `ready_timeout`, and the previous version starts again.
+        let line = peer.follow_restart(PROPAGATE).await?;
+        ensure!(
+            line["version"] == "99.0.0",
+            "{}: after the rollback it runs {}",
+            peer.name,
+            line["version"]
+        );
+        let name = peer.name.clone();
+        peer.wait_until(READY, &format!("{name} rolled back"), async |n: &Node| {
+            let st = update_status(n).await?;
+            Ok(st["state"] == "rolled_back" && st["applied_sequence"] == 2)
+        })
+        .await?;
+        let installed = std::fs::read(peer.dir.join("bin").join("jantar-peer"))?;
+        ensure!(
+            !installed.starts_with(b"#!"),
+            "{}: the broken binary is still installed",
+            peer.name
+        );
+    }
+    eprintln!(
+        "update: 5 peers rolled 99.1.0 back within {:.1} s",
+        since.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// A malicious peer's releases: one signature of a 2-of-3 threshold, keys nobody
+/// trusts, an expired manifest, a replay of an older sequence, and an artifact whose
+/// only provider serves tampered chunks. Each is refused with a log line naming why,
+/// nothing is staged, and the peers keep running their version. A release for another
+/// target is forwarded (others need it) but not staged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_expired_replayed_foreign_and_tampered_releases_are_refused() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let root = dir.path();
+    let net = LoopbackNet::start(root, "", READY).await?;
+    let keys = Keys::generate(&root.join("keys"), "holder", 3)?;
+    let strangers = Keys::generate(&root.join("keys"), "stranger", 2)?;
+    let mut peers = vec![];
+    for name in ["a", "b"] {
+        let bin = binary_copy(&root.join(name))?;
+        peers.push(
+            net.peer_with_binary(name, &keys.config("apply", "10s"), &bin)
+                .await?,
+        );
+    }
+    let result = refusals(root, &net, &keys, &strangers, &mut peers).await;
+    if result.is_err() {
+        let mut all: Vec<&Node> = vec![&net.boot];
+        all.extend(peers.iter());
+        eprintln!("{}", jantar_tests::harness::diagnose_all(&all).await);
+    }
+    result
+}
+
+async fn refusals(
+    root: &Path,
+    net: &LoopbackNet,
+    keys: &Keys,
+    strangers: &Keys,
+    peers: &mut [Node],
+) -> Result<()> {
+    let running = built_version()?;
+    let dist = root.join("dist");
+    let artifact = dist.join("jantar-peer");
+    jantar_tests::update::stamp(
+        &jantar_tests::harness::Role::Peer.path(),
+        "99.0.0",
+        &artifact,
+    )?;
+    let other_target = if std::env::consts::ARCH == "x86_64" {
+        "linux-aarch64"
+    } else {
+        "linux-x86_64"
+    };
+    let k: Vec<&Path> = keys.files.iter().map(|p| p.as_path()).collect();
+    let st: Vec<&Path> = strangers.files.iter().map(|p| p.as_path()).collect();
+    let one_signature = make_release(&dist, "one", &spec(&artifact, 3, vec![k[0]]))?;
+    let strangers_only = make_release(&dist, "strangers", &spec(&artifact, 3, vec![st[0], st[1]]))?;
+    let expired = make_release(
+        &dist,
+        "expired",
+        &ReleaseSpec {
+            expires_in: "1s",
+            ..spec(&artifact, 3, vec![k[0], k[1]])
+        },
+    )?;
+    let foreign = make_release(
+        &dist,
+        "foreign",
+        &ReleaseSpec {
+            targets: vec![(Some(other_target), &artifact)],
+            ..spec(&artifact, 5, vec![k[0], k[1]])
+        },
+    )?;
+    let replay = make_release(&dist, "replay", &spec(&artifact, 3, vec![k[1], k[2]]))?;
+    // The tampered case: the manifest names the artifact truly, but its only provider
+    // serves every chunk with a byte flipped.
+    let tampered_file = dist.join("tampered-artifact");
+    random_file(&tampered_file, 3 * 1024 * 1024 + 17, 9)?;
+    let tampered = make_release(
+        &dist,
+        "tampered",
+        &ReleaseSpec {
+            targets: vec![(None, &tampered_file)],
+            ..spec(&artifact, 6, vec![k[0], k[2]])
+        },
+    )?;
+    // Past its expiry before anyone sees it.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let evil_exe = Path::new(env!("CARGO_BIN_EXE_evil-provider"));
+    let addrs: Vec<String> = peers.iter().map(Node::addr).collect();
+    let addrs: Vec<&str> = addrs.iter().map(String::as_str).collect();
+    let cases: [(&str, &Path, &str); 5] = [
+        (
+            "one signature",
+            &one_signature,
+            "1 valid signature(s) from trusted keys; 2 needed",
+        ),
+        (
+            "strangers' keys",
+            &strangers_only,
+            "0 valid signature(s) from trusted keys; 2 needed",
+        ),
+        ("expired", &expired, "expired at unix time"),
+        ("another target", &foreign, "no artifact for"),
+        (
+            "replay",
+            &replay,
+            "sequence 3 is not newer than 5, the newest verified (a replay)",
+        ),
+    ];
+    for (i, (case, manifest, says)) in cases.into_iter().enumerate() {
+        let mut evil = EvilProvider::start(
+            evil_exe,
+            &root.join(format!("evil-{i}")),
+            &artifact,
+            &net.boot.addr(),
+            &addrs,
+            Some(manifest),
+        )
+        .await?;
+        evil.wait_for(READY, "a release published", |e| {
+            e["event"] == "release_published" && e["error"].is_null()
+        })
+        .await?;
+        for p in peers.iter_mut() {
+            p.wait_for_log(READY, |v| {
+                v["reason"].as_str().is_some_and(|r| r.contains(says))
+            })
+            .await
+            .map_err(|e| e.context(format!("{}: the {case} release", p.name)))?;
+        }
+    }
+    for p in peers.iter() {
+        let u = update_status(p).await?;
+        // The foreign release is the newest verified; it has nothing for this machine.
+        ensure!(
+            u["newest"]["sequence"] == 5 && u["state"] == "no_target",
+            "{}: {u}",
+            p.name
+        );
+        ensure!(u["refused"].as_u64() >= Some(4), "{}: {u}", p.name);
+    }
+
+    // The tampered artifact: the manifest verifies, the fetch finds only bad chunks.
+    let mut evil = EvilProvider::start(
+        evil_exe,
+        &root.join("evil-tampered"),
+        &tampered_file,
+        &net.boot.addr(),
+        &addrs,
+        Some(&tampered),
+    )
+    .await?;
+    evil.wait_for(READY, "a corrupt chunk served", |e| {
+        e["event"] == "corrupt_chunk_served"
+    })
+    .await?;
+    let id = jantar_net::files::id::hash_file(&tampered_file)?
+        .root()
+        .to_string();
+    for p in peers.iter_mut() {
+        let evil_id = evil.peer_id.clone();
+        let name = p.name.clone();
+        let path = format!("/files/{id}");
+        p.wait_until(
+            READY,
+            &format!("{name} to find the artifact's provider bad"),
+            async |n: &Node| {
+                let f = n.get_json(&path).await?;
+                let u = update_status(n).await?;
+                Ok(u["newest"]["sequence"] == 6
+                    && u["state"] == "fetching"
+                    && f["bad_providers"]
+                        .as_array()
+                        .is_some_and(|b| b.iter().any(|x| x == evil_id.as_str())))
+            },
+        )
+        .await?;
+    }
+    for p in peers.iter() {
+        ensure!(staged(p).is_empty(), "{}: staged {:?}", p.name, staged(p));
+        let st = p.status().await?;
+        ensure!(st["version"] == running.as_str(), "{}: {st}", p.name);
+    }
+    Ok(())
+}
+
+fn spec<'a>(artifact: &'a Path, sequence: u64, signers: Vec<&'a Path>) -> ReleaseSpec<'a> {
+    ReleaseSpec {
+        version: "99.0.0",
+        sequence,
+        targets: vec![(None, artifact)],
+        expires_in: "1h",
+        signers,
+    }
+}
