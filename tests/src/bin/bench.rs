@@ -8,6 +8,7 @@
 //! cargo run --release -p jantar-tests --bin bench -- peering --runs 3
 //! cargo run --release -p jantar-tests --bin bench -- capacity --connections 10000
 //! cargo run --release -p jantar-tests --bin bench -- relay --circuits 1 --runs 3
+//! cargo run --release -p jantar-tests --bin bench -- update --peers 5 --runs 3
 //! ```
 
 use std::{
@@ -61,6 +62,15 @@ enum Bench {
         runs: usize,
         #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
         measure: Duration,
+    },
+    /// Signed releases: the time from `release publish` until every peer runs the new
+    /// version, against the time for the same peers to fetch a file of the artifact's
+    /// size from the publisher, in the same run.
+    Update {
+        #[arg(long, default_value_t = 5)]
+        peers: usize,
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
     },
     /// Bootstrap capacity: connections held by clients that keep querying, the accept
     /// rate, resident memory per connection, CPU, and FIND_NODE latency under load.
@@ -328,6 +338,7 @@ async fn main() -> Result<()> {
             runs,
             measure,
         } => relay(root, circuits, runs, measure).await?,
+        Bench::Update { peers, runs } => update(root, peers, runs).await?,
         Bench::Capacity {
             connections,
             per_ip,
@@ -611,4 +622,78 @@ async fn visitors(
         p99: percentile(&samples, 0.99),
         cpu: cpu / secs,
     })
+}
+
+/// `bench update`: per run, a fresh network of a bootstrap node, a publisher and
+/// `peers` peers; first every peer fetches a file of the artifact's size from the
+/// publisher (the baseline), then a release is published and every peer runs it.
+async fn update(root: &Path, peers: usize, runs: usize) -> Result<()> {
+    use jantar_tests::update::{UpdateNet, propagate};
+    let (mut updated, mut fetched, mut ratios) = (vec![], vec![], vec![]);
+    for run in 0..runs.max(1) {
+        let dir = root.join(format!("update{run}"));
+        std::fs::create_dir_all(&dir)?;
+        let mut u = UpdateNet::start(&dir, peers, Duration::from_secs(60)).await?;
+        let size = std::fs::metadata(Role::Peer.path())?.len() as usize;
+        let file = dir.join(format!("baseline-{run}.bin"));
+        write_random(&file, size)?;
+        let out = cli(&u.publisher, &["share", file.to_str().context("path")?])?;
+        let id = out
+            .lines()
+            .nth(1)
+            .context("no ID from share")?
+            .trim()
+            .to_string();
+        let start = Instant::now();
+        let gets = u.peers.iter().map(|p| {
+            let out = p.dir.join("baseline.bin");
+            let args = ["get", id.as_str(), "-o", out.to_str().unwrap_or_default()];
+            let cfg = p.dir.join("node.cfg");
+            let mut cmd = tokio::process::Command::new(Role::Peer.path());
+            cmd.arg("-c")
+                .arg(cfg)
+                .args(["--admin-listen", &p.admin])
+                .args(args);
+            async move { cmd.output().await }
+        });
+        for o in futures::future::join_all(gets).await {
+            let o = o?;
+            if !o.status.success() {
+                bail!(
+                    "baseline get failed: {}",
+                    String::from_utf8_lossy(&o.stderr)
+                );
+            }
+        }
+        let baseline = start.elapsed().as_secs_f64();
+        let p = propagate(&mut u, "99.0.0", 1, Duration::from_secs(300)).await?;
+        let all = p.confirmed.last().map_or(0.0, Duration::as_secs_f64);
+        println!(
+            "run {run}: {} peers run the release {all:.2} s after publishing (first {:.2} s); fetching {} MiB to all of them: {baseline:.2} s; ratio {:.2}",
+            p.peers,
+            p.confirmed.first().map_or(0.0, Duration::as_secs_f64),
+            size >> 20,
+            all / baseline
+        );
+        updated.push(all);
+        fetched.push(baseline);
+        ratios.push(all / baseline);
+    }
+    let (a, a_lo, a_hi) = spread(&mut updated);
+    let (f, f_lo, f_hi) = spread(&mut fetched);
+    let (r, r_lo, r_hi) = spread(&mut ratios);
+    println!("publish to every peer running it: median {a:.2} s ({a_lo:.2} to {a_hi:.2})");
+    println!("the artifact's size fetched by every peer: median {f:.2} s ({f_lo:.2} to {f_hi:.2})");
+    println!("ratio: median {r:.2} ({r_lo:.2} to {r_hi:.2})");
+    println!(
+        "{}",
+        serde_json::json!({
+            "peers": peers,
+            "runs": runs,
+            "publish_to_all_s": a,
+            "fetch_baseline_s": f,
+            "ratio": r,
+        })
+    );
+    Ok(())
 }
