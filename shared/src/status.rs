@@ -118,6 +118,9 @@ pub struct UpdateStatus {
     pub target: String,
     pub trusted_keys: usize,
     pub threshold: usize,
+    /// The release key rotations taken (0: the configured keys).
+    #[serde(default)]
+    pub root_sequence: u64,
     /// The newest release this node verified.
     pub newest: Option<ReleaseInfo>,
     /// `idle`, `available` (notify), `fetching`, `staged`, `applying`, `up_to_date`,

@@ -21,14 +21,15 @@ pub struct EvilProvider {
 impl EvilProvider {
     /// Starts `exe` (the test's `CARGO_BIN_EXE_evil-provider`) for `file`, joining the
     /// DHT through `bootstrap` and connecting to `peers`, and waits for its start-up
-    /// line. With `release`, it also publishes that manifest on the release topic.
+    /// line. With `release` (a file and a gossipsub topic), it also publishes that file
+    /// on that topic to every peer that joins it.
     pub async fn start(
         exe: &Path,
         dir: &Path,
         file: &Path,
         bootstrap: &str,
         peers: &[&str],
-        release: Option<&Path>,
+        release: Option<(&Path, &str)>,
     ) -> Result<Self> {
         std::fs::create_dir_all(dir)?;
         let log = dir.join("evil-provider.log");
@@ -38,8 +39,10 @@ impl EvilProvider {
         for p in peers {
             cmd.args(["--dial", p]);
         }
-        if let Some(r) = release {
-            cmd.arg("--release").arg(r);
+        if let Some((file, topic)) = release {
+            cmd.arg("--release")
+                .arg(file)
+                .args(["--release-topic", topic]);
         }
         let child = cmd
             .stdin(Stdio::null())

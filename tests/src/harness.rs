@@ -191,6 +191,16 @@ impl Node {
         Node::spawn_in(name, role, &role.path(), root.join(name), &[]).await
     }
 
+    /// Like [`Node::restart`], running `binary`.
+    pub async fn restart_with_binary(
+        root: &Path,
+        name: &str,
+        role: Role,
+        binary: &Path,
+    ) -> Result<Node> {
+        Node::spawn_in(name, role, binary, root.join(name), &[]).await
+    }
+
     async fn spawn_in(
         name: &str,
         role: Role,

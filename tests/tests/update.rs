@@ -16,11 +16,13 @@ use jantar_tests::{
     harness::{LoopbackNet, Node, random_file},
     update::{
         Keys, ReleaseSpec, UpdateNet, binary_copy, built_version, make_release, propagate, publish,
-        staged, update_status, write_executable,
+        release, staged, update_status, write_executable,
     },
 };
 
 const READY: Duration = Duration::from_secs(60);
+const RELEASES_TOPIC: &str = "jantar/releases/v1/stable";
+const KEYS_TOPIC: &str = "jantar/release-keys/v1";
 /// From publishing to every peer running the release.
 const PROPAGATE: Duration = Duration::from_secs(120);
 
@@ -227,7 +229,7 @@ async fn refusals(
             &artifact,
             &net.boot.addr(),
             &addrs,
-            Some(manifest),
+            Some((manifest, RELEASES_TOPIC)),
         )
         .await?;
         evil.wait_for(READY, "a release published", |e| {
@@ -260,7 +262,7 @@ async fn refusals(
         &tampered_file,
         &net.boot.addr(),
         &addrs,
-        Some(&tampered),
+        Some((&tampered, RELEASES_TOPIC)),
     )
     .await?;
     evil.wait_for(READY, "a corrupt chunk served", |e| {
@@ -305,4 +307,134 @@ fn spec<'a>(artifact: &'a Path, sequence: u64, signers: Vec<&'a Path>) -> Releas
         expires_in: "1h",
         signers,
     }
+}
+
+/// Rotating the release keys: a new key set signed by two of the three old keys and by
+/// its own threshold reaches the peers, survives a restart, and from then on only the
+/// new keys' releases are taken. A rotation signed by the new keys alone (from a
+/// malicious peer) is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotated_release_keys_replace_the_old_ones() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let mut u = UpdateNet::start(dir.path(), 2, READY).await?;
+    let result = rotate(&mut u).await;
+    if result.is_err() {
+        eprintln!("{}", u.diagnose().await);
+    }
+    result
+}
+
+async fn rotate(u: &mut UpdateNet) -> Result<()> {
+    let root = u.net.root.clone();
+    let dist = root.join("dist");
+    let new = Keys::generate(&root.join("keys"), "new", 2)?;
+    let mut args = vec!["root", "--sequence", "1", "--threshold", "2"];
+    for k in &new.public {
+        args.extend(["--key", k.as_str()]);
+    }
+    // A forged rotation first: the new keys alone.
+    let forged = dist.join("root-forged.json");
+    std::fs::create_dir_all(&dist)?;
+    let out = forged.to_str().unwrap_or_default().to_string();
+    let mut forged_args = args.clone();
+    forged_args.extend(["--out", out.as_str()]);
+    release(&forged_args)?;
+    for k in &new.files {
+        release(&["sign", "--key", k.to_str().unwrap_or_default(), &out])?;
+    }
+    let artifact = dist.join("any");
+    std::fs::write(&artifact, b"not a release")?;
+    let addrs: Vec<String> = u.peers.iter().map(Node::addr).collect();
+    let addrs: Vec<&str> = addrs.iter().map(String::as_str).collect();
+    let _evil = EvilProvider::start(
+        Path::new(env!("CARGO_BIN_EXE_evil-provider")),
+        &root.join("evil"),
+        &artifact,
+        &u.net.boot.addr(),
+        &addrs,
+        Some((&forged, KEYS_TOPIC)),
+    )
+    .await?;
+    for p in u.peers.iter_mut() {
+        p.wait_for_log(READY, |v| {
+            v["message"] == "refused a release key rotation"
+                && v["reason"]
+                    .as_str()
+                    .is_some_and(|r| r.contains("valid signature(s) from the current release keys"))
+        })
+        .await?;
+    }
+
+    // The real one: two of the three old keys, and both new ones.
+    let rotation = dist.join("root-1.json");
+    let out = rotation.to_str().unwrap_or_default().to_string();
+    args.extend(["--out", out.as_str()]);
+    release(&args)?;
+    for k in [
+        &u.keys.files[0],
+        &u.keys.files[1],
+        &new.files[0],
+        &new.files[1],
+    ] {
+        release(&["sign", "--key", k.to_str().unwrap_or_default(), &out])?;
+    }
+    publish(&u.publisher, &rotation, &[])?;
+    for p in u.peers.iter_mut() {
+        let name = p.name.clone();
+        p.wait_until(
+            READY,
+            &format!("{name} to take the rotation"),
+            async |n: &Node| {
+                let st = update_status(n).await?;
+                Ok(st["root_sequence"] == 1 && st["trusted_keys"] == 2)
+            },
+        )
+        .await?;
+    }
+    // Kept across a restart.
+    let name = u.peers[0].name.clone();
+    u.peers[0].terminate(Duration::from_secs(20)).await?;
+    let bin = u.net.root.join(&name).join("bin").join("jantar-peer");
+    let mut restarted =
+        Node::restart_with_binary(&u.net.root, &name, jantar_tests::harness::Role::Peer, &bin)
+            .await?;
+    restarted.wait_ready(READY).await?;
+    let st = update_status(&restarted).await?;
+    ensure!(st["root_sequence"] == 1, "after a restart: {st}");
+    u.peers[0] = restarted;
+
+    // The old keys' releases are refused now; the new keys' are run.
+    let stamped = dist.join("99.0.0").join("jantar-peer");
+    jantar_tests::update::stamp(
+        &jantar_tests::harness::Role::Peer.path(),
+        "99.0.0",
+        &stamped,
+    )?;
+    let old = make_release(
+        &dist,
+        "old-keys",
+        &spec(&stamped, 1, vec![&u.keys.files[0], &u.keys.files[2]]),
+    )?;
+    let (status, _, err) = u.publisher.cli(&[
+        "release",
+        "publish",
+        "--artifact",
+        stamped.to_str().unwrap_or_default(),
+        old.to_str().unwrap_or_default(),
+    ])?;
+    ensure!(
+        !status.success() && err.contains("0 valid signature(s) from trusted keys; 2 needed"),
+        "the old keys' release was published: {err}"
+    );
+    let fresh = make_release(
+        &dist,
+        "new-keys",
+        &spec(&stamped, 1, vec![&new.files[0], &new.files[1]]),
+    )?;
+    let since = Instant::now();
+    publish(&u.publisher, &fresh, &[&stamped])?;
+    for p in u.peers.iter_mut() {
+        jantar_tests::update::wait_updated(p, "99.0.0", 1, since, Duration::from_secs(120)).await?;
+    }
+    Ok(())
 }

@@ -22,6 +22,7 @@ use crate::{
         Manifest, Refused, SignedManifest, Trust,
         install::{self, Binary, Releases, TRIAL_ENV, newer},
         manifest::{in_rollout, this_target},
+        root::{Chain, MAX_CHAIN, SignedRoot},
     },
     status::{FetchState, ReleaseInfo, UpdateStatus},
 };
@@ -52,6 +53,42 @@ pub(super) fn topic(channel: &str) -> gossipsub::IdentTopic {
     gossipsub::IdentTopic::new(format!("jantar/releases/v1/{channel}"))
 }
 
+/// The gossipsub topic of release key rotations (every channel's).
+pub(super) fn keys_topic() -> gossipsub::IdentTopic {
+    gossipsub::IdentTopic::new("jantar/release-keys/v1")
+}
+
+/// Announcing what this node holds again when peers join a topic: at most every
+/// [`REANNOUNCE`]; a join during the cool-down is announced when it ends; a publish that
+/// reached no one starts no cool-down.
+#[derive(Debug, Default)]
+struct Announcements {
+    pending: bool,
+    last: Option<Instant>,
+}
+
+impl Announcements {
+    fn due(&self) -> bool {
+        self.pending && self.last.is_none_or(|t| t.elapsed() >= REANNOUNCE)
+    }
+
+    fn publish(
+        &mut self,
+        g: &mut gossipsub::Behaviour,
+        topic: &gossipsub::TopicHash,
+        messages: Vec<Vec<u8>>,
+    ) {
+        self.pending = false;
+        let topic = gossipsub::IdentTopic::new(topic.as_str());
+        for m in messages {
+            match g.publish(topic.clone(), m) {
+                Ok(_) => self.last = Some(Instant::now()),
+                Err(e) => debug!(topic = %topic, error = %e, "not announced"),
+            }
+        }
+    }
+}
+
 /// Where applying the newest release stands.
 #[derive(Debug)]
 enum Stage {
@@ -80,7 +117,12 @@ pub(in crate::node) struct Updates {
     mode: AutoUpdate,
     channel: String,
     topic: gossipsub::TopicHash,
+    keys_topic: gossipsub::TopicHash,
+    /// The release keys trusted now: the configured ones, or the last root of the
+    /// chain.
     trust: Trust,
+    root_sequence: u64,
+    chain: Chain,
     target: String,
     running: &'static str,
     releases: Releases,
@@ -91,7 +133,8 @@ pub(in crate::node) struct Updates {
     stage: Stage,
     refused: u64,
     last_refused: Option<String>,
-    last_announce: Option<Instant>,
+    announce: Announcements,
+    keys_announce: Announcements,
     /// The staged release to run, for the process (see `cli::run`).
     apply_tx: watch::Sender<Option<Binary>>,
     /// This process is the new version of this release on trial: confirmed once the
@@ -140,7 +183,10 @@ impl Updates {
             mode: config.mode,
             channel: config.channel.clone(),
             topic: topic(&config.channel).hash(),
+            keys_topic: keys_topic().hash(),
             trust: config.trust.clone(),
+            root_sequence: 0,
+            chain: Chain::default(),
             target: this_target(),
             running: crate::version::version(),
             newest: None,
@@ -149,11 +195,26 @@ impl Updates {
             stage: Stage::Idle,
             refused: 0,
             last_refused: None,
-            last_announce: None,
+            announce: Announcements::default(),
+            keys_announce: Announcements::default(),
             releases,
             apply_tx,
             trial,
         };
+        // Rotated keys first: the newest release was verified with them.
+        let (trust, root_sequence, chain, problem) = Chain::load(&u.roots_path(), &config.trust);
+        if let Some(p) = problem {
+            warn!(problem = %p, "release key rotations not all taken");
+        }
+        if root_sequence > 0 {
+            info!(
+                root = root_sequence,
+                keys = trust.keys.len(),
+                threshold = trust.threshold,
+                "release keys rotated"
+            );
+        }
+        (u.trust, u.root_sequence, u.chain) = (trust, root_sequence, chain);
         // The newest verified before a restart: its sequence stays the replay floor,
         // expired or not, as long as today's keys verify it.
         if let Some(bytes) = u.releases.newest() {
@@ -193,6 +254,95 @@ impl Updates {
 
     pub(in crate::node) fn topic(&self) -> &gossipsub::TopicHash {
         &self.topic
+    }
+
+    pub(in crate::node) fn keys_topic(&self) -> &gossipsub::TopicHash {
+        &self.keys_topic
+    }
+
+    fn roots_path(&self) -> PathBuf {
+        self.releases.dir().join("roots.json")
+    }
+
+    /// A message on the key rotation topic: the next root is verified (the current
+    /// keys' threshold and its own) before gossipsub forwards it.
+    pub(in crate::node) fn on_root_message(
+        &mut self,
+        net: &mut Net<'_>,
+        propagation_source: PeerId,
+        message_id: &gossipsub::MessageId,
+        message: &gossipsub::Message,
+    ) {
+        let acceptance = match self.receive_root(&message.data) {
+            Ok(true) => gossipsub::MessageAcceptance::Accept,
+            Ok(false) => gossipsub::MessageAcceptance::Ignore,
+            Err(refused) => {
+                warn!(peer = %propagation_source, source = ?message.source, reason = %refused, "refused a release key rotation");
+                gossipsub::MessageAcceptance::Reject
+            }
+        };
+        if let Some(g) = net.swarm.behaviour_mut().gossipsub.as_mut() {
+            g.report_message_validation_result(message_id, &propagation_source, acceptance);
+        }
+    }
+
+    /// Takes `data` as the next root; `Ok(false)` for one of the chain again.
+    fn receive_root(&mut self, data: &[u8]) -> Result<bool, Refused> {
+        let result = self.check_root(data);
+        let label = match &result {
+            Ok(true) => "root_accepted",
+            Ok(false) => "root_duplicate",
+            Err(_) => "root_refused",
+        };
+        metrics::counter!(m::UPDATE_MANIFESTS, "result" => label).increment(1);
+        if let Err(r) = &result {
+            self.refused += 1;
+            self.last_refused = Some(format!("key rotation: {r}"));
+        }
+        result
+    }
+
+    fn check_root(&mut self, data: &[u8]) -> Result<bool, Refused> {
+        let r = SignedRoot::parse(data)?;
+        // A link of the chain again (a peer catching others up): not forwarded.
+        if self.chain.roots.iter().any(|c| c.root == r.root) {
+            return Ok(false);
+        }
+        let trust = r.verify_next(&self.trust, self.root_sequence)?;
+        if self.chain.roots.len() >= MAX_CHAIN {
+            return Err(Refused::Malformed(format!(
+                "this node keeps at most {MAX_CHAIN} rotations"
+            )));
+        }
+        let mut chain = self.chain.clone();
+        chain.roots.push(r.clone());
+        let path = self.roots_path();
+        std::fs::create_dir_all(self.releases.dir())
+            .and_then(|()| {
+                crate::atomic::write(
+                    &path,
+                    &chain.to_json(),
+                    0o644,
+                    crate::atomic::Existing::Replace,
+                )
+            })
+            .map_err(|e| Refused::Malformed(format!("cannot save {}: {e}", path.display())))?;
+        info!(
+            root = r.root.sequence,
+            keys = trust.keys.len(),
+            threshold = trust.threshold,
+            "release keys rotated"
+        );
+        (self.trust, self.root_sequence, self.chain) = (trust, r.root.sequence, chain);
+        Ok(true)
+    }
+
+    /// A peer joined the key rotation topic: the chain is announced again (see
+    /// [`Announcements`]), link by link, so a peer that missed a rotation takes them in
+    /// order.
+    pub(in crate::node) fn on_keys_subscribed(&mut self, net: &mut Net<'_>) {
+        self.keys_announce.pending = !self.chain.roots.is_empty();
+        self.announce_due(net);
     }
 
     fn newest_sequence(&self) -> Option<u64> {
@@ -343,6 +493,7 @@ impl Updates {
     /// Every second: a finished fetch is checked and staged; a failed one is retried;
     /// a newest release from before a restart is taken up again.
     pub(in crate::node) fn housekeeping(&mut self, files: &mut FileService, net: &mut Net<'_>) {
+        self.announce_due(net);
         let Some((m, _)) = &self.newest else {
             return;
         };
@@ -401,25 +552,31 @@ impl Updates {
         }
     }
 
-    /// A peer joined the topic: the newest release is announced again (at most every
-    /// [`REANNOUNCE`]), so peers that were away learn of it.
+    /// A peer joined the topic: the newest release is announced again (see
+    /// [`Announcements`]), so peers that were away learn of it.
     pub(in crate::node) fn on_subscribed(&mut self, net: &mut Net<'_>) {
-        if self.last_announce.is_some_and(|t| t.elapsed() < REANNOUNCE) {
-            return;
-        }
-        self.announce(net);
+        self.announce.pending = self.newest.is_some();
+        self.announce_due(net);
     }
 
-    fn announce(&mut self, net: &mut Net<'_>) {
-        let Some((_, bytes)) = &self.newest else {
+    /// Publishes what is pending and out of its cool-down (also from housekeeping).
+    fn announce_due(&mut self, net: &mut Net<'_>) {
+        let Some(g) = net.swarm.behaviour_mut().gossipsub.as_mut() else {
             return;
         };
-        self.last_announce = Some(Instant::now());
-        let topic = gossipsub::IdentTopic::new(self.topic.as_str());
-        if let Some(g) = net.swarm.behaviour_mut().gossipsub.as_mut()
-            && let Err(e) = g.publish(topic, bytes.clone())
-        {
-            debug!(error = %e, "release not announced");
+        if self.announce.due() {
+            let bytes = self.newest.as_ref().map(|(_, b)| vec![b.clone()]);
+            self.announce
+                .publish(g, &self.topic, bytes.unwrap_or_default());
+        }
+        if self.keys_announce.due() {
+            let links = self
+                .chain
+                .roots
+                .iter()
+                .map(|r| r.to_json().into_bytes())
+                .collect();
+            self.keys_announce.publish(g, &self.keys_topic, links);
         }
     }
 
@@ -438,6 +595,11 @@ impl Updates {
                 data.len(),
                 MAX_GOSSIP_SIZE - GOSSIP_OVERHEAD
             ));
+        }
+        let is_root = serde_json::from_slice::<serde_json::Value>(data)
+            .is_ok_and(|v| v.get("root").is_some());
+        if is_root {
+            return self.publish_root(net, data);
         }
         let parsed = SignedManifest::parse(data).map_err(|e| e.to_string())?;
         for (target, t) in &parsed.signed.targets {
@@ -464,9 +626,27 @@ impl Updates {
             }
             Received::Same => {}
         }
-        self.announce(net);
+        self.announce.pending = true;
+        self.announce.last = None;
+        self.announce_due(net);
         info!(release = %parsed.signed, "published a release");
         Ok(release_info(&parsed.signed))
+    }
+
+    /// A key rotation from this node's operator: taken as a received one is, then
+    /// announced with the rest of the chain.
+    fn publish_root(&mut self, net: &mut Net<'_>, data: &[u8]) -> Result<ReleaseInfo, String> {
+        let r = SignedRoot::parse(data).map_err(|e| e.to_string())?;
+        self.receive_root(data).map_err(|e| e.to_string())?;
+        self.keys_announce.pending = true;
+        self.keys_announce.last = None;
+        self.announce_due(net);
+        info!(root = r.root.sequence, "published a release key rotation");
+        Ok(ReleaseInfo {
+            version: format!("root {}", r.root.sequence),
+            sequence: r.root.sequence,
+            ..ReleaseInfo::default()
+        })
     }
 
     pub(in crate::node) fn status(&self) -> UpdateStatus {
@@ -478,6 +658,7 @@ impl Updates {
             target: self.target.clone(),
             trusted_keys: self.trust.keys.len(),
             threshold: self.trust.threshold,
+            root_sequence: self.root_sequence,
             newest: self.newest.as_ref().map(|(m, _)| release_info(&m.signed)),
             state: state.into(),
             detail,

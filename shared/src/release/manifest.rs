@@ -226,20 +226,7 @@ impl SignedManifest {
 
     /// Trusted keys with a valid signature, each counted once.
     fn valid_signers(&self, trust: &Trust) -> Vec<PublicKey> {
-        let message = self.signed.signed_bytes();
-        let mut valid: Vec<PublicKey> = vec![];
-        for s in &self.signatures {
-            if !trust.keys.contains(&s.key) || valid.contains(&s.key) {
-                continue;
-            }
-            let Ok(sig) = hex::decode(&s.sig) else {
-                continue;
-            };
-            if s.key.verify(&message, &sig) {
-                valid.push(s.key.clone());
-            }
-        }
-        valid
+        valid_signers(&self.signed.signed_bytes(), &self.signatures, trust)
     }
 
     /// Verifies the manifest for a node: enough trusted signatures, not expired, newer
@@ -299,6 +286,28 @@ impl SignedManifest {
             signers,
         })
     }
+}
+
+/// The keys of `trust` with a valid signature over `message` among `signatures`, each
+/// counted once.
+pub(super) fn valid_signers(
+    message: &[u8],
+    signatures: &[Signature],
+    trust: &Trust,
+) -> Vec<PublicKey> {
+    let mut valid: Vec<PublicKey> = vec![];
+    for s in signatures {
+        if !trust.keys.contains(&s.key) || valid.contains(&s.key) {
+            continue;
+        }
+        let Ok(sig) = hex::decode(&s.sig) else {
+            continue;
+        };
+        if s.key.verify(message, &sig) {
+            valid.push(s.key.clone());
+        }
+    }
+    valid
 }
 
 /// A manifest that passed [`SignedManifest::verify`].

@@ -8,11 +8,13 @@
 //! | [`keys`] | Ed25519 release keys: generate, save (owner-only, never replaced), load; public keys as `ed25519:<hex>` |
 //! | [`manifest`] | the manifest, its signatures, combining signatures made apart, verification with every refusal named, staged rollout by peer id |
 //! | [`install`] | applying a release: staging, handing over, confirming, rolling back; the update watcher |
+//! | [`root`] | rotating the release keys: a new key set signed by the old threshold and its own, the chain a node keeps |
 //! | [`tool`] | `jantar-peer release`: `keygen`, `new`, `sign`, `combine`, `verify` |
 
 pub mod install;
 pub mod keys;
 pub mod manifest;
+pub mod root;
 pub mod tool;
 
 pub use keys::{PublicKey, SigningKey};

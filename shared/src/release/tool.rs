@@ -18,8 +18,9 @@ use std::{
 use clap::Subcommand;
 
 use super::{
-    PublicKey, SignedManifest, SigningKey, Trust,
+    PublicKey, Refused, SignedManifest, SigningKey, Trust,
     manifest::{Manifest, Target, this_target},
+    root::{Root, SignedRoot},
 };
 use crate::{
     atomic::{self, Existing},
@@ -58,13 +59,29 @@ pub enum ReleaseCommand {
         #[arg(long)]
         out: PathBuf,
     },
-    /// Add this key's signature to a manifest (the file is replaced atomically).
+    /// Write an unsigned root: the release keys that take over from the keys trusted
+    /// now (sign it with `sign`, by the current keys' threshold and the new keys' own).
+    Root {
+        /// 1 for the first rotation away from the configured keys, then one more each.
+        #[arg(long)]
+        sequence: u64,
+        /// A new release key (`ed25519:<hex>`); repeat.
+        #[arg(long = "key", required = true)]
+        keys: Vec<String>,
+        #[arg(long)]
+        threshold: usize,
+        /// Written only if it does not exist.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Add this key's signature to a manifest or a root (the file is replaced
+    /// atomically).
     Sign {
         #[arg(long)]
         key: PathBuf,
         manifest: PathBuf,
     },
-    /// Merge the signatures of copies of one manifest signed apart.
+    /// Merge the signatures of copies of one manifest (or root) signed apart.
     Combine {
         /// Written only if it does not exist.
         #[arg(long)]
@@ -177,7 +194,27 @@ fn execute(command: ReleaseCommand) -> Result<(), Failure> {
             manifest
                 .check()
                 .map_err(|e| Failure(e.to_string(), EXIT_USAGE))?;
-            write_new(&out, &SignedManifest::new(manifest))
+            write_new(&out, &Doc::Manifest(SignedManifest::new(manifest)))
+        }
+        ReleaseCommand::Root {
+            sequence,
+            keys,
+            threshold,
+            out,
+        } => {
+            let keys = keys
+                .iter()
+                .map(|k| k.parse::<PublicKey>())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| Failure(format!("--key: {e}"), EXIT_USAGE))?;
+            let root = Root {
+                sequence,
+                keys,
+                threshold,
+            };
+            root.check()
+                .map_err(|e| Failure(e.to_string(), EXIT_USAGE))?;
+            write_new(&out, &Doc::Root(SignedRoot::new(root)))
         }
         ReleaseCommand::Sign { key, manifest } => {
             let key = SigningKey::load(&key).map_err(|e| fail(e.to_string()))?;
@@ -186,10 +223,9 @@ fn execute(command: ReleaseCommand) -> Result<(), Failure> {
             atomic::write(&manifest, m.to_json().as_bytes(), 0o644, Existing::Replace)
                 .map_err(|e| fail(format!("cannot write {}: {e}", manifest.display())))?;
             out!(
-                "signed {} with {} ({} signature(s) now)",
-                m.signed,
+                "signed {m} with {} ({} signature(s) now)",
                 key.public(),
-                m.signatures.len()
+                m.signatures()
             );
             Ok(())
         }
@@ -248,7 +284,7 @@ fn execute(command: ReleaseCommand) -> Result<(), Failure> {
                     EXIT_USAGE,
                 ));
             }
-            let m = read(&manifest)?;
+            let m = read_manifest(&manifest)?;
             let target = target.unwrap_or_else(this_target);
             let trust = Trust { keys, threshold };
             let v = m
@@ -267,19 +303,94 @@ fn execute(command: ReleaseCommand) -> Result<(), Failure> {
     }
 }
 
-fn read(path: &Path) -> Result<SignedManifest, Failure> {
-    let bytes =
-        std::fs::read(path).map_err(|e| fail(format!("cannot read {}: {e}", path.display())))?;
-    SignedManifest::parse(&bytes).map_err(|e| fail(format!("{}: {e}", path.display())))
+/// A document the key holders sign: a release manifest or a root.
+enum Doc {
+    Manifest(SignedManifest),
+    Root(SignedRoot),
 }
 
-fn write_new(path: &Path, m: &SignedManifest) -> Result<(), Failure> {
-    atomic::write(path, m.to_json().as_bytes(), 0o644, Existing::Keep).map_err(|e| {
+impl Doc {
+    /// A root is told from a manifest by its top-level `root` field.
+    fn parse(bytes: &[u8]) -> Result<Self, Refused> {
+        let is_root = serde_json::from_slice::<serde_json::Value>(bytes)
+            .is_ok_and(|v| v.get("root").is_some());
+        if is_root {
+            SignedRoot::parse(bytes).map(Doc::Root)
+        } else {
+            SignedManifest::parse(bytes).map(Doc::Manifest)
+        }
+    }
+
+    fn sign(&mut self, key: &SigningKey) {
+        match self {
+            Doc::Manifest(m) => m.sign(key),
+            Doc::Root(r) => r.sign(key),
+        }
+    }
+
+    fn signatures(&self) -> usize {
+        match self {
+            Doc::Manifest(m) => m.signatures.len(),
+            Doc::Root(r) => r.signatures.len(),
+        }
+    }
+
+    fn combine(&mut self, other: Doc) -> Result<(), Refused> {
+        match (self, other) {
+            (Doc::Manifest(a), Doc::Manifest(b)) => a.combine(b),
+            (Doc::Root(a), Doc::Root(b)) => a.combine(b),
+            _ => Err(Refused::Malformed(
+                "a manifest and a root cannot be combined".into(),
+            )),
+        }
+    }
+
+    fn to_json(&self) -> String {
+        match self {
+            Doc::Manifest(m) => m.to_json(),
+            Doc::Root(r) => r.to_json(),
+        }
+    }
+}
+
+impl std::fmt::Display for Doc {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Doc::Manifest(m) => write!(f, "{}", m.signed),
+            Doc::Root(r) => write!(
+                f,
+                "root {} ({} keys, threshold {})",
+                r.root.sequence,
+                r.root.keys.len(),
+                r.root.threshold
+            ),
+        }
+    }
+}
+
+fn read(path: &Path) -> Result<Doc, Failure> {
+    let bytes =
+        std::fs::read(path).map_err(|e| fail(format!("cannot read {}: {e}", path.display())))?;
+    Doc::parse(&bytes).map_err(|e| fail(format!("{}: {e}", path.display())))
+}
+
+fn read_manifest(path: &Path) -> Result<SignedManifest, Failure> {
+    match read(path)? {
+        Doc::Manifest(m) => Ok(m),
+        Doc::Root(_) => Err(fail(format!(
+            "{} is a root, not a release manifest",
+            path.display()
+        ))),
+    }
+}
+
+fn write_new(path: &Path, d: &Doc) -> Result<(), Failure> {
+    atomic::write(path, d.to_json().as_bytes(), 0o644, Existing::Keep).map_err(|e| {
         fail(format!(
             "cannot write {}: {e} (an existing file is never replaced)",
             path.display()
         ))
     })?;
-    out!("wrote {}: {}", path.display(), m.signed);
+    out!("wrote {}: {d}", path.display());
     Ok(())
 }

@@ -189,8 +189,20 @@ impl EventLoop {
                             u.on_message(files, &mut net, *propagation_source, message_id, message);
                             return;
                         }
+                        Event::Message {
+                            propagation_source,
+                            message_id,
+                            message,
+                        } if &message.topic == u.keys_topic() => {
+                            u.on_root_message(&mut net, *propagation_source, message_id, message);
+                            return;
+                        }
                         Event::Subscribed { topic, .. } if topic == u.topic() => {
                             u.on_subscribed(&mut net);
+                            return;
+                        }
+                        Event::Subscribed { topic, .. } if topic == u.keys_topic() => {
+                            u.on_keys_subscribed(&mut net);
                             return;
                         }
                         _ => {}

@@ -80,6 +80,7 @@ impl EventLoop {
         super::dht::update_routing_gauges(&mut swarm);
         if let (Some(u), Some(g)) = (&updates, swarm.behaviour_mut().gossipsub.as_mut()) {
             crate::behaviour::subscribe_releases(g, u.topic());
+            crate::behaviour::subscribe_releases(g, u.keys_topic());
         }
         let infrastructure = net.bootstrap_nodes.iter().chain(&net.relay_nodes).cloned();
         let mut dht = Dht::new(me, net, role != Role::Bootstrap);
