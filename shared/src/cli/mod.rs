@@ -234,6 +234,12 @@ fn dispatch(
         Ok(l) => l,
         Err(e) => {
             eprintln!("{bin}: config error: {e}");
+            // A new version on trial that refuses the config fails like any other
+            // start, so that systemd restarts the unit and it is rolled back (78 is
+            // exempt from restarts).
+            if std::env::var_os(crate::release::install::TRIAL_ENV).is_some() {
+                return ExitCode::from(EXIT_FAILURE);
+            }
             return ExitCode::from(EXIT_CONFIG);
         }
     };

@@ -359,7 +359,13 @@ pub struct Handover {
 impl Handover {
     /// This process's.
     pub fn current() -> io::Result<Self> {
+        // A binary replaced under the running process (a package upgrade) shows as
+        // "<path> (deleted)"; the path itself holds the binary to run now.
         let me = std::env::current_exe()?;
+        let me = match me.to_str().and_then(|p| p.strip_suffix(" (deleted)")) {
+            Some(p) => PathBuf::from(p),
+            None => me,
+        };
         let installed = std::env::var_os(INSTALLED_ENV).map_or_else(|| me.clone(), PathBuf::from);
         Ok(Handover {
             me,
@@ -504,7 +510,8 @@ pub fn watch(
         }
     };
     let under_systemd = std::env::var_os("NOTIFY_SOCKET").is_some();
-    stop(pid, under_systemd);
+    // The rollback is recorded (and the previous binary put back) before the trial is
+    // stopped: under systemd, stopping it ends the unit, this watcher with it.
     let previous = releases.update(|s| {
         let t = s.trial.take_if(|t| t.binary.sequence == sequence)?;
         warn!(version = %t.binary.version, sequence, %reason, "rolling back the new version");
@@ -516,6 +523,7 @@ pub fn watch(
         // Confirmed just now.
         return Ok(());
     };
+    stop(pid, under_systemd);
     if under_systemd {
         // The unit restarts the service (it was killed), and the start finds the trial
         // rolled back.
