@@ -3,8 +3,10 @@
 # ansible-lint --profile production finds nothing, the example inventory converges into a
 # scratch root (local connection) twice with changed=0 the second time, what it left is
 # a working host (units as in systemd/, configs the binaries accept, rulesets nft
-# accepts, keys with the inventory's peer ids, units that verify), and
-# scripts/new-bootstrap-identity makes a vaulted key and never replaces one.
+# accepts, keys with the inventory's peer ids, units that verify), the role refuses
+# update settings the binaries would refuse (before changing anything) and installs a
+# peer's trusted release keys (once jantar-peer accepts the update section; skipped
+# before), and scripts/new-bootstrap-identity makes a vaulted key and never replaces one.
 #
 # Needs: apt python3-venv, nftables, systemd (installed when missing); the pinned
 # Ansible tools of scripts/ansible-venv (made here); the workspace's debug binaries
@@ -63,6 +65,7 @@ converge_result() {
     cmp "$root/etc/systemd/system/jantar-$role.service" "systemd/jantar-$role.service"
     cmp "$root/usr/local/bin/jantar-$role" "$bins/jantar-$role"
     "$root/usr/local/bin/jantar-$role" -c "$root/etc/jantar/$role.cfg" --check
+    grep -qx 'auto_update: false' "$root/etc/jantar/$role.cfg"
     if [ "$role" != peer ]; then nft -c -f "$root/etc/nftables.conf"; echo "$host: nftables ok"; fi
     host_units "$root"
     verify_unit "$root" "jantar-$role.service"
@@ -81,6 +84,70 @@ converge_result() {
   while read -r id; do
     grep -q "/p2p/$id" "$converge_root/peer-1/etc/jantar/peer.cfg"
   done < <(sed -n 's/^jantar_peer_id: //p' ansible/inventory/example/host_vars/boot-*.yml)
+}
+# Update settings a binary would refuse are refused by the role, with its message, before
+# it changes anything: auto_update on bootstrap and relay hosts, notify without keys, a
+# malformed key, a threshold above the number of keys.
+update_refusals() {
+  local key=ed25519:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef
+  cd ansible
+  refused() { # refused PLAYBOOK HOST MESSAGE EXTRA-VARS-JSON
+    local out
+    if out=$(ansible-playbook "$1" --limit "$2" --vault-password-file "$vault_pw" \
+      -e "@$work/converge-vars.json" -e "jantar_root=$work/refusals" -e "$4" 2>&1); then
+      echo "$out"
+      echo "accepted on $2: $4"
+      return 1
+    fi
+    # The message may be wrapped in the output.
+    echo "$out" | tr -s '[:space:]' ' ' | grep -qF "$3" || { echo "$out"; return 1; }
+    echo "refused on $2: $4"
+  }
+  rm -rf "$work/refusals"
+  refused playbooks/bootstrap.yml boot-1 "refuses auto_update other than false" '{"jantar_auto_update": "apply"}'
+  refused playbooks/relay.yml relay-1 "refuses auto_update other than false" '{"jantar_auto_update": true}'
+  refused playbooks/peer.yml peer-1 "use false, notify or apply" '{"jantar_auto_update": "always"}'
+  refused playbooks/peer.yml peer-1 "jantar_update_trusted_keys is empty" '{"jantar_auto_update": "notify"}'
+  refused playbooks/peer.yml peer-1 "which is not a release public key" \
+    "{\"jantar_update_trusted_keys\": [\"$key\", \"ed25519:${key:8:63}\"]}"
+  refused playbooks/peer.yml peer-1 "at most the number of keys" \
+    "{\"jantar_update_trusted_keys\": [\"$key\"], \"jantar_update_threshold\": 2}"
+  # Nothing was written.
+  [ ! -e "$work/refusals" ]
+}
+# A peer with trusted release keys: /etc/jantar/release-keys (root, 0644) holds them,
+# the config names it and passes --check, and a second run changes nothing. Skipped
+# while jantar-peer does not accept the update section yet.
+release_keys() {
+  local root=$work/release-keys keys=() i vars out
+  rm -rf "$work/release-holders"
+  mkdir -p "$work/release-holders"
+  for i in 1 2 3; do
+    keys+=("$("$bins/jantar-peer" release keygen --out "$work/release-holders/$i.key" | grep -o 'ed25519:[0-9a-f]*')")
+  done
+  [ "${#keys[2]}" = 72 ]
+  printf 'auto_update: notify\nupdate:\n  trusted_keys: ["%s"]\n' "${keys[0]}" >"$work/release-probe.cfg"
+  if ! "$bins/jantar-peer" -c "$work/release-probe.cfg" --check; then
+    echo "jantar-peer does not accept auto_update: notify with update.trusted_keys yet; skipped"
+    return 77
+  fi
+  vars=$(printf '{"jantar_root": "%s", "jantar_auto_update": "notify", "jantar_update_threshold": 2, "jantar_update_trusted_keys": ["%s", "%s", "%s"]}' \
+    "$root" "${keys[@]}")
+  rm -rf "$root"
+  cd ansible
+  ansible-playbook playbooks/peer.yml --limit peer-1 --vault-password-file "$vault_pw" \
+    -e "@$work/converge-vars.json" -e "$vars"
+  cd ..
+  [ "$(stat -c '%U %a' "$root/etc/jantar/release-keys")" = "root 644" ]
+  diff <(grep -v '^#' "$root/etc/jantar/release-keys") <(printf '%s\n' "${keys[@]}")
+  grep -qx "  trusted_keys_file: $root/etc/jantar/release-keys" "$root/etc/jantar/peer.cfg"
+  grep -qx 'auto_update: notify' "$root/etc/jantar/peer.cfg"
+  "$bins/jantar-peer" -c "$root/etc/jantar/peer.cfg" --check
+  cd ansible
+  out=$(ansible-playbook playbooks/peer.yml --limit peer-1 --vault-password-file "$vault_pw" \
+    -e "@$work/converge-vars.json" -e "$vars")
+  echo "$out" | sed -n '/PLAY RECAP/,$p'
+  ! echo "$out" | sed -n '/PLAY RECAP/,$p' | grep -E 'changed=[1-9]|failed=[1-9]'
 }
 new_identity() {
   local inv=$work/identity-inventory out id
@@ -105,6 +172,8 @@ check "ansible-lint --profile production" lint
 check "converge into a scratch root (first run)" converge
 check "converge again: changed=0 on every host" converge_again
 check "converge result: units, configs, nftables, keys" converge_result
+check "update settings refused: auto_update on bootstrap/relay, bad keys" update_refusals
+check "a peer's trusted release keys: file, config, idempotent" release_keys
 check "scripts/new-bootstrap-identity" new_identity
 
 summary
