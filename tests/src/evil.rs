@@ -21,15 +21,15 @@ pub struct EvilProvider {
 impl EvilProvider {
     /// Starts `exe` (the test's `CARGO_BIN_EXE_evil-provider`) for `file`, joining the
     /// DHT through `bootstrap` and connecting to `peers`, and waits for its start-up
-    /// line. With `release` (a file and a gossipsub topic), it also publishes that file
-    /// on that topic to every peer that joins it.
+    /// line. With `release` (a file, a gossipsub topic and a count), it also publishes
+    /// that file on that topic, that many times, to every peer that joins it.
     pub async fn start(
         exe: &Path,
         dir: &Path,
         file: &Path,
         bootstrap: &str,
         peers: &[&str],
-        release: Option<(&Path, &str)>,
+        release: Option<(&Path, &str, usize)>,
     ) -> Result<Self> {
         std::fs::create_dir_all(dir)?;
         let log = dir.join("evil-provider.log");
@@ -39,10 +39,11 @@ impl EvilProvider {
         for p in peers {
             cmd.args(["--dial", p]);
         }
-        if let Some((file, topic)) = release {
+        if let Some((file, topic, times)) = release {
             cmd.arg("--release")
                 .arg(file)
-                .args(["--release-topic", topic]);
+                .args(["--release-topic", topic])
+                .args(["--release-repeat", &times.to_string()]);
         }
         let child = cmd
             .stdin(Stdio::null())

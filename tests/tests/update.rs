@@ -222,14 +222,19 @@ async fn refusals(
             "sequence 3 is not newer than 5, the newest verified (a replay)",
         ),
     ];
+    let mut flooded = false;
     for (i, (case, manifest, says)) in cases.into_iter().enumerate() {
+        if case == "replay" && !flooded {
+            flood(root, net, &addrs, &keys.files, peers).await?;
+            flooded = true;
+        }
         let mut evil = EvilProvider::start(
             evil_exe,
             &root.join(format!("evil-{i}")),
             &artifact,
             &net.boot.addr(),
             &addrs,
-            Some((manifest, RELEASES_TOPIC)),
+            Some((manifest, RELEASES_TOPIC, 1)),
         )
         .await?;
         evil.wait_for(READY, "a release published", |e| {
@@ -262,7 +267,7 @@ async fn refusals(
         &tampered_file,
         &net.boot.addr(),
         &addrs,
-        Some((&tampered, RELEASES_TOPIC)),
+        Some((&tampered, RELEASES_TOPIC, 1)),
     )
     .await?;
     evil.wait_for(READY, "a corrupt chunk served", |e| {
@@ -352,7 +357,7 @@ async fn rotate(u: &mut UpdateNet) -> Result<()> {
         &artifact,
         &u.net.boot.addr(),
         &addrs,
-        Some((&forged, KEYS_TOPIC)),
+        Some((&forged, KEYS_TOPIC, 1)),
     )
     .await?;
     for p in u.peers.iter_mut() {
@@ -435,6 +440,61 @@ async fn rotate(u: &mut UpdateNet) -> Result<()> {
     publish(&u.publisher, &fresh, &[&stamped])?;
     for p in u.peers.iter_mut() {
         jantar_tests::update::wait_updated(p, "99.0.0", 1, since, Duration::from_secs(120)).await?;
+    }
+    Ok(())
+}
+
+/// A flood of manifests with the newest sequence (each would only be ignored, unpunished,
+/// were it not for the sender's rate): past the rate they are rejected, which gossipsub
+/// scores. The peers stay up, and the next sender's manifest is still heard (the replay
+/// case after this).
+async fn flood(
+    root: &Path,
+    net: &LoopbackNet,
+    addrs: &[&str],
+    keys: &[std::path::PathBuf],
+    peers: &mut [Node],
+) -> Result<()> {
+    let dist = root.join("dist");
+    let artifact = dist.join("jantar-peer");
+    let same = make_release(
+        &dist,
+        "same-sequence",
+        &spec(&artifact, 5, vec![keys[0].as_path(), keys[1].as_path()]),
+    )?;
+    let mut evil = EvilProvider::start(
+        Path::new(env!("CARGO_BIN_EXE_evil-provider")),
+        &root.join("evil-flood"),
+        &artifact,
+        &net.boot.addr(),
+        addrs,
+        Some((&same, RELEASES_TOPIC, 300)),
+    )
+    .await?;
+    evil.wait_for(READY, "the flood published", |e| {
+        e["event"] == "release_published" && e["error"].is_null()
+    })
+    .await?;
+    for p in peers.iter_mut() {
+        let name = p.name.clone();
+        p.wait_until(
+            READY,
+            &format!("{name} to hold the flood to its rate"),
+            async |n: &Node| {
+                Ok(jantar_tests::harness::metric_sum(
+                    &n.metrics().await?,
+                    "jantar_update_manifests_total",
+                    &["result=\"over_rate\""],
+                ) > 0.0)
+            },
+        )
+        .await?;
+        let st = p.status().await?;
+        ensure!(
+            st["ready"] == true,
+            "{}: not ready after the flood: {st}",
+            p.name
+        );
     }
     Ok(())
 }

@@ -17,6 +17,7 @@ use super::files::{FileService, Net};
 use crate::{
     config::{AutoUpdate, UpdateConfig},
     files::{FileId, protocol::MAX_GOSSIP_SIZE},
+    limits::KeyedRateLimiter,
     metrics as m,
     release::{
         Manifest, Refused, SignedManifest, Trust,
@@ -32,6 +33,10 @@ use crate::{
 const REANNOUNCE: Duration = Duration::from_secs(10);
 /// A failed artifact fetch is tried again after this long.
 const FETCH_RETRY: Duration = Duration::from_secs(30);
+/// Release messages (manifests and roots) accepted per sender: a burst of this many,
+/// refilled over a minute. Honest senders announce the newest release at most every
+/// [`REANNOUNCE`], and a chain of at most [`MAX_CHAIN`] roots with it.
+const RATE_PER_MINUTE: u32 = 32;
 /// Room a gossip message needs beyond its data (signature, key, topic, framing).
 const GOSSIP_OVERHEAD: usize = 1024;
 /// Every state [`UpdateStatus::state`] can take, for the state gauge.
@@ -135,6 +140,8 @@ pub(in crate::node) struct Updates {
     last_refused: Option<String>,
     announce: Announcements,
     keys_announce: Announcements,
+    /// Release messages per sender (see [`RATE_PER_MINUTE`]).
+    rates: KeyedRateLimiter<PeerId>,
     /// The staged release to run, for the process (see `cli::run`).
     apply_tx: watch::Sender<Option<Binary>>,
     /// This process is the new version of this release on trial: confirmed once the
@@ -197,6 +204,10 @@ impl Updates {
             last_refused: None,
             announce: Announcements::default(),
             keys_announce: Announcements::default(),
+            rates: KeyedRateLimiter::new(
+                std::num::NonZeroU32::new(RATE_PER_MINUTE).unwrap_or(std::num::NonZeroU32::MIN),
+                Duration::from_secs(60) / RATE_PER_MINUTE,
+            ),
             releases,
             apply_tx,
             trial,
@@ -273,6 +284,12 @@ impl Updates {
         message_id: &gossipsub::MessageId,
         message: &gossipsub::Message,
     ) {
+        if let Some(verdict) = self.over_rate(propagation_source, message) {
+            if let Some(g) = net.swarm.behaviour_mut().gossipsub.as_mut() {
+                g.report_message_validation_result(message_id, &propagation_source, verdict);
+            }
+            return;
+        }
         let acceptance = match self.receive_root(&message.data) {
             Ok(true) => gossipsub::MessageAcceptance::Accept,
             Ok(false) => gossipsub::MessageAcceptance::Ignore,
@@ -360,6 +377,12 @@ impl Updates {
         message_id: &gossipsub::MessageId,
         message: &gossipsub::Message,
     ) {
+        if let Some(verdict) = self.over_rate(propagation_source, message) {
+            if let Some(g) = net.swarm.behaviour_mut().gossipsub.as_mut() {
+                g.report_message_validation_result(message_id, &propagation_source, verdict);
+            }
+            return;
+        }
         let acceptance = match self.receive(&message.data) {
             Ok(Received::Newer) => {
                 self.follow(files, net);
@@ -374,6 +397,29 @@ impl Updates {
         if let Some(g) = net.swarm.behaviour_mut().gossipsub.as_mut() {
             g.report_message_validation_result(message_id, &propagation_source, acceptance);
         }
+    }
+
+    /// The verdict on a message whose sender is over [`RATE_PER_MINUTE`] (or that has
+    /// no sender), before it is parsed: rejected when the sender sent it itself (it
+    /// costs the sender gossipsub score), ignored when another peer forwarded it.
+    fn over_rate(
+        &mut self,
+        propagation_source: PeerId,
+        message: &gossipsub::Message,
+    ) -> Option<gossipsub::MessageAcceptance> {
+        let Some(source) = message.source else {
+            return Some(gossipsub::MessageAcceptance::Reject);
+        };
+        if self.rates.try_acquire(source, Instant::now()) {
+            return None;
+        }
+        metrics::counter!(m::UPDATE_MANIFESTS, "result" => "over_rate").increment(1);
+        Some(if source == propagation_source {
+            debug!(peer = %source, "release messages over the sender's rate");
+            gossipsub::MessageAcceptance::Reject
+        } else {
+            gossipsub::MessageAcceptance::Ignore
+        })
     }
 
     /// Verifies `data` and adopts it when it is newer than the newest.

@@ -22,8 +22,9 @@ const DOMAIN: &[u8] = b"jantar release root v1\n";
 pub const MAX_ROOT_BYTES: usize = 8 * 1024;
 /// Most keys in one root.
 pub const MAX_KEYS: usize = 16;
-/// Most roots kept in a chain.
-pub const MAX_CHAIN: usize = 64;
+/// Most roots kept in a chain (rotations are rare; a chain is announced whole to a
+/// peer that joins).
+pub const MAX_CHAIN: usize = 16;
 
 /// A release key set: which keys sign releases from now on, and how many must.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -634,7 +634,19 @@ async fn update(root: &Path, peers: usize, runs: usize) -> Result<()> {
         let dir = root.join(format!("update{run}"));
         std::fs::create_dir_all(&dir)?;
         let mut u = UpdateNet::start(&dir, peers, Duration::from_secs(60)).await?;
-        let size = std::fs::metadata(Role::Peer.path())?.len() as usize;
+        // Both measured on a settled network: every peer connected to the publisher.
+        let n = peers as u64;
+        u.publisher
+            .wait_until(
+                Duration::from_secs(60),
+                "every peer connected",
+                async |p: &Node| Ok(p.status().await?["connected_peers"].as_u64() >= Some(n + 1)),
+            )
+            .await?;
+        // The baseline file has the size of the artifact as it will travel.
+        let probe = dir.join("probe");
+        jantar_tests::update::stamp(&Role::Peer.path(), "99.0.0", &probe)?;
+        let size = std::fs::metadata(&probe)?.len() as usize;
         let file = dir.join(format!("baseline-{run}.bin"));
         write_random(&file, size)?;
         let out = cli(&u.publisher, &["share", file.to_str().context("path")?])?;

@@ -79,6 +79,9 @@ struct Args {
     /// The release topic.
     #[arg(long, default_value = "jantar/releases/v1/stable")]
     release_topic: String,
+    /// How many times the release is published to each peer that joins (a flood).
+    #[arg(long, default_value_t = 1)]
+    release_repeat: usize,
 }
 
 #[derive(NetworkBehaviour)]
@@ -256,13 +259,20 @@ async fn main() -> Result<()> {
                 topic: t,
             })) if t == release_topic.hash() => {
                 if let Some(bytes) = &release {
-                    let result = swarm
-                        .behaviour_mut()
-                        .gossipsub
-                        .publish(release_topic.clone(), bytes.clone());
+                    let mut result = Ok(());
+                    for _ in 0..args.release_repeat {
+                        if let Err(e) = swarm
+                            .behaviour_mut()
+                            .gossipsub
+                            .publish(release_topic.clone(), bytes.clone())
+                        {
+                            result = Err(e);
+                        }
+                    }
                     emit(json!({
                         "event": "release_published",
                         "to": peer_id.to_string(),
+                        "times": args.release_repeat,
                         "error": result.err().map(|e| e.to_string()),
                     }));
                 }
