@@ -498,3 +498,73 @@ async fn flood(
     }
     Ok(())
 }
+
+/// The system unit's way (`update.method: stage`): the installed binary is never
+/// touched; the staged release runs, and a later start of the installed binary hands
+/// over to it at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_staged_release_is_run_again_by_the_installed_binary_after_a_restart() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let root = dir.path();
+    let net = LoopbackNet::start(root, "", READY).await?;
+    let keys = Keys::generate(&root.join("keys"), "holder", 3)?;
+    let mut publisher = net.peer("publisher", &keys.config("notify", "10s")).await?;
+    let installed = binary_copy(&root.join("peer"))?;
+    let before = std::fs::read(&installed)?;
+    let mut peer = net
+        .peer_with_binary(
+            "peer",
+            &format!("{}  method: stage\n", keys.config("apply", "10s")),
+            &installed,
+        )
+        .await?;
+    let result = async {
+        let artifact = root.join("dist").join("jantar-peer");
+        jantar_tests::update::stamp(
+            &jantar_tests::harness::Role::Peer.path(),
+            "99.0.0",
+            &artifact,
+        )?;
+        let manifest = make_release(
+            &root.join("dist"),
+            "release-1",
+            &spec(&artifact, 1, vec![&keys.files[0], &keys.files[1]]),
+        )?;
+        let since = Instant::now();
+        publish(&publisher, &manifest, &[&artifact])?;
+        jantar_tests::update::wait_updated(&mut peer, "99.0.0", 1, since, PROPAGATE).await?;
+        ensure!(
+            std::fs::read(&installed)? == before,
+            "the installed binary was changed"
+        );
+        ensure!(
+            staged(&peer) == vec!["1-99.0.0".to_string()],
+            "staged: {:?}",
+            staged(&peer)
+        );
+        // Stopped, and started again from the installed binary: it hands over.
+        peer.terminate(Duration::from_secs(20)).await?;
+        let mut again =
+            Node::restart_with_binary(root, "peer", jantar_tests::harness::Role::Peer, &installed)
+                .await?;
+        let status = again.status().await?;
+        ensure!(status["version"] == "99.0.0", "after a restart: {status}");
+        again.wait_ready(READY).await?;
+        let u = update_status(&again).await?;
+        ensure!(
+            u["state"] == "up_to_date" && u["applied_sequence"] == 1,
+            "{u}"
+        );
+        peer = again;
+        Ok(())
+    }
+    .await;
+    if result.is_err() {
+        eprintln!(
+            "{}",
+            jantar_tests::harness::diagnose_all(&[&net.boot, &publisher, &peer]).await
+        );
+    }
+    publisher.terminate(Duration::from_secs(20)).await.ok();
+    result
+}
