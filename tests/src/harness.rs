@@ -211,15 +211,27 @@ impl Node {
         let cfg = dir.join("node.cfg");
         let log = dir.join("node.log");
         let out = std::fs::File::create(&log)?;
-        let child = Command::new(binary)
-            .args(["-c", cfg.to_str().unwrap(), "run"])
-            .env_remove("RUST_LOG")
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(out.try_clone()?)
-            .stderr(out)
-            .spawn()
-            .with_context(|| format!("spawn {}", role.binary()))?;
+        let mut tries = 0;
+        let child = loop {
+            let spawned = Command::new(binary)
+                .args(["-c", cfg.to_str().unwrap(), "run"])
+                .env_remove("RUST_LOG")
+                .envs(env.iter().copied())
+                .stdin(Stdio::null())
+                .stdout(out.try_clone()?)
+                .stderr(out.try_clone()?)
+                .spawn();
+            match spawned {
+                // A binary copied just before (an update test's own copy) can be held
+                // open for writing for a moment by a process another thread is forking:
+                // ETXTBSY until that child has executed.
+                Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy && tries < 50 => {
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                r => break r.with_context(|| format!("spawn {}", binary.display()))?,
+            }
+        };
         Node::attach(name, role, child, log, dir).await
     }
 

@@ -284,23 +284,18 @@ impl Updates {
         message_id: &gossipsub::MessageId,
         message: &gossipsub::Message,
     ) {
-        if let Some(verdict) = self.over_rate(propagation_source, message) {
-            if let Some(g) = net.swarm.behaviour_mut().gossipsub.as_mut() {
-                g.report_message_validation_result(message_id, &propagation_source, verdict);
-            }
-            return;
-        }
-        let acceptance = match self.receive_root(&message.data) {
-            Ok(true) => gossipsub::MessageAcceptance::Accept,
-            Ok(false) => gossipsub::MessageAcceptance::Ignore,
-            Err(refused) => {
-                warn!(peer = %propagation_source, source = ?message.source, reason = %refused, "refused a release key rotation");
-                gossipsub::MessageAcceptance::Reject
-            }
+        let acceptance = match self.over_rate(propagation_source, message) {
+            Some(verdict) => verdict,
+            None => match self.receive_root(&message.data) {
+                Ok(true) => gossipsub::MessageAcceptance::Accept,
+                Ok(false) => gossipsub::MessageAcceptance::Ignore,
+                Err(refused) => {
+                    warn!(peer = %propagation_source, source = ?message.source, reason = %refused, "refused a release key rotation");
+                    gossipsub::MessageAcceptance::Reject
+                }
+            },
         };
-        if let Some(g) = net.swarm.behaviour_mut().gossipsub.as_mut() {
-            g.report_message_validation_result(message_id, &propagation_source, acceptance);
-        }
+        report(net, message_id, &propagation_source, acceptance);
     }
 
     /// Takes `data` as the next root; `Ok(false)` for one of the chain again.
@@ -322,7 +317,7 @@ impl Updates {
     fn check_root(&mut self, data: &[u8]) -> Result<bool, Refused> {
         let r = SignedRoot::parse(data)?;
         // A link of the chain again (a peer catching others up): not forwarded.
-        if self.chain.roots.iter().any(|c| c.root == r.root) {
+        if self.chain.roots.iter().any(|c| c.signed == r.signed) {
             return Ok(false);
         }
         let trust = r.verify_next(&self.trust, self.root_sequence)?;
@@ -345,12 +340,12 @@ impl Updates {
             })
             .map_err(|e| Refused::Malformed(format!("cannot save {}: {e}", path.display())))?;
         info!(
-            root = r.root.sequence,
+            root = r.signed.sequence,
             keys = trust.keys.len(),
             threshold = trust.threshold,
             "release keys rotated"
         );
-        (self.trust, self.root_sequence, self.chain) = (trust, r.root.sequence, chain);
+        (self.trust, self.root_sequence, self.chain) = (trust, r.signed.sequence, chain);
         Ok(true)
     }
 
@@ -377,26 +372,21 @@ impl Updates {
         message_id: &gossipsub::MessageId,
         message: &gossipsub::Message,
     ) {
-        if let Some(verdict) = self.over_rate(propagation_source, message) {
-            if let Some(g) = net.swarm.behaviour_mut().gossipsub.as_mut() {
-                g.report_message_validation_result(message_id, &propagation_source, verdict);
-            }
-            return;
-        }
-        let acceptance = match self.receive(&message.data) {
-            Ok(Received::Newer) => {
-                self.follow(files, net);
-                gossipsub::MessageAcceptance::Accept
-            }
-            Ok(Received::Same) => gossipsub::MessageAcceptance::Ignore,
-            Err(refused) => {
-                warn!(peer = %propagation_source, source = ?message.source, reason = %refused, "refused a release manifest");
-                gossipsub::MessageAcceptance::Reject
-            }
+        let acceptance = match self.over_rate(propagation_source, message) {
+            Some(verdict) => verdict,
+            None => match self.receive(&message.data) {
+                Ok(Received::Newer) => {
+                    self.follow(files, net);
+                    gossipsub::MessageAcceptance::Accept
+                }
+                Ok(Received::Same) => gossipsub::MessageAcceptance::Ignore,
+                Err(refused) => {
+                    warn!(peer = %propagation_source, source = ?message.source, reason = %refused, "refused a release manifest");
+                    gossipsub::MessageAcceptance::Reject
+                }
+            },
         };
-        if let Some(g) = net.swarm.behaviour_mut().gossipsub.as_mut() {
-            g.report_message_validation_result(message_id, &propagation_source, acceptance);
-        }
+        report(net, message_id, &propagation_source, acceptance);
     }
 
     /// The verdict on a message whose sender is over [`RATE_PER_MINUTE`] (or that has
@@ -642,9 +632,7 @@ impl Updates {
                 MAX_GOSSIP_SIZE - GOSSIP_OVERHEAD
             ));
         }
-        let is_root = serde_json::from_slice::<serde_json::Value>(data)
-            .is_ok_and(|v| v.get("root").is_some());
-        if is_root {
+        if crate::release::signed::is_root(data) {
             return self.publish_root(net, data);
         }
         let parsed = SignedManifest::parse(data).map_err(|e| e.to_string())?;
@@ -687,10 +675,10 @@ impl Updates {
         self.keys_announce.pending = true;
         self.keys_announce.last = None;
         self.announce_due(net);
-        info!(root = r.root.sequence, "published a release key rotation");
+        info!(root = r.signed.sequence, "published a release key rotation");
         Ok(ReleaseInfo {
-            version: format!("root {}", r.root.sequence),
-            sequence: r.root.sequence,
+            version: format!("root {}", r.signed.sequence),
+            sequence: r.signed.sequence,
             ..ReleaseInfo::default()
         })
     }
@@ -739,6 +727,18 @@ impl Updates {
         for s in STATES {
             metrics::gauge!(m::UPDATE_STATE, "state" => *s).set(if *s == now { 1.0 } else { 0.0 });
         }
+    }
+}
+
+/// Tells gossipsub whether to forward a message (and whether to penalize its sender).
+fn report(
+    net: &mut Net<'_>,
+    message_id: &gossipsub::MessageId,
+    propagation_source: &PeerId,
+    acceptance: gossipsub::MessageAcceptance,
+) {
+    if let Some(g) = net.swarm.behaviour_mut().gossipsub.as_mut() {
+        g.report_message_validation_result(message_id, propagation_source, acceptance);
     }
 }
 

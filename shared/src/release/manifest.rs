@@ -1,18 +1,16 @@
-//! Release manifests, after The Update Framework's signed metadata: what a release is
-//! (version, a sequence number that only grows, an expiry, a rollout share, and per
-//! target the Jantar file ID and size of its binary), and the signatures of release
-//! keys over exactly those fields.
-//!
-//! The signed bytes are a fixed domain prefix and the manifest's JSON as this code
-//! writes it (fields in declaration order, targets sorted). A manifest with fields this
-//! version does not know is refused rather than re-encoded without them, so the bytes
-//! checked are always the bytes signed.
+//! Release manifests: what a release is (version, a sequence number that only grows,
+//! an expiry, a rollout share, and per target the Jantar file ID and size of its
+//! binary), signed by the release keys as a [`Signed`] document, and verified for a
+//! node.
 
 use std::{collections::BTreeMap, fmt, time::SystemTime};
 
 use serde::{Deserialize, Serialize};
 
-use super::keys::{PublicKey, SigningKey};
+use super::{
+    keys::PublicKey,
+    signed::{Document, Signed},
+};
 use crate::files::FileId;
 
 /// What every signature covers before the manifest's JSON: a signature made for
@@ -22,8 +20,6 @@ const DOMAIN: &[u8] = b"jantar release manifest v1\n";
 pub const MAX_MANIFEST_BYTES: usize = 16 * 1024;
 /// Most targets in one manifest.
 pub const MAX_TARGETS: usize = 32;
-/// Most signatures on one manifest.
-pub const MAX_SIGNATURES: usize = 16;
 /// Longest version or channel name.
 pub const MAX_NAME: usize = 64;
 
@@ -77,22 +73,8 @@ pub struct Manifest {
     pub targets: BTreeMap<String, Target>,
 }
 
-/// One release key's signature over a manifest.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Signature {
-    pub key: PublicKey,
-    /// Ed25519 signature, hex.
-    pub sig: String,
-}
-
 /// A manifest with the signatures collected for it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SignedManifest {
-    pub signed: Manifest,
-    pub signatures: Vec<Signature>,
-}
+pub type SignedManifest = Signed<Manifest>;
 
 /// The release keys a node trusts and how many must sign.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -104,7 +86,7 @@ pub struct Trust {
 /// Why a manifest is refused. Each says what was wrong in a line a log can carry.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Refused {
-    #[error("malformed manifest: {0}")]
+    #[error("malformed: {0}")]
     Malformed(String),
     #[error("{valid} valid signature(s) from trusted keys; {threshold} needed")]
     BelowThreshold { valid: usize, threshold: usize },
@@ -118,16 +100,13 @@ pub enum Refused {
     NoTarget { target: String, has: String },
 }
 
-impl Manifest {
-    fn signed_bytes(&self) -> Vec<u8> {
-        let mut bytes = DOMAIN.to_vec();
-        // Serializing plain fields and a BTreeMap cannot fail.
-        bytes.extend(serde_json::to_vec(self).unwrap_or_default());
-        bytes
-    }
+impl Document for Manifest {
+    const DOMAIN: &'static [u8] = DOMAIN;
+    const MAX_BYTES: usize = MAX_MANIFEST_BYTES;
+    const NAME: &'static str = "manifest";
 
     /// Checks the fields a release tool must get right before anyone signs.
-    pub fn check(&self) -> Result<(), Refused> {
+    fn check(&self) -> Result<(), Refused> {
         let bad = |m: String| Err(Refused::Malformed(m));
         if self.channel.is_empty() || self.version.is_empty() {
             return bad("channel and version must not be empty".into());
@@ -169,66 +148,7 @@ impl Manifest {
     }
 }
 
-impl SignedManifest {
-    pub fn new(manifest: Manifest) -> Self {
-        SignedManifest {
-            signed: manifest,
-            signatures: vec![],
-        }
-    }
-
-    /// Parses a signed manifest (JSON), refusing oversized or unknown fields.
-    pub fn parse(bytes: &[u8]) -> Result<Self, Refused> {
-        if bytes.len() > MAX_MANIFEST_BYTES {
-            return Err(Refused::Malformed(format!(
-                "{} bytes, above the {MAX_MANIFEST_BYTES}-byte limit",
-                bytes.len()
-            )));
-        }
-        let m: SignedManifest =
-            serde_json::from_slice(bytes).map_err(|e| Refused::Malformed(e.to_string()))?;
-        if m.signatures.len() > MAX_SIGNATURES {
-            return Err(Refused::Malformed(format!(
-                "{} signatures (at most {MAX_SIGNATURES})",
-                m.signatures.len()
-            )));
-        }
-        m.signed.check()?;
-        Ok(m)
-    }
-
-    pub fn to_json(&self) -> String {
-        serde_json::to_string_pretty(self).unwrap_or_default()
-    }
-
-    /// Adds (or renews) `key`'s signature.
-    pub fn sign(&mut self, key: &SigningKey) {
-        let public = key.public();
-        let sig = hex::encode(key.sign(&self.signed.signed_bytes()));
-        self.signatures.retain(|s| s.key != public);
-        self.signatures.push(Signature { key: public, sig });
-    }
-
-    /// Adds the signatures of `other` over the same manifest (key holders sign apart).
-    pub fn combine(&mut self, other: SignedManifest) -> Result<(), Refused> {
-        if other.signed != self.signed {
-            return Err(Refused::Malformed(
-                "the signatures are over a different manifest".into(),
-            ));
-        }
-        for s in other.signatures {
-            if !self.signatures.iter().any(|m| m.key == s.key) {
-                self.signatures.push(s);
-            }
-        }
-        Ok(())
-    }
-
-    /// Trusted keys with a valid signature, each counted once.
-    fn valid_signers(&self, trust: &Trust) -> Vec<PublicKey> {
-        valid_signers(&self.signed.signed_bytes(), &self.signatures, trust)
-    }
-
+impl Signed<Manifest> {
     /// Verifies the manifest for a node: enough trusted signatures, not expired, newer
     /// than `newest` (the newest sequence it verified before), of its channel, and with
     /// an artifact for `target` (when given).
@@ -286,28 +206,6 @@ impl SignedManifest {
             signers,
         })
     }
-}
-
-/// The keys of `trust` with a valid signature over `message` among `signatures`, each
-/// counted once.
-pub(super) fn valid_signers(
-    message: &[u8],
-    signatures: &[Signature],
-    trust: &Trust,
-) -> Vec<PublicKey> {
-    let mut valid: Vec<PublicKey> = vec![];
-    for s in signatures {
-        if !trust.keys.contains(&s.key) || valid.contains(&s.key) {
-            continue;
-        }
-        let Ok(sig) = hex::decode(&s.sig) else {
-            continue;
-        };
-        if s.key.verify(message, &sig) {
-            valid.push(s.key.clone());
-        }
-    }
-    valid
 }
 
 /// A manifest that passed [`SignedManifest::verify`].
@@ -384,6 +282,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::release::{SigningKey, signed::Signature};
 
     const NOW: u64 = 1_800_000_000;
 

@@ -9,12 +9,14 @@
 //! | [`manifest`] | the manifest, its signatures, combining signatures made apart, verification with every refusal named, staged rollout by peer id |
 //! | [`install`] | applying a release: staging, handing over, confirming, rolling back; the update watcher |
 //! | [`root`] | rotating the release keys: a new key set signed by the old threshold and its own, the chain a node keeps |
+//! | [`signed`] | a document signed by release keys (a manifest or a root): parsing within limits, signing, combining signatures made apart, counting valid ones |
 //! | [`tool`] | `jantar-peer release`: `keygen`, `new`, `sign`, `combine`, `verify` |
 
 pub mod install;
 pub mod keys;
 pub mod manifest;
 pub mod root;
+pub mod signed;
 pub mod tool;
 
 pub use keys::{PublicKey, SigningKey};

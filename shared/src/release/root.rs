@@ -12,12 +12,10 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    PublicKey, Refused, SigningKey, Trust,
-    manifest::{MAX_SIGNATURES, Signature, valid_signers},
+    PublicKey, Refused, Trust,
+    signed::{Document, Signed},
 };
 
-/// What every root signature covers before the root's JSON.
-const DOMAIN: &[u8] = b"jantar release root v1\n";
 /// Largest signed root accepted, as JSON.
 pub const MAX_ROOT_BYTES: usize = 8 * 1024;
 /// Most keys in one root.
@@ -37,22 +35,14 @@ pub struct Root {
 }
 
 /// A root with the signatures collected for it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SignedRoot {
-    pub root: Root,
-    pub signatures: Vec<Signature>,
-}
+pub type SignedRoot = Signed<Root>;
 
-impl Root {
-    fn signed_bytes(&self) -> Vec<u8> {
-        let mut bytes = DOMAIN.to_vec();
-        bytes.extend(serde_json::to_vec(self).unwrap_or_default());
-        bytes
-    }
+impl Document for Root {
+    const DOMAIN: &'static [u8] = b"jantar release root v1\n";
+    const MAX_BYTES: usize = MAX_ROOT_BYTES;
+    const NAME: &'static str = "root";
 
-    /// The fields a key holder must get right before anyone signs.
-    pub fn check(&self) -> Result<(), Refused> {
+    fn check(&self) -> Result<(), Refused> {
         let bad = |m: String| Err(Refused::Malformed(m));
         if self.sequence == 0 {
             return bad("root sequence 0 is the configured keys; rotations start at 1".into());
@@ -78,7 +68,9 @@ impl Root {
         }
         Ok(())
     }
+}
 
+impl Root {
     pub fn trust(&self) -> Trust {
         Trust {
             keys: self.keys.clone(),
@@ -87,78 +79,26 @@ impl Root {
     }
 }
 
-impl SignedRoot {
-    pub fn new(root: Root) -> Self {
-        SignedRoot {
-            root,
-            signatures: vec![],
-        }
-    }
-
-    pub fn parse(bytes: &[u8]) -> Result<Self, Refused> {
-        if bytes.len() > MAX_ROOT_BYTES {
-            return Err(Refused::Malformed(format!(
-                "{} bytes, above the {MAX_ROOT_BYTES}-byte limit",
-                bytes.len()
-            )));
-        }
-        let r: SignedRoot =
-            serde_json::from_slice(bytes).map_err(|e| Refused::Malformed(e.to_string()))?;
-        if r.signatures.len() > MAX_SIGNATURES {
-            return Err(Refused::Malformed(format!(
-                "{} signatures (at most {MAX_SIGNATURES})",
-                r.signatures.len()
-            )));
-        }
-        r.root.check()?;
-        Ok(r)
-    }
-
-    pub fn to_json(&self) -> String {
-        serde_json::to_string_pretty(self).unwrap_or_default()
-    }
-
-    pub fn sign(&mut self, key: &SigningKey) {
-        let public = key.public();
-        let sig = hex::encode(key.sign(&self.root.signed_bytes()));
-        self.signatures.retain(|s| s.key != public);
-        self.signatures.push(Signature { key: public, sig });
-    }
-
-    pub fn combine(&mut self, other: SignedRoot) -> Result<(), Refused> {
-        if other.root != self.root {
-            return Err(Refused::Malformed(
-                "the signatures are over a different root".into(),
-            ));
-        }
-        for s in other.signatures {
-            if !self.signatures.iter().any(|m| m.key == s.key) {
-                self.signatures.push(s);
-            }
-        }
-        Ok(())
-    }
-
+impl Signed<Root> {
     /// Verifies this root as the next after `current` (trusted now, at
     /// `current_sequence`): the next sequence, the current threshold of current keys,
     /// and its own threshold of its own keys. Returns the trust it gives.
     pub fn verify_next(&self, current: &Trust, current_sequence: u64) -> Result<Trust, Refused> {
-        self.root.check()?;
-        if self.root.sequence <= current_sequence {
+        self.signed.check()?;
+        if self.signed.sequence <= current_sequence {
             return Err(Refused::Replay {
-                sequence: self.root.sequence,
+                sequence: self.signed.sequence,
                 newest: current_sequence,
             });
         }
-        if self.root.sequence != current_sequence + 1 {
+        if self.signed.sequence != current_sequence + 1 {
             return Err(Refused::Malformed(format!(
                 "root {} does not follow root {current_sequence} (roots are taken one at a time)",
-                self.root.sequence
+                self.signed.sequence
             )));
         }
-        let message = self.root.signed_bytes();
-        for (who, trust) in [("current", current), ("new", &self.root.trust())] {
-            let valid = valid_signers(&message, &self.signatures, trust).len();
+        for (who, trust) in [("current", current), ("new", &self.signed.trust())] {
+            let valid = self.valid_signers(trust).len();
             let threshold = trust.threshold.max(1);
             if valid < threshold {
                 return Err(Refused::Malformed(format!(
@@ -166,7 +106,7 @@ impl SignedRoot {
                 )));
             }
         }
-        Ok(self.root.trust())
+        Ok(self.signed.trust())
     }
 }
 
@@ -201,7 +141,7 @@ impl Chain {
             match r.verify_next(&trust, sequence) {
                 Ok(t) => {
                     trust = t;
-                    sequence = r.root.sequence;
+                    sequence = r.signed.sequence;
                     kept.roots.push(r);
                 }
                 Err(e) => {
@@ -212,7 +152,7 @@ impl Chain {
                         Some(format!(
                             "{}: root {} does not verify ({e}); the chain ends before it",
                             path.display(),
-                            r.root.sequence
+                            r.signed.sequence
                         )),
                     );
                 }
@@ -229,6 +169,7 @@ impl Chain {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::release::SigningKey;
 
     fn keys(n: usize) -> Vec<SigningKey> {
         (0..n).map(|_| SigningKey::generate()).collect()
@@ -316,8 +257,8 @@ mod tests {
         );
         // A link tampered with: the chain ends before it.
         let mut bad = r2;
-        bad.root.threshold = 1;
-        bad.root.keys.push(SigningKey::generate().public());
+        bad.signed.threshold = 1;
+        bad.signed.keys.push(SigningKey::generate().public());
         std::fs::write(
             &path,
             Chain {

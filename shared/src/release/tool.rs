@@ -21,6 +21,7 @@ use super::{
     PublicKey, Refused, SignedManifest, SigningKey, Trust,
     manifest::{Manifest, Target, this_target},
     root::{Root, SignedRoot},
+    signed::{Document, is_root},
 };
 use crate::{
     atomic::{self, Existing},
@@ -310,11 +311,9 @@ enum Doc {
 }
 
 impl Doc {
-    /// A root is told from a manifest by its top-level `root` field.
+    /// A root is told from a manifest by its `keys`.
     fn parse(bytes: &[u8]) -> Result<Self, Refused> {
-        let is_root = serde_json::from_slice::<serde_json::Value>(bytes)
-            .is_ok_and(|v| v.get("root").is_some());
-        if is_root {
+        if is_root(bytes) {
             SignedRoot::parse(bytes).map(Doc::Root)
         } else {
             SignedManifest::parse(bytes).map(Doc::Manifest)
@@ -360,9 +359,9 @@ impl std::fmt::Display for Doc {
             Doc::Root(r) => write!(
                 f,
                 "root {} ({} keys, threshold {})",
-                r.root.sequence,
-                r.root.keys.len(),
-                r.root.threshold
+                r.signed.sequence,
+                r.signed.keys.len(),
+                r.signed.threshold
             ),
         }
     }
