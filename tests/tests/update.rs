@@ -66,6 +66,18 @@ async fn apply_then_roll_back(u: &mut UpdateNet) -> Result<()> {
             peer.name
         );
     }
+    // The watchers stood down, and the new versions reaped them: no child left behind,
+    // not even as a zombie.
+    for peer in &mut u.peers {
+        let Some(pid) = peer.pid() else { continue };
+        let name = peer.name.clone();
+        peer.wait_until(
+            READY,
+            &format!("{name}'s watcher reaped"),
+            async |_: &Node| Ok(children_of(pid).is_empty()),
+        )
+        .await?;
+    }
 
     // 2. A release whose binary never becomes ready is rolled back everywhere, and not
     // tried again.
@@ -567,4 +579,20 @@ async fn a_staged_release_is_run_again_by_the_installed_binary_after_a_restart()
     }
     publisher.terminate(Duration::from_secs(20)).await.ok();
     result
+}
+
+/// The processes whose parent is `pid`, with their state (from `/proc`).
+fn children_of(pid: u32) -> Vec<String> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return vec![];
+    };
+    dir.flatten()
+        .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
+        .filter(|stat| {
+            // After the command name in parentheses: state, then the parent's pid.
+            stat.rsplit_once(") ")
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok())
+                == Some(pid)
+        })
+        .collect()
 }

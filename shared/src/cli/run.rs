@@ -68,6 +68,8 @@ pub(super) fn run_node(config: Config, warnings: Vec<Warning>, key: Keypair) -> 
                     let again = std::process::Command::new(&h.me)
                         .args(&h.args)
                         .env_remove(install::TRIAL_ENV)
+                        .env_remove(install::WATCHER_ENV)
+                        .env_remove(install::WATCHER_ENV)
                         .exec();
                     again.to_string()
                 }

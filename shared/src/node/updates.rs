@@ -250,6 +250,7 @@ impl Updates {
         match install::confirm(&self.releases, sequence) {
             Ok(Some(b)) => {
                 info!(version = %b.version, sequence, "the new version is ready; update confirmed");
+                install::reap_watcher();
                 self.applied = Some(self.applied.unwrap_or(0).max(sequence));
                 // The release running and the one before it stay, to go back to.
                 self.releases.prune(2, &[&b.path]);

@@ -47,6 +47,9 @@ pub const TRIAL_ENV: &str = "JANTAR_UPDATE_TRIAL";
 /// Set when the installed binary hands over to a staged one: the installed binary's
 /// path (a package upgrade replaces it, and wins over older staged ones).
 pub const INSTALLED_ENV: &str = "JANTAR_INSTALLED_EXE";
+/// Set for a new version on trial: the process id of its watcher, a child of the
+/// process, which the new version reaps once it stands down.
+pub const WATCHER_ENV: &str = "JANTAR_UPDATE_WATCHER";
 /// Rolled-back releases remembered.
 const MAX_ROLLED_BACK: usize = 16;
 /// How long the watcher waits beyond `ready_timeout` for a version that is starting.
@@ -345,6 +348,23 @@ pub fn confirm(releases: &Releases, sequence: u64) -> Result<Option<Binary>, Ins
     })
 }
 
+/// Reaps the watcher of this process's trial (a child it inherited with the process)
+/// once it has stood down, on a thread of its own: it exits within a poll of the
+/// confirmation.
+pub fn reap_watcher() {
+    let Some(pid) = std::env::var(WATCHER_ENV)
+        .ok()
+        .and_then(|p| p.parse::<i32>().ok())
+    else {
+        return;
+    };
+    let _ = std::thread::Builder::new()
+        .name("update-watcher-reaper".into())
+        .spawn(move || {
+            let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
+        });
+}
+
 /// How applying a staged release goes on from the running process.
 #[derive(Debug)]
 pub struct Handover {
@@ -452,7 +472,7 @@ fn try_apply(
     };
     releases.update(|s| s.trial = Some(trial))?;
     let pid = std::process::id();
-    Command::new(&watcher)
+    let watcher_process = Command::new(&watcher)
         .args(["release", "update-watch"])
         .arg("--pid")
         .arg(pid.to_string())
@@ -473,6 +493,7 @@ fn try_apply(
         .args(&h.args)
         .env(TRIAL_ENV, sequence.to_string())
         .env(INSTALLED_ENV, &h.installed)
+        .env(WATCHER_ENV, watcher_process.id().to_string())
         .exec();
     Ok(io_err("cannot execute", &run)(error))
 }
@@ -532,6 +553,7 @@ pub fn watch(
     let error = Command::new(&previous)
         .args(args)
         .env_remove(TRIAL_ENV)
+        .env_remove(WATCHER_ENV)
         .exec();
     Err(io_err("cannot execute", &previous)(error))
 }
