@@ -24,13 +24,31 @@ pub(crate) enum Existing {
 
 /// Writes `bytes` to `path` atomically, creating the file with permission bits `mode`.
 pub(crate) fn write(path: &Path, bytes: &[u8], mode: u32, existing: Existing) -> io::Result<()> {
+    replace_with(path, mode, existing, |f| f.write_all(bytes))
+}
+
+/// Copies `src` to `path` atomically with permission bits `mode`.
+pub(crate) fn copy(src: &Path, path: &Path, mode: u32, existing: Existing) -> io::Result<()> {
+    replace_with(path, mode, existing, |f| {
+        io::copy(&mut File::open(src)?, f).map(|_| ())
+    })
+}
+
+/// Fills a temporary file beside `path` (permission bits `mode`), flushes it to disk and
+/// moves it into place in one step.
+fn replace_with(
+    path: &Path,
+    mode: u32,
+    existing: Existing,
+    fill: impl FnOnce(&mut File) -> io::Result<()>,
+) -> io::Result<()> {
     let dir = parent(path);
     let mut tmp = tempfile::Builder::new()
         .prefix(".")
         .suffix(".tmp")
         .permissions(Permissions::from_mode(mode))
         .tempfile_in(dir)?;
-    tmp.write_all(bytes)?;
+    fill(tmp.as_file_mut())?;
     tmp.as_file().sync_all()?;
     match existing {
         Existing::Replace => tmp.persist(path).map_err(|e| e.error)?,
@@ -62,25 +80,6 @@ pub(crate) fn move_new(src: &Path, dest: &Path) -> io::Result<()> {
     if let Err(e) = fs::remove_file(src) {
         tracing::warn!(src = %src.display(), error = %e, "moved into place, but the source could not be removed");
     }
-    Ok(())
-}
-
-/// Copies `src` to `path` atomically with permission bits `mode`: the copy is written
-/// beside `path`, flushed, then moved into place.
-pub(crate) fn copy(src: &Path, path: &Path, mode: u32, existing: Existing) -> io::Result<()> {
-    let dir = parent(path);
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".")
-        .suffix(".tmp")
-        .permissions(Permissions::from_mode(mode))
-        .tempfile_in(dir)?;
-    io::copy(&mut File::open(src)?, tmp.as_file_mut())?;
-    tmp.as_file().sync_all()?;
-    match existing {
-        Existing::Replace => tmp.persist(path).map_err(|e| e.error)?,
-        Existing::Keep => tmp.persist_noclobber(path).map_err(|e| e.error)?,
-    };
-    sync_dir(dir);
     Ok(())
 }
 
