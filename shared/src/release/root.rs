@@ -164,6 +164,11 @@ impl Chain {
     pub fn to_json(&self) -> Vec<u8> {
         serde_json::to_vec_pretty(self).unwrap_or_default()
     }
+
+    /// The last root's sequence; 0 while the configured keys are trusted.
+    pub fn sequence(&self) -> u64 {
+        self.roots.last().map_or(0, |r| r.signed.sequence)
+    }
 }
 
 #[cfg(test)]

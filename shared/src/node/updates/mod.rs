@@ -3,15 +3,19 @@
 //! newest is kept (and persisted, so a replay stays refused after a restart); with
 //! `auto_update: apply` its artifact for this machine is fetched through the file part,
 //! staged, and handed to the process to run ([`crate::release::install`]).
+//!
+//! [`apply`] takes a release up (fetch, check, stage, hand over), [`rotation`] the
+//! release key rotations, and [`announce`] announces both again to peers that join.
 
-use std::{
-    path::PathBuf,
-    time::{Duration, Instant, SystemTime},
-};
+use std::time::{Duration, Instant, SystemTime};
 
 use libp2p::{PeerId, gossipsub};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
+
+mod announce;
+mod apply;
+mod rotation;
 
 use super::files::{FileService, Net};
 use crate::{
@@ -21,21 +25,20 @@ use crate::{
     metrics as m,
     release::{
         Manifest, Refused, SignedManifest, Trust,
-        install::{self, Binary, Releases, TRIAL_ENV, newer},
-        manifest::{in_rollout, this_target},
-        root::{Chain, MAX_CHAIN, SignedRoot},
+        install::{self, Binary, Releases, TRIAL_ENV},
+        manifest::this_target,
+        root::Chain,
     },
-    status::{FetchState, ReleaseInfo, UpdateStatus},
+    status::{ReleaseInfo, UpdateStatus},
 };
+use announce::Announcements;
+pub(super) use rotation::keys_topic;
 
-/// The newest release is announced again at most this often (when a peer joins the
-/// topic).
-const REANNOUNCE: Duration = Duration::from_secs(10);
 /// A failed artifact fetch is tried again after this long.
 const FETCH_RETRY: Duration = Duration::from_secs(30);
 /// Release messages (manifests and roots) accepted per sender: a burst of this many,
 /// refilled over a minute. Honest senders announce the newest release at most every
-/// [`REANNOUNCE`], and a chain of at most [`MAX_CHAIN`] roots with it.
+/// 10 s, and a chain of at most 16 roots (`release::root::MAX_CHAIN`) with it.
 const RATE_PER_MINUTE: u32 = 32;
 /// Room a gossip message needs beyond its data (signature, key, topic, framing).
 const GOSSIP_OVERHEAD: usize = 1024;
@@ -56,42 +59,6 @@ const STATES: &[&str] = &[
 /// The gossipsub topic of a release channel.
 pub(super) fn topic(channel: &str) -> gossipsub::IdentTopic {
     gossipsub::IdentTopic::new(format!("jantar/releases/v1/{channel}"))
-}
-
-/// The gossipsub topic of release key rotations (every channel's).
-pub(super) fn keys_topic() -> gossipsub::IdentTopic {
-    gossipsub::IdentTopic::new("jantar/release-keys/v1")
-}
-
-/// Announcing what this node holds again when peers join a topic: at most every
-/// [`REANNOUNCE`]; a join during the cool-down is announced when it ends; a publish that
-/// reached no one starts no cool-down.
-#[derive(Debug, Default)]
-struct Announcements {
-    pending: bool,
-    last: Option<Instant>,
-}
-
-impl Announcements {
-    fn due(&self) -> bool {
-        self.pending && self.last.is_none_or(|t| t.elapsed() >= REANNOUNCE)
-    }
-
-    fn publish(
-        &mut self,
-        g: &mut gossipsub::Behaviour,
-        topic: &gossipsub::TopicHash,
-        messages: Vec<Vec<u8>>,
-    ) {
-        self.pending = false;
-        let topic = gossipsub::IdentTopic::new(topic.as_str());
-        for m in messages {
-            match g.publish(topic.clone(), m) {
-                Ok(_) => self.last = Some(Instant::now()),
-                Err(e) => debug!(topic = %topic, error = %e, "not announced"),
-            }
-        }
-    }
 }
 
 /// Where applying the newest release stands.
@@ -126,7 +93,6 @@ pub(in crate::node) struct Updates {
     /// The release keys trusted now: the configured ones, or the last root of the
     /// chain.
     trust: Trust,
-    root_sequence: u64,
     chain: Chain,
     target: String,
     running: &'static str,
@@ -192,7 +158,6 @@ impl Updates {
             topic: topic(&config.channel).hash(),
             keys_topic: keys_topic().hash(),
             trust: config.trust.clone(),
-            root_sequence: 0,
             chain: Chain::default(),
             target: this_target(),
             running: crate::version::version(),
@@ -225,7 +190,7 @@ impl Updates {
                 "release keys rotated"
             );
         }
-        (u.trust, u.root_sequence, u.chain) = (trust, root_sequence, chain);
+        (u.trust, u.chain) = (trust, chain);
         // The newest verified before a restart: its sequence stays the replay floor,
         // expired or not, as long as today's keys verify it.
         if let Some(bytes) = u.releases.newest() {
@@ -266,96 +231,6 @@ impl Updates {
 
     pub(in crate::node) fn topic(&self) -> &gossipsub::TopicHash {
         &self.topic
-    }
-
-    pub(in crate::node) fn keys_topic(&self) -> &gossipsub::TopicHash {
-        &self.keys_topic
-    }
-
-    fn roots_path(&self) -> PathBuf {
-        self.releases.dir().join("roots.json")
-    }
-
-    /// A message on the key rotation topic: the next root is verified (the current
-    /// keys' threshold and its own) before gossipsub forwards it.
-    pub(in crate::node) fn on_root_message(
-        &mut self,
-        net: &mut Net<'_>,
-        propagation_source: PeerId,
-        message_id: &gossipsub::MessageId,
-        message: &gossipsub::Message,
-    ) {
-        let acceptance = match self.over_rate(propagation_source, message) {
-            Some(verdict) => verdict,
-            None => match self.receive_root(&message.data) {
-                Ok(true) => gossipsub::MessageAcceptance::Accept,
-                Ok(false) => gossipsub::MessageAcceptance::Ignore,
-                Err(refused) => {
-                    warn!(peer = %propagation_source, source = ?message.source, reason = %refused, "refused a release key rotation");
-                    gossipsub::MessageAcceptance::Reject
-                }
-            },
-        };
-        report(net, message_id, &propagation_source, acceptance);
-    }
-
-    /// Takes `data` as the next root; `Ok(false)` for one of the chain again.
-    fn receive_root(&mut self, data: &[u8]) -> Result<bool, Refused> {
-        let result = self.check_root(data);
-        let label = match &result {
-            Ok(true) => "root_accepted",
-            Ok(false) => "root_duplicate",
-            Err(_) => "root_refused",
-        };
-        metrics::counter!(m::UPDATE_MANIFESTS, "result" => label).increment(1);
-        if let Err(r) = &result {
-            self.refused += 1;
-            self.last_refused = Some(format!("key rotation: {r}"));
-        }
-        result
-    }
-
-    fn check_root(&mut self, data: &[u8]) -> Result<bool, Refused> {
-        let r = SignedRoot::parse(data)?;
-        // A link of the chain again (a peer catching others up): not forwarded.
-        if self.chain.roots.iter().any(|c| c.signed == r.signed) {
-            return Ok(false);
-        }
-        let trust = r.verify_next(&self.trust, self.root_sequence)?;
-        if self.chain.roots.len() >= MAX_CHAIN {
-            return Err(Refused::Malformed(format!(
-                "this node keeps at most {MAX_CHAIN} rotations"
-            )));
-        }
-        let mut chain = self.chain.clone();
-        chain.roots.push(r.clone());
-        let path = self.roots_path();
-        std::fs::create_dir_all(self.releases.dir())
-            .and_then(|()| {
-                crate::atomic::write(
-                    &path,
-                    &chain.to_json(),
-                    0o644,
-                    crate::atomic::Existing::Replace,
-                )
-            })
-            .map_err(|e| Refused::Malformed(format!("cannot save {}: {e}", path.display())))?;
-        info!(
-            root = r.signed.sequence,
-            keys = trust.keys.len(),
-            threshold = trust.threshold,
-            "release keys rotated"
-        );
-        (self.trust, self.root_sequence, self.chain) = (trust, r.signed.sequence, chain);
-        Ok(true)
-    }
-
-    /// A peer joined the key rotation topic: the chain is announced again (see
-    /// [`Announcements`]), link by link, so a peer that missed a rotation takes them in
-    /// order.
-    pub(in crate::node) fn on_keys_subscribed(&mut self, net: &mut Net<'_>) {
-        self.keys_announce.pending = !self.chain.roots.is_empty();
-        self.announce_due(net);
     }
 
     fn newest_sequence(&self) -> Option<u64> {
@@ -451,172 +326,6 @@ impl Updates {
         Ok(Received::Newer)
     }
 
-    /// Decides what the newest release means for this node, and starts on it.
-    fn follow(&mut self, files: &mut FileService, net: &mut Net<'_>) {
-        let Some((m, _)) = &self.newest else {
-            return;
-        };
-        let m = m.signed.clone();
-        self.stage = self.next_stage(&m);
-        if let Stage::Skipped(state, why) = &self.stage {
-            info!(release = %m.version, sequence = m.sequence, state, reason = %why, "not applying the release");
-        }
-        if matches!(self.stage, Stage::Idle) {
-            self.fetch(files, net, &m);
-        }
-        self.gauges();
-    }
-
-    /// What to do about `m`: `Idle` means fetch it.
-    fn next_stage(&self, m: &Manifest) -> Stage {
-        let skip = |state, why: String| Stage::Skipped(state, why);
-        if self.rolled_back.contains(&m.sequence) {
-            return skip("rolled_back", format!("{} was rolled back here", m.version));
-        }
-        if self.applied.is_some_and(|a| a >= m.sequence) || !newer(&m.version, self.running) {
-            return skip(
-                "up_to_date",
-                format!("running {}, the release is {}", self.running, m.version),
-            );
-        }
-        if !m.targets.contains_key(&self.target) {
-            let has = m.targets.keys().cloned().collect::<Vec<_>>().join(", ");
-            return skip(
-                "no_target",
-                format!("no artifact for {} (it has: {has})", self.target),
-            );
-        }
-        if !in_rollout(&self.me.to_bytes(), m) {
-            return skip(
-                "not_in_rollout",
-                format!("this peer is outside the {}% rollout", m.rollout_percent),
-            );
-        }
-        match self.mode {
-            AutoUpdate::Apply => Stage::Idle,
-            _ => Stage::Available,
-        }
-    }
-
-    fn fetch(&mut self, files: &mut FileService, net: &mut Net<'_>, m: &Manifest) {
-        let Some(t) = m.targets.get(&self.target) else {
-            return;
-        };
-        let out = match self.releases.incoming(m) {
-            Ok(o) => o,
-            Err(e) => {
-                self.stage = Stage::Failed(e.to_string());
-                return;
-            }
-        };
-        match files.fetch_to(net, t.file, out) {
-            Ok(_) => {
-                info!(release = %m.version, file = %t.file, size = t.size, "fetching the release");
-                self.stage = Stage::Fetching {
-                    id: t.file,
-                    size: t.size,
-                };
-            }
-            Err(error) => {
-                warn!(release = %m.version, %error, "cannot fetch the release");
-                self.stage = Stage::Retry {
-                    at: Instant::now() + FETCH_RETRY,
-                    error,
-                };
-            }
-        }
-    }
-
-    /// Every second: a finished fetch is checked and staged; a failed one is retried;
-    /// a newest release from before a restart is taken up again.
-    pub(in crate::node) fn housekeeping(&mut self, files: &mut FileService, net: &mut Net<'_>) {
-        self.announce_due(net);
-        let Some((m, _)) = &self.newest else {
-            return;
-        };
-        let m = m.signed.clone();
-        match &self.stage {
-            Stage::Idle => self.follow(files, net),
-            Stage::Retry { at, .. } if Instant::now() >= *at => self.fetch(files, net, &m),
-            Stage::Fetching { id, size } => {
-                let (id, size) = (*id, *size);
-                let Some(p) = files.progress_of(&id) else {
-                    self.fetch(files, net, &m);
-                    return;
-                };
-                match p.state {
-                    FetchState::Fetching => {}
-                    FetchState::Failed => {
-                        let error = p.error.unwrap_or_else(|| "the fetch failed".into());
-                        warn!(release = %m.version, %error, "fetching the release failed; trying again later");
-                        self.stage = Stage::Retry {
-                            at: Instant::now() + FETCH_RETRY,
-                            error,
-                        };
-                    }
-                    FetchState::Complete => self.stage_fetched(&m, size, PathBuf::from(p.path)),
-                }
-            }
-            _ => {}
-        }
-        self.gauges();
-    }
-
-    /// The artifact verified chunk by chunk against its ID; its size is checked against
-    /// the manifest's, and it is staged and handed over.
-    fn stage_fetched(&mut self, m: &Manifest, size: u64, path: PathBuf) {
-        let on_disk = std::fs::metadata(&path).map(|md| md.len());
-        if on_disk.as_ref().ok() != Some(&size) {
-            let error = format!(
-                "the artifact at {} is {:?} bytes, the manifest says {size}",
-                path.display(),
-                on_disk.map_err(|e| e.to_string())
-            );
-            warn!(release = %m.version, %error, "not staging the release");
-            self.stage = Stage::Failed(error);
-            return;
-        }
-        match self.releases.stage(m, &path) {
-            Ok(binary) => {
-                info!(release = %m.version, binary = %binary.path.display(), "release staged");
-                self.stage = Stage::Applying(binary.clone());
-                self.apply_tx.send_replace(Some(binary));
-            }
-            Err(e) => {
-                warn!(release = %m.version, error = %e, "cannot stage the release");
-                self.stage = Stage::Failed(e.to_string());
-            }
-        }
-    }
-
-    /// A peer joined the topic: the newest release is announced again (see
-    /// [`Announcements`]), so peers that were away learn of it.
-    pub(in crate::node) fn on_subscribed(&mut self, net: &mut Net<'_>) {
-        self.announce.pending = self.newest.is_some();
-        self.announce_due(net);
-    }
-
-    /// Publishes what is pending and out of its cool-down (also from housekeeping).
-    fn announce_due(&mut self, net: &mut Net<'_>) {
-        let Some(g) = net.swarm.behaviour_mut().gossipsub.as_mut() else {
-            return;
-        };
-        if self.announce.due() {
-            let bytes = self.newest.as_ref().map(|(_, b)| vec![b.clone()]);
-            self.announce
-                .publish(g, &self.topic, bytes.unwrap_or_default());
-        }
-        if self.keys_announce.due() {
-            let links = self
-                .chain
-                .roots
-                .iter()
-                .map(|r| r.to_json().into_bytes())
-                .collect();
-            self.keys_announce.publish(g, &self.keys_topic, links);
-        }
-    }
-
     /// `POST /releases`: a release from this node's operator. It must verify as any
     /// received one does, and this node must hold every artifact it names (so that
     /// peers can fetch them from it). Then it is announced.
@@ -668,22 +377,6 @@ impl Updates {
         Ok(release_info(&parsed.signed))
     }
 
-    /// A key rotation from this node's operator: taken as a received one is, then
-    /// announced with the rest of the chain.
-    fn publish_root(&mut self, net: &mut Net<'_>, data: &[u8]) -> Result<ReleaseInfo, String> {
-        let r = SignedRoot::parse(data).map_err(|e| e.to_string())?;
-        self.receive_root(data).map_err(|e| e.to_string())?;
-        self.keys_announce.pending = true;
-        self.keys_announce.last = None;
-        self.announce_due(net);
-        info!(root = r.signed.sequence, "published a release key rotation");
-        Ok(ReleaseInfo {
-            version: format!("root {}", r.signed.sequence),
-            sequence: r.signed.sequence,
-            ..ReleaseInfo::default()
-        })
-    }
-
     pub(in crate::node) fn status(&self) -> UpdateStatus {
         let (state, detail) = self.state();
         UpdateStatus {
@@ -693,7 +386,7 @@ impl Updates {
             target: self.target.clone(),
             trusted_keys: self.trust.keys.len(),
             threshold: self.trust.threshold,
-            root_sequence: self.root_sequence,
+            root_sequence: self.chain.sequence(),
             newest: self.newest.as_ref().map(|(m, _)| release_info(&m.signed)),
             state: state.into(),
             detail,
