@@ -14,7 +14,7 @@
 //! the new binary in its place, with the same arguments and process id. The new binary
 //! confirms the trial once its node is ready ([`confirm`]). If it exits first, or is not
 //! ready within `update.ready_timeout`, the watcher stops it, puts the previous binary
-//! back and runs it ([`watch`]); under systemd it leaves that to the unit's
+//! back and runs it ([`super::watch`]); under systemd it leaves that to the unit's
 //! `Restart=on-failure`, and the next start finds the trial rolled back ([`at_start`]).
 //!
 //! The two ways a binary is put in place (`update.method`):
@@ -30,7 +30,7 @@ use std::{
     os::unix::process::CommandExt,
     path::{Path, PathBuf},
     process::Command,
-    time::{Duration, Instant, SystemTime},
+    time::{Duration, SystemTime},
 };
 
 use serde::{Deserialize, Serialize};
@@ -53,9 +53,7 @@ pub const WATCHER_ENV: &str = "JANTAR_UPDATE_WATCHER";
 /// Rolled-back releases remembered.
 const MAX_ROLLED_BACK: usize = 16;
 /// How long the watcher waits beyond `ready_timeout` for a version that is starting.
-const WATCH_SLACK: Duration = Duration::from_secs(5);
-/// How long a stopped version has to exit after SIGTERM before SIGKILL.
-const STOP_GRACE: Duration = Duration::from_secs(5);
+pub(super) const WATCH_SLACK: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum InstallError {
@@ -75,7 +73,10 @@ pub enum InstallError {
     },
 }
 
-fn io_err(what: &'static str, path: &Path) -> impl FnOnce(io::Error) -> InstallError + use<> {
+pub(super) fn io_err(
+    what: &'static str,
+    path: &Path,
+) -> impl FnOnce(io::Error) -> InstallError + use<> {
     let path = path.display().to_string();
     move |error| InstallError::Io { what, path, error }
 }
@@ -315,7 +316,7 @@ pub fn at_start(
 }
 
 /// Records `t` as rolled back (and restores the binary it replaced).
-fn roll_back(s: &mut State, t: Trial, reason: &str) {
+pub(super) fn roll_back(s: &mut State, t: Trial, reason: &str) {
     if let Some(installed) = &t.replaced {
         let previous = previous_of(installed);
         if let Err(error) = atomic::copy(&previous, installed, 0o755, Existing::Replace) {
@@ -496,99 +497,6 @@ fn try_apply(
         .env(WATCHER_ENV, watcher_process.id().to_string())
         .exec();
     Ok(io_err("cannot execute", &run)(error))
-}
-
-/// `jantar-peer release update-watch`: waits for the version on trial (process `pid`) to
-/// confirm; if it exits first or is not ready within `timeout`, stops it, rolls back,
-/// and runs the previous binary with `args` (or, under systemd, leaves the restart to
-/// the unit).
-pub fn watch(
-    releases: &Releases,
-    pid: u32,
-    sequence: u64,
-    timeout: Duration,
-    args: &[std::ffi::OsString],
-) -> Result<(), InstallError> {
-    let deadline = Instant::now() + timeout;
-    let reason = loop {
-        std::thread::sleep(Duration::from_millis(200));
-        let state = releases.load()?;
-        if state
-            .trial
-            .as_ref()
-            .is_none_or(|t| t.binary.sequence != sequence)
-        {
-            return Ok(());
-        }
-        if !alive(pid) {
-            break "it exited before it was ready".to_string();
-        }
-        if Instant::now() >= deadline {
-            break format!(
-                "it was not ready within {}",
-                humantime::format_duration(timeout.saturating_sub(WATCH_SLACK))
-            );
-        }
-    };
-    let under_systemd = std::env::var_os("NOTIFY_SOCKET").is_some();
-    // The rollback is recorded (and the previous binary put back) before the trial is
-    // stopped: under systemd, stopping it ends the unit, this watcher with it.
-    let previous = releases.update(|s| {
-        let t = s.trial.take_if(|t| t.binary.sequence == sequence)?;
-        warn!(version = %t.binary.version, sequence, %reason, "rolling back the new version");
-        let previous = t.previous.clone();
-        roll_back(s, t, &reason);
-        Some(previous)
-    })?;
-    let Some(previous) = previous else {
-        // Confirmed just now.
-        return Ok(());
-    };
-    stop(pid, under_systemd);
-    if under_systemd {
-        // The unit restarts the service (it was killed), and the start finds the trial
-        // rolled back.
-        return Ok(());
-    }
-    let error = Command::new(&previous)
-        .args(args)
-        .env_remove(TRIAL_ENV)
-        .env_remove(WATCHER_ENV)
-        .exec();
-    Err(io_err("cannot execute", &previous)(error))
-}
-
-/// Whether `pid` runs (a zombie does not).
-fn alive(pid: u32) -> bool {
-    match fs::read_to_string(format!("/proc/{pid}/stat")) {
-        // The state follows the command name in parentheses.
-        Ok(stat) => stat
-            .rsplit_once(") ")
-            .is_some_and(|(_, rest)| !rest.starts_with('Z') && !rest.starts_with('X')),
-        Err(_) => false,
-    }
-}
-
-/// Stops `pid`: SIGKILL under systemd (an unclean end, so `Restart=on-failure` acts),
-/// else SIGTERM and SIGKILL after [`STOP_GRACE`].
-fn stop(pid: u32, kill: bool) {
-    use nix::{sys::signal, unistd::Pid};
-    let Ok(raw) = i32::try_from(pid) else {
-        return;
-    };
-    let pid_t = Pid::from_raw(raw);
-    if kill {
-        let _ = signal::kill(pid_t, signal::Signal::SIGKILL);
-        return;
-    }
-    let _ = signal::kill(pid_t, signal::Signal::SIGTERM);
-    let until = Instant::now() + STOP_GRACE;
-    while alive(pid) && Instant::now() < until {
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    if alive(pid) {
-        let _ = signal::kill(pid_t, signal::Signal::SIGKILL);
-    }
 }
 
 #[cfg(test)]

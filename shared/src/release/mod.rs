@@ -7,7 +7,8 @@
 //! |---|---|
 //! | [`keys`] | Ed25519 release keys: generate, save (owner-only, never replaced), load; public keys as `ed25519:<hex>` |
 //! | [`manifest`] | the manifest, its signatures, combining signatures made apart, verification with every refusal named, staged rollout by peer id |
-//! | [`install`] | applying a release: staging, handing over, confirming, rolling back; the update watcher |
+//! | [`install`] | applying a release: staging, handing over, confirming, rolling back |
+//! | [`watch`] | the update watcher: the old binary, rolling back a new version not ready in time |
 //! | [`root`] | rotating the release keys: a new key set signed by the old threshold and its own, the chain a node keeps |
 //! | [`signed`] | a document signed by release keys (a manifest or a root): parsing within limits, signing, combining signatures made apart, counting valid ones |
 //! | [`tool`] | `jantar-peer release`: `keygen`, `new`, `sign`, `combine`, `verify` |
@@ -18,6 +19,7 @@ pub mod manifest;
 pub mod root;
 pub mod signed;
 pub mod tool;
+pub mod watch;
 
 pub use keys::{PublicKey, SigningKey};
 pub use manifest::{Manifest, Refused, SignedManifest, Target, Trust};

@@ -255,7 +255,7 @@ fn execute(command: ReleaseCommand) -> Result<(), Failure> {
                 level: "info".into(),
                 format: crate::config::LogFormat::Text,
             });
-            super::install::watch(
+            super::watch::watch(
                 &super::install::Releases::at(releases),
                 pid,
                 sequence,
