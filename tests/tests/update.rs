@@ -443,6 +443,25 @@ async fn rotate(u: &mut UpdateNet) -> Result<()> {
         !status.success() && err.contains("0 valid signature(s) from trusted keys; 2 needed"),
         "the old keys' release was published: {err}"
     );
+    // A release whose artifact the publishing node does not hold is refused by name.
+    let unshared = dist.join("unshared").join("jantar-peer");
+    jantar_tests::update::stamp(
+        &jantar_tests::harness::Role::Peer.path(),
+        "99.0.1",
+        &unshared,
+    )?;
+    let not_held = make_release(
+        &dist,
+        "not-held",
+        &spec(&unshared, 1, vec![&new.files[0], &new.files[1]]),
+    )?;
+    let (status, _, err) =
+        u.publisher
+            .cli(&["release", "publish", not_held.to_str().unwrap_or_default()])?;
+    ensure!(
+        !status.success() && err.contains("this node does not hold the artifact for"),
+        "a release without its artifact was published: {err}"
+    );
     let fresh = make_release(
         &dist,
         "new-keys",
