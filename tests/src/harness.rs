@@ -43,9 +43,19 @@ pub fn bin_dir() -> &'static Path {
             "jantar-relay",
             "-p",
             "jantar-peer",
-            // As `cargo test --workspace` builds them (this crate turns the feature on),
-            // so the two builds share one set of binaries; the fail points let tests
-            // make a node's task die on purpose.
+            // This crate too, so that its dependencies' features (tokio's `test-util`
+            // among them) are unified as in `cargo test --workspace`, and the binaries
+            // link the libraries that run already built instead of a second libp2p.
+            "-p",
+            "jantar-tests",
+            "--bin",
+            "jantar-bootstrap",
+            "--bin",
+            "jantar-relay",
+            "--bin",
+            "jantar-peer",
+            // As `cargo test --workspace` builds them (this crate turns the feature on);
+            // the fail points let tests make a node's task die on purpose.
             "--features",
             "jantar-net/failpoints",
         ]);
