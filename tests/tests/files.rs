@@ -1,6 +1,10 @@
 //! File and message propagation between real `jantar-peer` processes on loopback.
 
-use std::{path::Path, process::Stdio, time::Duration};
+use std::{
+    path::Path,
+    process::Stdio,
+    time::{Duration, Instant},
+};
 
 use anyhow::{Context, Result, ensure};
 use jantar_tests::{
@@ -77,16 +81,7 @@ async fn shared_file_reaches_every_peer_identically() -> Result<()> {
         let want = std::fs::read(&src)?;
         // Peers 1 and 2 replicate it on their own (min_file_size 0, room in the quota).
         for p in net.peers[1..].iter_mut() {
-            let id2 = id.clone();
-            p.wait_until(WAIT, "the replica", async |n: &Node| {
-                let (code, out, _) = cli(n, &["ls", "--json"])?;
-                let v: Value = serde_json::from_str(&out).unwrap_or_default();
-                Ok(code == 0
-                    && v["files"]
-                        .as_array()
-                        .is_some_and(|f| f.iter().any(|f| f["id"] == id2.as_str())))
-            })
-            .await?;
+            wait_listed(p, &id).await?;
             let replica = p.dir.join("files/replicas").join(&id);
             ensure!(
                 std::fs::read(&replica)? == want,
@@ -119,6 +114,55 @@ async fn shared_file_reaches_every_peer_identically() -> Result<()> {
         // Too long a message is refused before it leaves.
         let (code, _, err) = cli(&net.peers[1], &["send", &"x".repeat(5000)])?;
         ensure!(code != 0 && err.contains("4096"), "{err}");
+        Ok(())
+    }
+    .await;
+    if let Err(e) = &r {
+        eprintln!("{e:#}\n{}", net.diagnose().await);
+    }
+    r
+}
+
+/// Waits until `p` lists `id` among its files (a replica or a download).
+async fn wait_listed(p: &mut Node, id: &str) -> Result<()> {
+    p.wait_until(WAIT, &format!("file {id} listed"), async |n: &Node| {
+        let (code, out, _) = cli(n, &["ls", "--json"])?;
+        let v: Value = serde_json::from_str(&out).unwrap_or_default();
+        Ok(code == 0
+            && v["files"]
+                .as_array()
+                .is_some_and(|f| f.iter().any(|f| f["id"] == id)))
+    })
+    .await
+}
+
+/// Shared files are announced again to peers that join the files topic later, at most
+/// every 10 s: a peer that joins during that cool-down learns of them when it ends,
+/// not only when yet another peer joins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peers_that_join_later_learn_of_shared_files() -> Result<()> {
+    let mut net = Net::start(&[""]).await?;
+    let r = async {
+        let src = net.root.join("early.bin");
+        random_file(&src, 64 * 1024, 1)?;
+        // Shared with no peer around: the first announcement reaches no one.
+        let id = net.peers[0].share(&src)?;
+        let p1 = net.peer("p1", "").await?;
+        net.peers.push(p1);
+        wait_listed(&mut net.peers[1], &id).await?;
+        let first_join = Instant::now();
+        // The next peer joins once gossipsub's own history (3 heartbeats of 1 s) no
+        // longer offers the announcement, and inside p0's cool-down.
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        let p2 = net.peer("p2", "").await?;
+        net.peers.push(p2);
+        let ready = first_join.elapsed();
+        wait_listed(&mut net.peers[2], &id).await?;
+        println!(
+            "p2 ready {:.1} s after p1 got the file, listed it {:.1} s after",
+            ready.as_secs_f64(),
+            first_join.elapsed().as_secs_f64()
+        );
         Ok(())
     }
     .await;

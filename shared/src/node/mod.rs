@@ -20,6 +20,7 @@
 //! [`command`] holds the requests the admin endpoint sends; the event loop's `report`
 //! assembles `/status` and `/dht/stats` from the parts.
 
+mod announce;
 mod command;
 mod connections;
 mod dht;

@@ -2,7 +2,7 @@
 //! policy) and messages on [`MESSAGES_TOPIC`], both validated before gossipsub forwards
 //! them; shared files are announced again when a peer joins the topic.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use libp2p::{PeerId, gossipsub};
 use tracing::{debug, warn};
@@ -16,9 +16,6 @@ use crate::{
     metrics as m,
 };
 
-/// Shared files are announced again at most this often.
-const REANNOUNCE: Duration = Duration::from_secs(10);
-
 impl FileService {
     pub(in crate::node) fn on_gossip(&mut self, net: &mut Net<'_>, e: gossipsub::Event) {
         let gossipsub::Event::Message {
@@ -30,7 +27,8 @@ impl FileService {
             if let gossipsub::Event::Subscribed { topic, .. } = e
                 && topic == gossipsub::IdentTopic::new(FILES_TOPIC).hash()
             {
-                self.reannounce(net);
+                self.gossip.announce.request();
+                self.announce_due(net);
             }
             return;
         };
@@ -79,30 +77,30 @@ impl FileService {
         }
     }
 
-    /// Re-announces shared files when a new peer joins the topic (at most every
-    /// [`REANNOUNCE`]).
-    pub(super) fn reannounce(&mut self, net: &mut Net<'_>) {
-        if self
-            .gossip
-            .last_reannounce
-            .is_some_and(|t| t.elapsed() < REANNOUNCE)
-        {
+    /// Announces the shared files again if a peer joined the topic and the cool-down
+    /// allows (see [`Announcements`](crate::node::announce::Announcements)); also from
+    /// housekeeping, so a join during the cool-down is announced when it ends.
+    pub(super) fn announce_due(&mut self, net: &mut Net<'_>) {
+        if !self.gossip.announce.due() {
             return;
         }
-        self.gossip.last_reannounce = Some(Instant::now());
-        let mine: Vec<Announcement> = self
+        let Some(g) = net.swarm.behaviour_mut().gossipsub.as_mut() else {
+            return;
+        };
+        let mine = self
             .store
             .entries()
             .filter(|e| e.origin == Origin::Shared)
-            .map(|e| Announcement {
-                id: e.id,
-                name: e.name.clone(),
-                size: e.size,
+            .filter_map(|e| {
+                serde_json::to_vec(&Announcement {
+                    id: e.id,
+                    name: e.name.clone(),
+                    size: e.size,
+                })
+                .ok()
             })
             .collect();
-        for a in mine {
-            net.publish(FILES_TOPIC, &a);
-        }
+        self.gossip.announce.publish(g, FILES_TOPIC, mine);
     }
 
     /// A valid announcement: remembered; a running fetch gains the publisher as a

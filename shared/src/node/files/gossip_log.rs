@@ -1,10 +1,7 @@
 //! What gossip brought: the files announced (with their publishers) and the messages
 //! received, both bounded.
 
-use std::{
-    collections::{HashMap, VecDeque},
-    time::Instant,
-};
+use std::collections::{HashMap, VecDeque};
 
 use libp2p::PeerId;
 
@@ -14,6 +11,7 @@ use crate::{
         protocol::{Announcement, ChatMessage},
         store::now_secs,
     },
+    node::announce::Announcements,
     status::MessageRecord,
 };
 
@@ -28,7 +26,8 @@ pub(super) struct GossipLog {
     announced: HashMap<FileId, (Announcement, PeerId)>,
     messages: VecDeque<MessageRecord>,
     next_seq: u64,
-    pub(super) last_reannounce: Option<Instant>,
+    /// Shared files announced again to peers that join the topic.
+    pub(super) announce: Announcements,
 }
 
 impl GossipLog {

@@ -345,10 +345,12 @@ impl FileService {
         self.penalized.contains_key(peer)
     }
 
-    /// Every second: the upload budget refills, and fetches move on.
+    /// Every second: the upload budget refills, fetches move on, and a join that came
+    /// during the re-announce cool-down is announced.
     pub(in crate::node) fn housekeeping(&mut self, net: &mut Net<'_>) {
         self.serving_housekeeping();
         self.retry_fetches(net);
+        self.announce_due(net);
         self.storage_gauges();
     }
 

@@ -17,7 +17,10 @@ mod announce;
 mod apply;
 mod rotation;
 
-use super::files::{FileService, Net};
+use super::{
+    announce::Announcements,
+    files::{FileService, Net},
+};
 use crate::{
     config::{AutoUpdate, UpdateConfig},
     files::{FileId, protocol::MAX_GOSSIP_SIZE},
@@ -31,7 +34,6 @@ use crate::{
     },
     status::{ReleaseInfo, UpdateStatus},
 };
-use announce::Announcements;
 pub(super) use rotation::keys_topic;
 
 /// A failed artifact fetch is tried again after this long.
@@ -370,8 +372,7 @@ impl Updates {
             }
             Received::Same => {}
         }
-        self.announce.pending = true;
-        self.announce.last = None;
+        self.announce.request_now();
         self.announce_due(net);
         info!(release = %parsed.signed, "published a release");
         Ok(release_info(&parsed.signed))

@@ -105,7 +105,9 @@ impl Updates {
     /// [`Announcements`]), link by link, so a peer that missed a rotation takes them in
     /// order.
     pub(in crate::node) fn on_keys_subscribed(&mut self, net: &mut Net<'_>) {
-        self.keys_announce.pending = !self.chain.roots.is_empty();
+        if !self.chain.roots.is_empty() {
+            self.keys_announce.request();
+        }
         self.announce_due(net);
     }
     /// A key rotation from this node's operator: taken as a received one is, then
@@ -117,8 +119,7 @@ impl Updates {
     ) -> Result<ReleaseInfo, String> {
         let r = SignedRoot::parse(data).map_err(|e| e.to_string())?;
         self.receive_root(data).map_err(|e| e.to_string())?;
-        self.keys_announce.pending = true;
-        self.keys_announce.last = None;
+        self.keys_announce.request_now();
         self.announce_due(net);
         info!(root = r.signed.sequence, "published a release key rotation");
         Ok(ReleaseInfo {
