@@ -472,6 +472,35 @@ async fn rotate(u: &mut UpdateNet) -> Result<()> {
     for p in u.peers.iter_mut() {
         jantar_tests::update::wait_updated(p, "99.0.0", 1, since, Duration::from_secs(120)).await?;
     }
+    // The same manifest again is announced again; another one with its sequence (here
+    // a later expiry) is refused by name, and the newest stays the first.
+    let (status, _, err) =
+        u.publisher
+            .cli(&["release", "publish", fresh.to_str().unwrap_or_default()])?;
+    ensure!(
+        status.success(),
+        "publishing the newest again failed: {err}"
+    );
+    let twin = make_release(
+        &dist,
+        "new-keys-twin",
+        &ReleaseSpec {
+            expires_in: "2h",
+            ..spec(&stamped, 1, vec![&new.files[0], &new.files[1]])
+        },
+    )?;
+    let (status, _, err) =
+        u.publisher
+            .cli(&["release", "publish", twin.to_str().unwrap_or_default()])?;
+    ensure!(
+        !status.success() && err.contains("sequence 1 is taken by another manifest"),
+        "a second manifest with a taken sequence was published: {err}"
+    );
+    let newest = update_status(&u.publisher).await?["newest"].clone();
+    ensure!(
+        newest["sequence"] == 1 && newest["version"] == "99.0.0",
+        "the newest changed: {newest}"
+    );
     Ok(())
 }
 
