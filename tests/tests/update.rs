@@ -616,6 +616,42 @@ async fn a_staged_release_is_run_again_by_the_installed_binary_after_a_restart()
             "{u}"
         );
         peer = again;
+        // `--check` (the units' ExecStartPre) is run by the staged release, which a start
+        // runs; so is a config the installed binary refuses (a newer release may know
+        // its keys). Here the release is the same code, so it refuses it too, by name.
+        let cfg = peer.dir.join("node.cfg");
+        let check = |cfg: &Path| -> Result<(bool, String, String)> {
+            let out = std::process::Command::new(&installed)
+                .arg("-c")
+                .arg(cfg)
+                .arg("--check")
+                .output()?;
+            Ok((
+                out.status.success(),
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            ))
+        };
+        let (ok, out, err) = check(&cfg)?;
+        ensure!(
+            ok && out.contains(": OK (staged release 99.0.0, started by "),
+            "--check was not run by the staged release: {out} {err}"
+        );
+        let newer_cfg = root.join("newer.cfg");
+        std::fs::write(
+            &newer_cfg,
+            format!(
+                "{}key_of_a_later_release: 1\n",
+                std::fs::read_to_string(&cfg)?
+            ),
+        )?;
+        let (ok, out, err) = check(&newer_cfg)?;
+        ensure!(
+            !ok && err.contains("(staged release 99.0.0, started by ")
+                && err.contains("config error")
+                && err.contains("key_of_a_later_release"),
+            "the refused config was not handed to the staged release: {out} {err}"
+        );
         Ok(())
     }
     .await;

@@ -233,7 +233,15 @@ fn dispatch(
     ) {
         Ok(l) => l,
         Err(e) => {
-            eprintln!("{bin}: config error: {e}");
+            if let Some(dir) = Config::data_dir_only(
+                role,
+                common.config.as_deref(),
+                &common.overrides(),
+                &ProcessEnv,
+            ) {
+                run::hand_over_to_check(role, &dir);
+            }
+            eprintln!("{bin}{}: config error: {e}", staged_note());
             // A new version on trial that refuses the config fails like any other
             // start, so that systemd restarts the unit and it is rolled back (78 is
             // exempt from restarts).
@@ -244,6 +252,7 @@ fn dispatch(
         }
     };
     if common.check {
+        run::hand_over_to_check(role, &config.data_dir);
         return check(&config, &warnings);
     }
     match subcommand {
@@ -326,8 +335,19 @@ fn check(config: &Config, warnings: &[crate::config::Warning]) -> ExitCode {
         .map_or("embedded default config".to_string(), |p| {
             p.display().to_string()
         });
-    out!("{source}: OK");
+    out!("{source}: OK{}", staged_note());
     ExitCode::SUCCESS
+}
+
+/// When this process is a staged release the installed binary handed over to: which.
+fn staged_note() -> String {
+    crate::release::install::running_staged().map_or_else(String::new, |installed| {
+        format!(
+            " (staged release {}, started by {})",
+            crate::version::version(),
+            installed.display()
+        )
+    })
 }
 
 fn load_key(config: &Config) -> Result<Keypair, ExitCode> {

@@ -123,14 +123,34 @@ fn hand_over(config: &Config) {
         Ok(Start::Run { .. }) => {}
         Ok(Start::Exec(b)) => {
             info!(version = %b.version, binary = %b.path.display(), "running the staged release");
-            let e = std::process::Command::new(&b.path)
-                .args(&h.args)
-                .env(install::INSTALLED_ENV, &h.installed)
-                .env_remove(install::TRIAL_ENV)
-                .exec();
+            let e = h.exec_staged(&b);
             warn!(binary = %b.path.display(), error = %e, "cannot run the staged release; running the installed binary");
         }
         Err(e) => warn!(error = %e, "release state unusable; running this binary"),
+    }
+}
+
+/// `--check`, or a config this binary refuses: a peer with a newer confirmed staged
+/// release hands over to it (it is what a start would run, and it may know keys this
+/// binary does not). Returns when there is none, or it cannot be run.
+pub(super) fn hand_over_to_check(role: Role, data_dir: &std::path::Path) {
+    if role != Role::Peer
+        || install::running_staged().is_some()
+        || std::env::var_os(install::TRIAL_ENV).is_some()
+    {
+        return;
+    }
+    let Ok(h) = Handover::current() else {
+        return;
+    };
+    let releases = Releases::new(data_dir);
+    if let Some(b) = install::staged_newer(&releases, &h.me, crate::version::version()) {
+        let e = h.exec_staged(&b);
+        eprintln!(
+            "{}: cannot run the staged release {} ({e}); this binary checks the config",
+            role.binary(),
+            b.path.display()
+        );
     }
 }
 

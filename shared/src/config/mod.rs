@@ -98,6 +98,35 @@ impl Config {
         }
     }
 
+    /// The data directory `path` (or the embedded default) names, read leniently:
+    /// unknown keys and bad values elsewhere are ignored. For a binary that refuses the
+    /// config, to find a staged release that may accept it. `None` when the file cannot
+    /// be read or `data_dir` itself is unusable.
+    pub fn data_dir_only(
+        role: Role,
+        path: Option<&Path>,
+        overrides: &Overrides,
+        env: &dyn Env,
+    ) -> Option<PathBuf> {
+        #[derive(serde::Deserialize)]
+        struct DataDirOnly {
+            data_dir: Option<PathBuf>,
+        }
+        if let Some(d) = &overrides.data_dir {
+            return Some(d.clone());
+        }
+        let text = match path {
+            Some(p) => std::fs::read_to_string(p).ok()?,
+            None => role.default_config().to_string(),
+        };
+        let file = if text.trim().is_empty() {
+            None
+        } else {
+            serde_saphyr::from_str::<DataDirOnly>(&text).ok()?.data_dir
+        };
+        file.or_else(|| default_data_dir(role, env))
+    }
+
     /// Parses and validates config text; `path` only names the source in errors.
     pub fn parse(
         role: Role,

@@ -291,6 +291,48 @@ fn role_irrelevant_keys_warn() {
 }
 
 #[test]
+fn the_data_dir_of_a_refused_config_is_still_found() {
+    let d = tempfile::tempdir().unwrap();
+    let path = d.path().join("peer.cfg");
+    std::fs::write(
+        &path,
+        "data_dir: /srv/p\nkey_from_a_newer_release: 1\nport: not-a-port\n",
+    )
+    .unwrap();
+    let none = Overrides::default();
+    assert!(Config::load(Role::Peer, Some(&path), &none, &env()).is_err());
+    assert_eq!(
+        Config::data_dir_only(Role::Peer, Some(&path), &none, &env()),
+        Some(PathBuf::from("/srv/p"))
+    );
+    let o = Overrides {
+        data_dir: Some("/srv/o".into()),
+        ..Overrides::default()
+    };
+    assert_eq!(
+        Config::data_dir_only(Role::Peer, Some(&path), &o, &env()),
+        Some(PathBuf::from("/srv/o"))
+    );
+    // No data_dir in the file: the environment's default, as a start would use.
+    std::fs::write(&path, "unknown: [1, 2]\n").unwrap();
+    let sd = HashMap::from([("STATE_DIRECTORY", "/var/lib/jantar-peer")]);
+    assert_eq!(
+        Config::data_dir_only(Role::Peer, Some(&path), &none, &sd),
+        Some(PathBuf::from("/var/lib/jantar-peer"))
+    );
+    // Not YAML at all, or no file: nothing to go by.
+    std::fs::write(&path, "data_dir: [unclosed\n").unwrap();
+    assert_eq!(
+        Config::data_dir_only(Role::Peer, Some(&path), &none, &sd),
+        None
+    );
+    assert_eq!(
+        Config::data_dir_only(Role::Peer, Some(&d.path().join("missing")), &none, &sd),
+        None
+    );
+}
+
+#[test]
 fn overrides_and_environment() {
     let o = Overrides {
         port: Some(5000),

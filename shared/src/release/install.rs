@@ -315,6 +315,18 @@ pub fn at_start(
     })
 }
 
+/// The confirmed staged release a start hands over to, without changing any state: for
+/// `--check` and for a config this binary refuses (a newer release may know its keys).
+/// `None` while a trial is open: only starting the node settles that ([`at_start`]).
+pub fn staged_newer(releases: &Releases, me: &Path, version: &str) -> Option<Binary> {
+    let s = releases.load().ok()?;
+    if s.trial.is_some() {
+        return None;
+    }
+    s.active
+        .filter(|a| a.path != me && newer(&a.version, version) && a.path.exists())
+}
+
 /// Records `t` as rolled back (and restores the binary it replaced).
 pub(super) fn roll_back(s: &mut State, t: Trial, reason: &str) {
     if let Some(installed) = &t.replaced {
@@ -394,6 +406,22 @@ impl Handover {
             args: std::env::args_os().skip(1).collect(),
         })
     }
+
+    /// Runs the confirmed staged release `b` in this process's place, with the same
+    /// arguments; returns only when it cannot.
+    pub fn exec_staged(&self, b: &Binary) -> io::Error {
+        Command::new(&b.path)
+            .args(&self.args)
+            .env(INSTALLED_ENV, &self.installed)
+            .env_remove(TRIAL_ENV)
+            .exec()
+    }
+}
+
+/// The installed binary that handed over to this process, when this process is a
+/// staged release.
+pub fn running_staged() -> Option<PathBuf> {
+    std::env::var_os(INSTALLED_ENV).map(PathBuf::from)
 }
 
 /// `auto`: replace when the installed binary's directory takes a new file.
@@ -540,11 +568,25 @@ mod tests {
             None,
             "another trial's confirmation"
         );
+        assert_eq!(
+            staged_newer(&r, &installed, "0.1.0"),
+            None,
+            "a check never hands over to a version on trial"
+        );
         assert_eq!(confirm(&r, 7).unwrap(), Some(binary(7, "0.2.0", &staged)));
         let s = r.load().unwrap();
         assert_eq!(s.applied, Some(7));
         assert_eq!(s.active, Some(binary(7, "0.2.0", &staged)));
-        // The installed 0.1.0 hands over; the staged binary itself runs.
+        // The installed 0.1.0 hands over (a check too, which changes nothing); the
+        // staged binary itself runs.
+        let before = fs::read(r.dir().join("state.json")).unwrap();
+        assert_eq!(
+            staged_newer(&r, &installed, "0.1.0"),
+            Some(binary(7, "0.2.0", &staged))
+        );
+        assert_eq!(staged_newer(&r, &staged, "0.2.0"), None);
+        assert_eq!(staged_newer(&r, &installed, "0.2.0"), None);
+        assert_eq!(fs::read(r.dir().join("state.json")).unwrap(), before);
         assert_eq!(
             at_start(&r, &installed, "0.1.0", None).unwrap(),
             Start::Exec(binary(7, "0.2.0", &staged))
