@@ -652,6 +652,20 @@ async fn a_staged_release_is_run_again_by_the_installed_binary_after_a_restart()
                 && err.contains("key_of_a_later_release"),
             "the refused config was not handed to the staged release: {out} {err}"
         );
+        // What another user could have staged is not run: root checking the config of a
+        // peer whose releases belong to the peer's own user checks it itself.
+        if nix::unistd::geteuid().is_root() {
+            let releases = peer.dir.join("releases");
+            std::os::unix::fs::chown(&releases, Some(4242), None)?;
+            let (ok, out, err) = check(&cfg)?;
+            std::os::unix::fs::chown(&releases, Some(0), None)?;
+            ensure!(
+                ok && !out.contains("staged release")
+                    && err.contains("not handing over to the staged release 99.0.0")
+                    && err.contains("belongs to uid 4242"),
+                "another user's release was run: {out} {err}"
+            );
+        }
         Ok(())
     }
     .await;

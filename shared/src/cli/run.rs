@@ -122,6 +122,10 @@ fn hand_over(config: &Config) {
     match install::at_start(&releases, &h.me, crate::version::version(), trial_env) {
         Ok(Start::Run { .. }) => {}
         Ok(Start::Exec(b)) => {
+            if let Err(why) = install::runnable(&releases, &b) {
+                warn!(binary = %b.path.display(), reason = %why, "not running the staged release; running the installed binary");
+                return;
+            }
             info!(version = %b.version, binary = %b.path.display(), "running the staged release");
             let e = h.exec_staged(&b);
             warn!(binary = %b.path.display(), error = %e, "cannot run the staged release; running the installed binary");
@@ -145,6 +149,14 @@ pub(super) fn hand_over_to_check(role: Role, data_dir: &std::path::Path) {
     };
     let releases = Releases::new(data_dir);
     if let Some(b) = install::staged_newer(&releases, &h.me, crate::version::version()) {
+        if let Err(why) = install::runnable(&releases, &b) {
+            eprintln!(
+                "{}: not handing over to the staged release {}: {why}; this binary checks the config",
+                role.binary(),
+                b.version
+            );
+            return;
+        }
         let e = h.exec_staged(&b);
         eprintln!(
             "{}: cannot run the staged release {} ({e}); this binary checks the config",

@@ -144,7 +144,7 @@ impl Releases {
     }
 
     fn ensure_dir(&self) -> Result<(), InstallError> {
-        fs::create_dir_all(&self.dir).map_err(io_err("cannot create", &self.dir))
+        make_dir(&self.dir)
     }
 
     /// Runs `f` on the state under an exclusive lock (the node and the watcher both
@@ -205,7 +205,8 @@ impl Releases {
         let dir = self
             .dir
             .join(format!("{}-{}", manifest.sequence, manifest.version));
-        fs::create_dir_all(&dir).map_err(io_err("cannot create", &dir))?;
+        self.ensure_dir()?;
+        make_dir(&dir)?;
         let path = dir.join("jantar-peer");
         if !path.exists() {
             atomic::copy(fetched, &path, 0o755, Existing::Keep)
@@ -252,6 +253,15 @@ pub fn newer(a: &str, b: &str) -> bool {
         (Ok(a), Ok(b)) => a > b,
         _ => false,
     }
+}
+
+/// Creates `dir` (and its parents) and makes it writable by its owner alone, whatever
+/// the umask: [`runnable`] runs nothing from a directory others may write.
+fn make_dir(dir: &Path) -> Result<(), InstallError> {
+    use std::os::unix::fs::PermissionsExt;
+    fs::create_dir_all(dir).map_err(io_err("cannot create", dir))?;
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o755))
+        .map_err(io_err("cannot set the permissions of", dir))
 }
 
 fn now_secs() -> u64 {
@@ -325,6 +335,52 @@ pub fn staged_newer(releases: &Releases, me: &Path, version: &str) -> Option<Bin
     }
     s.active
         .filter(|a| a.path != me && newer(&a.version, version) && a.path.exists())
+}
+
+/// Whether this process may run the staged binary `b`: it must lie inside this node's
+/// releases directory, and that directory, the state file, the binary and every
+/// directory between must belong to this process's user and be writable by no one else.
+/// What another user could have written is never run: root checking a peer's config
+/// does not run what the peer's own (dynamic) user staged.
+pub fn runnable(releases: &Releases, b: &Binary) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let euid = nix::unistd::geteuid().as_raw();
+    let canonical = |p: &Path| fs::canonicalize(p).map_err(|e| format!("{}: {e}", p.display()));
+    let dir = canonical(releases.dir())?;
+    let path = canonical(&b.path)?;
+    if !path.starts_with(&dir) || path == dir {
+        return Err(format!(
+            "{} is not inside {}",
+            path.display(),
+            dir.display()
+        ));
+    }
+    let state = releases.state_path();
+    let mut checked: Vec<&Path> = path
+        .ancestors()
+        .take_while(|a| a.starts_with(&dir))
+        .collect();
+    if state.exists() {
+        checked.push(&state);
+    }
+    for p in checked {
+        let m = fs::metadata(p).map_err(|e| format!("{}: {e}", p.display()))?;
+        if m.uid() != euid {
+            return Err(format!(
+                "{} belongs to uid {}, not to this process's uid {euid}",
+                p.display(),
+                m.uid()
+            ));
+        }
+        if m.mode() & 0o022 != 0 {
+            return Err(format!(
+                "{} may be written by other users (mode {:o})",
+                p.display(),
+                m.mode() & 0o7777
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Records `t` as rolled back (and restores the binary it replaced).
@@ -604,6 +660,48 @@ mod tests {
     }
 
     #[test]
+    fn only_staged_binaries_no_other_user_could_write_are_run() {
+        use std::os::unix::fs::{PermissionsExt, chown};
+        let d = tempfile::tempdir().unwrap();
+        let r = Releases::new(d.path());
+        r.update(|_| ()).unwrap();
+        let dir = r.dir().join("1-0.2.0");
+        fs::create_dir_all(&dir).unwrap();
+        fs::set_permissions(r.dir(), fs::Permissions::from_mode(0o755)).unwrap();
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
+        let staged = dir.join("jantar-peer");
+        fs::write(&staged, b"x").unwrap();
+        fs::set_permissions(&staged, fs::Permissions::from_mode(0o755)).unwrap();
+        let b = binary(1, "0.2.0", &staged);
+        assert_eq!(runnable(&r, &b), Ok(()));
+
+        fs::set_permissions(&staged, fs::Permissions::from_mode(0o777)).unwrap();
+        let e = runnable(&r, &b).unwrap_err();
+        assert!(
+            e.contains("may be written by other users (mode 777)"),
+            "{e}"
+        );
+        fs::set_permissions(&staged, fs::Permissions::from_mode(0o755)).unwrap();
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o775)).unwrap();
+        let e = runnable(&r, &b).unwrap_err();
+        assert!(e.contains("1-0.2.0 may be written by other users"), "{e}");
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
+
+        // A state file pointing outside the releases directory.
+        let outside = d.path().join("jantar-peer");
+        fs::write(&outside, b"x").unwrap();
+        let e = runnable(&r, &binary(1, "0.2.0", &outside)).unwrap_err();
+        assert!(e.contains("is not inside"), "{e}");
+
+        // Another user's binary (when this test may hand it to one).
+        if nix::unistd::geteuid().is_root() {
+            chown(&staged, Some(4242), None).unwrap();
+            let e = runnable(&r, &b).unwrap_err();
+            assert!(e.contains("belongs to uid 4242"), "{e}");
+        }
+    }
+
+    #[test]
     fn a_trial_that_stopped_unconfirmed_is_rolled_back_and_its_binary_restored() {
         let d = tempfile::tempdir().unwrap();
         let r = Releases::new(d.path());
@@ -651,9 +749,16 @@ mod tests {
             fs::metadata(&b.path).unwrap().permissions().mode() & 0o777,
             0o755
         );
+        assert_eq!(runnable(&r, &b), Ok(()));
+        // Directories a permissive umask left writable by the group are tightened
+        // when staged into again, so the staged binary can be run.
+        let staged_dir = b.path.parent().unwrap();
+        fs::set_permissions(staged_dir, fs::Permissions::from_mode(0o775)).unwrap();
+        assert!(runnable(&r, &b).is_err());
         fs::write(&fetched, b"other").unwrap();
         r.stage(&m, &fetched).unwrap();
         assert_eq!(fs::read(&b.path).unwrap(), b"binary");
+        assert_eq!(runnable(&r, &b), Ok(()));
         let newer = r
             .stage(
                 &crate::release::manifest::tests_support::manifest(5, "0.3.0"),
