@@ -326,6 +326,14 @@ fn spec<'a>(artifact: &'a Path, sequence: u64, signers: Vec<&'a Path>) -> Releas
     }
 }
 
+/// `release publish MANIFEST` on `node` (its artifacts already shared): whether it
+/// succeeded, and its error output.
+fn release_publish(node: &Node, manifest: &Path) -> Result<(bool, String)> {
+    let (status, _, err) =
+        node.cli(&["release", "publish", manifest.to_str().unwrap_or_default()])?;
+    Ok((status.success(), err))
+}
+
 /// Rotating the release keys: a new key set signed by two of the three old keys and by
 /// its own threshold reaches the peers, survives a restart, and from then on only the
 /// new keys' releases are taken. A rotation signed by the new keys alone (from a
@@ -455,11 +463,9 @@ async fn rotate(u: &mut UpdateNet) -> Result<()> {
         "not-held",
         &spec(&unshared, 1, vec![&new.files[0], &new.files[1]]),
     )?;
-    let (status, _, err) =
-        u.publisher
-            .cli(&["release", "publish", not_held.to_str().unwrap_or_default()])?;
+    let (ok, err) = release_publish(&u.publisher, &not_held)?;
     ensure!(
-        !status.success() && err.contains("this node does not hold the artifact for"),
+        !ok && err.contains("this node does not hold the artifact for"),
         "a release without its artifact was published: {err}"
     );
     let fresh = make_release(
@@ -474,13 +480,8 @@ async fn rotate(u: &mut UpdateNet) -> Result<()> {
     }
     // The same manifest again is announced again; another one with its sequence (here
     // a later expiry) is refused by name, and the newest stays the first.
-    let (status, _, err) =
-        u.publisher
-            .cli(&["release", "publish", fresh.to_str().unwrap_or_default()])?;
-    ensure!(
-        status.success(),
-        "publishing the newest again failed: {err}"
-    );
+    let (ok, err) = release_publish(&u.publisher, &fresh)?;
+    ensure!(ok, "publishing the newest again failed: {err}");
     let twin = make_release(
         &dist,
         "new-keys-twin",
@@ -489,11 +490,9 @@ async fn rotate(u: &mut UpdateNet) -> Result<()> {
             ..spec(&stamped, 1, vec![&new.files[0], &new.files[1]])
         },
     )?;
-    let (status, _, err) =
-        u.publisher
-            .cli(&["release", "publish", twin.to_str().unwrap_or_default()])?;
+    let (ok, err) = release_publish(&u.publisher, &twin)?;
     ensure!(
-        !status.success() && err.contains("sequence 1 is taken by another manifest"),
+        !ok && err.contains("sequence 1 is taken by another manifest"),
         "a second manifest with a taken sequence was published: {err}"
     );
     let newest = update_status(&u.publisher).await?["newest"].clone();
