@@ -50,6 +50,7 @@ use libp2p::{
     kad::{self, store::MemoryStore},
     multiaddr::Protocol,
     noise, ping, request_response,
+    swarm::dial_opts::DialOpts,
     swarm::{NetworkBehaviour, SwarmEvent},
     tcp, yamux,
 };
@@ -184,14 +185,24 @@ async fn main() -> Result<()> {
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(300)))
         .build();
     swarm.listen_on(args.listen.clone())?;
+    // Dialed from a new port, not the listen port: on a busy loopback the port the
+    // kernel picked for listening can be some other connection's source port, and a
+    // dial that reuses it is refused (the nodes fall back; this test peer need not
+    // reuse at all).
+    let dial = |addr: &Multiaddr| {
+        DialOpts::unknown_peer_id()
+            .address(addr.clone())
+            .allocate_new_port()
+            .build()
+    };
     for addr in &args.bootstrap {
         let peer = peer_of(addr)?;
         swarm.behaviour_mut().kad.add_address(&peer, addr.clone());
-        swarm.dial(addr.clone())?;
+        swarm.dial(dial(addr))?;
     }
     for addr in &args.dial {
         peer_of(addr)?;
-        swarm.dial(addr.clone())?;
+        swarm.dial(dial(addr))?;
     }
 
     let topic = gossipsub::IdentTopic::new(FILES_TOPIC);
