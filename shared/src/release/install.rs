@@ -310,9 +310,7 @@ pub fn at_start(
             roll_back(s, t, "it stopped before it was ready");
         }
         match &s.active {
-            Some(a) if a.path != me && newer(&a.version, version) && a.path.exists() => {
-                Start::Exec(a.clone())
-            }
+            Some(a) if hands_over_to(a, me, version) => Start::Exec(a.clone()),
             Some(a) if a.path != me => {
                 // The installed binary is as new (a package upgrade), or the staged
                 // one is gone.
@@ -333,8 +331,13 @@ pub fn staged_newer(releases: &Releases, me: &Path, version: &str) -> Option<Bin
     if s.trial.is_some() {
         return None;
     }
-    s.active
-        .filter(|a| a.path != me && newer(&a.version, version) && a.path.exists())
+    s.active.filter(|a| hands_over_to(a, me, version))
+}
+
+/// Whether a start of `me` (running `version`) hands over to the confirmed staged
+/// binary `a`: another binary, newer, and still there.
+fn hands_over_to(a: &Binary, me: &Path, version: &str) -> bool {
+    a.path != me && newer(&a.version, version) && a.path.exists()
 }
 
 /// Whether this process may run the staged binary `b`: it must lie inside this node's
