@@ -715,7 +715,8 @@ async fn partition_recovery_without_restart() -> Result<()> {
                         Ok(renewed && active_circuit(&n.status().await?).is_some())
                     },
                 )
-                .await?;
+                .await
+                .inspect_err(|_| eprintln!("{}", relay_story(&home, &relay_id)))?;
             eprintln!("reservation renewed {took:?} after the restore");
             punch(restored_at).await?;
             eprintln!(
@@ -726,6 +727,36 @@ async fn partition_recovery_without_restart() -> Result<()> {
         .await
     })
     .await
+}
+
+/// What `node`'s log says about its relay: reservations, and the connections and
+/// dials to the relay, whole (a log tail is mostly other traffic).
+fn relay_story(node: &LabNode, relay_id: &str) -> String {
+    let lines: Vec<String> = node
+        .log_lines()
+        .iter()
+        .filter(|v| {
+            let msg = v["message"].as_str().unwrap_or_default();
+            msg.contains("reservation")
+                || msg.contains("relay")
+                || msg.starts_with("ping failed")
+                || msg.starts_with("NAT status")
+                || v.to_string().contains(relay_id)
+        })
+        .map(|v| {
+            let mut v = v.clone();
+            if let Some(o) = v.as_object_mut() {
+                o.remove("target");
+                o.remove("spans");
+            }
+            v.to_string()
+        })
+        .collect();
+    format!(
+        "----- {}: every log line about the relay {relay_id}:\n{}",
+        node.name(),
+        lines.join("\n")
+    )
 }
 
 /// Seconds since the epoch, comparable with log timestamps.

@@ -276,7 +276,13 @@ impl RelayClient {
             Err(e) => ErrorChain(e).to_string(),
         };
         warn!(%relay, reason = %why, "relay reservation ended");
-        self.lost(swarm, relay, nat);
+        if reason.is_ok() && self.reservations.connection_lost(relay, Instant::now()) {
+            // It worked until its connection closed: ask again now, on the address
+            // that worked.
+            self.manage(swarm, nat);
+        } else {
+            self.lost(swarm, relay, nat);
+        }
         true
     }
 
@@ -292,7 +298,7 @@ impl RelayClient {
                     swarm.remove_listener(listener);
                     return;
                 }
-                self.reservations.accepted(&relay_peer_id);
+                self.reservations.accepted(&relay_peer_id, Instant::now());
                 if !renewal {
                     info!(relay = %relay_peer_id, ?limit, "relay reservation accepted");
                 }

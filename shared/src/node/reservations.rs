@@ -14,12 +14,19 @@ use crate::{metrics as m, status::ReservationStatus};
 /// How long a relay that refused or dropped a reservation is left alone.
 const RELAY_BACKOFF: Duration = Duration::from_secs(30);
 
+/// A reservation accepted at least this long ago whose connection then closed was
+/// working: it is requested again at once (the link went down, the relay restarted).
+/// One that ends sooner waits out [`RELAY_BACKOFF`], so a relay that keeps closing
+/// the connection is asked at most once per backoff.
+const STABLE_RESERVATION: Duration = RELAY_BACKOFF;
+
 /// A reservation this peer holds or is working towards.
 #[derive(Debug, Clone)]
 struct Reservation {
     /// `None` while the relay is being dialed.
     listener: Option<ListenerId>,
-    accepted: bool,
+    /// When the relay accepted it.
+    accepted: Option<Instant>,
     addr: Option<Multiaddr>,
     /// When the dial or the request started.
     since: Instant,
@@ -73,7 +80,7 @@ impl Reservations {
             relay,
             Reservation {
                 listener: None,
-                accepted: false,
+                accepted: None,
                 addr: None,
                 since: now,
             },
@@ -116,9 +123,9 @@ impl Reservations {
         }
     }
 
-    pub(super) fn accepted(&mut self, relay: &PeerId) {
+    pub(super) fn accepted(&mut self, relay: &PeerId, now: Instant) {
         if let Some(r) = self.held.get_mut(relay) {
-            r.accepted = true;
+            r.accepted.get_or_insert(now);
         }
         self.backoff.remove(relay);
         self.update_gauge();
@@ -127,6 +134,24 @@ impl Reservations {
     /// Drops the reservation on `relay` without holding it against the relay.
     pub(super) fn forget(&mut self, relay: &PeerId) {
         self.held.remove(relay);
+    }
+
+    /// The connection holding the reservation on `relay` closed. A reservation that had
+    /// been working for [`STABLE_RESERVATION`] is dropped without a backoff, so it is
+    /// requested again at once; returns whether it was.
+    pub(super) fn connection_lost(&mut self, relay: PeerId, now: Instant) -> bool {
+        let stable = self
+            .held
+            .get(&relay)
+            .and_then(|r| r.accepted)
+            .is_some_and(|at| now.saturating_duration_since(at) >= STABLE_RESERVATION);
+        if stable {
+            self.held.remove(&relay);
+            self.update_gauge();
+        } else {
+            self.failed(relay, now);
+        }
+        stable
     }
 
     /// Drops the reservation on `relay`, which is left alone for [`RELAY_BACKOFF`].
@@ -142,7 +167,7 @@ impl Reservations {
         let mut now = Vec::new();
         for (relay, r) in self.held.drain() {
             match r.listener {
-                Some(l) if !r.accepted => {
+                Some(l) if r.accepted.is_none() => {
                     self.unanswered.insert(relay, l);
                 }
                 Some(l) => now.push(l),
@@ -169,7 +194,12 @@ impl Reservations {
             .iter()
             .map(|(relay, r)| ReservationStatus {
                 relay: relay.to_string(),
-                state: if r.accepted { "active" } else { "pending" }.into(),
+                state: if r.accepted.is_some() {
+                    "active"
+                } else {
+                    "pending"
+                }
+                .into(),
                 address: r.addr.as_ref().map(|a| a.to_string()),
             })
             .collect();
@@ -179,7 +209,7 @@ impl Reservations {
 
     /// `jantar_relay_client_reservations`: the ones the relays accepted.
     fn update_gauge(&self) {
-        let active = self.held.values().filter(|r| r.accepted).count();
+        let active = self.held.values().filter(|r| r.accepted.is_some()).count();
         metrics::gauge!(m::RELAY_CLIENT_RESERVATIONS).set(active as f64);
     }
 }
@@ -198,7 +228,7 @@ mod tests {
             r.begin(relay, now);
         }
         r.requested(&answered, l1, now);
-        r.accepted(&answered);
+        r.accepted(&answered, now);
         r.requested(&pending, l2, now);
 
         // Given up: the accepted one's listener goes now, the unanswered one's later.
@@ -213,5 +243,36 @@ mod tests {
         assert!(r.clear().is_empty());
         r.listener_gone(l2);
         assert_eq!(r.answered(&pending), None);
+    }
+
+    #[test]
+    fn a_working_reservation_whose_connection_closed_is_requested_again_at_once() {
+        let mut r = Reservations::new();
+        let t0 = Instant::now();
+        let (stable, young, refused) = (PeerId::random(), PeerId::random(), PeerId::random());
+        for relay in [stable, young] {
+            r.begin(relay, t0);
+            r.requested(&relay, ListenerId::next(), t0);
+        }
+        r.accepted(&stable, t0);
+        let later = t0 + STABLE_RESERVATION;
+        r.accepted(&young, later - Duration::from_secs(1));
+
+        assert!(r.connection_lost(stable, later));
+        assert!(
+            r.available(&stable),
+            "no backoff after a working reservation"
+        );
+
+        // Accepted a moment ago and gone again: the relay is left alone for a while.
+        assert!(!r.connection_lost(young, later));
+        assert!(!r.available(&young));
+        r.expire_backoff(later + RELAY_BACKOFF);
+        assert!(r.available(&young));
+
+        // Never accepted: a refusal or a relay that drops requests, backed off too.
+        r.begin(refused, later);
+        assert!(!r.connection_lost(refused, later));
+        assert!(!r.available(&refused));
     }
 }
