@@ -33,8 +33,11 @@ const PENALTY: Duration = Duration::from_secs(600);
 /// that finds nobody doubles the wait, up to [`MAX_PROVIDER_RETRY`].
 const PROVIDER_RETRY: Duration = Duration::from_secs(5);
 const MAX_PROVIDER_RETRY: Duration = Duration::from_secs(300);
-/// Lookups that find nobody before a fetch that never started gives up.
-const MAX_EMPTY_LOOKUPS: u32 = 6;
+/// Lookups that find nobody before a fetch that never started gives up: at 0, 10 and
+/// 30 s (see [`lookup_interval`]), so a `get` of an ID nobody provides fails after
+/// about 30 s plus the last lookup. The later ones cover a record being published
+/// right now.
+const MAX_EMPTY_LOOKUPS: u32 = 3;
 /// Relayed connections to a provider that may close with file requests in flight,
 /// in a row and without a whole chunk arriving in between, before the fetch stops
 /// asking that provider: its relay's circuits are too small (or too short) to
