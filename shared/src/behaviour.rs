@@ -10,6 +10,10 @@
 //! | relay          | -                  | circuit relay v2   | -                         |
 //! | relay_client   | -                  | -                  | reservations while private |
 //! | dcutr, mdns, upnp | -               | -                  | yes (mdns/upnp per config) |
+//!
+//! The parts with large connection handlers that some role does not run are
+//! [`Boxed`], so a disabled one costs a pointer in each connection, not its handler's
+//! size.
 
 use std::{io, time::Duration};
 
@@ -23,6 +27,7 @@ use libp2p::{
 };
 
 use crate::{
+    boxed::Boxed,
     config::{AutonatConfig, Config, Rate, RelayLimits, Role},
     limits::{
         AddressVotes, AutonatGate, MAX_OBSERVED_ADDRESSES, PeerLimits, RelayGate, SlotCaps,
@@ -48,15 +53,15 @@ pub struct Behaviour {
     pub autonat: AutonatGate,
     /// Reservations and circuits per source (relay); frees a peer's slots when it leaves.
     pub relay_gate: Toggle<RelayGate>,
-    pub relay: Toggle<relay::Behaviour>,
-    pub relay_client: Toggle<relay::client::Behaviour>,
-    pub dcutr: Toggle<dcutr::Behaviour>,
+    pub relay: Toggle<Boxed<relay::Behaviour>>,
+    pub relay_client: Toggle<Boxed<relay::client::Behaviour>>,
+    pub dcutr: Toggle<Boxed<dcutr::Behaviour>>,
     pub mdns: Toggle<mdns::tokio::Behaviour>,
     pub upnp: Toggle<upnp::tokio::Behaviour>,
     /// File announcements and messages (peer).
-    pub gossipsub: Toggle<gossipsub::Behaviour>,
+    pub gossipsub: Toggle<Boxed<gossipsub::Behaviour>>,
     /// Manifest and chunk transfer (peer).
-    pub files: Toggle<crate::files::protocol::Behaviour>,
+    pub files: Toggle<Boxed<crate::files::protocol::Behaviour>>,
     /// Holds a peer's direct connections open until trimming closes them (peer).
     pub keep_alive: Toggle<crate::peering::keep_alive::KeepAlive>,
 }
@@ -130,14 +135,23 @@ impl Behaviour {
             ),
             relay_gate: relay_gate.clone().into(),
             relay: relay_gate
-                .map(|gate| relay_server(&config.relay, peer_id, &gate))
+                .map(|gate| Boxed(relay_server(&config.relay, peer_id, &gate)))
                 .into(),
-            relay_client: is_peer.then_some(relay_client).into(),
-            dcutr: is_peer.then(|| dcutr::Behaviour::new(peer_id)).into(),
+            relay_client: is_peer.then_some(Boxed(relay_client)).into(),
+            dcutr: is_peer
+                .then(|| Boxed(dcutr::Behaviour::new(peer_id)))
+                .into(),
             mdns: mdns.into(),
             upnp: net.enable_upnp.then(upnp::tokio::Behaviour::default).into(),
-            gossipsub: if is_peer { Some(gossip(key)?) } else { None }.into(),
-            files: is_peer.then(crate::files::protocol::behaviour).into(),
+            gossipsub: if is_peer {
+                Some(Boxed(gossip(key)?))
+            } else {
+                None
+            }
+            .into(),
+            files: is_peer
+                .then(|| Boxed(crate::files::protocol::behaviour()))
+                .into(),
             keep_alive: is_peer
                 .then(|| {
                     crate::peering::keep_alive::KeepAlive::new(

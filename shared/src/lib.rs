@@ -14,6 +14,7 @@ pub mod admin;
 mod atomic;
 mod backoff;
 pub mod behaviour;
+pub mod boxed;
 pub mod cli;
 pub mod config;
 mod error;
