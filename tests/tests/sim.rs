@@ -37,10 +37,10 @@ fn run_all(opts: Options) -> Value {
 
 #[test]
 fn a_small_internet_gets_every_scenario_right() {
-    let nodes = 32;
+    let nodes = 64;
     let report = run_all(Options {
         nodes,
-        wave: 29,
+        wave: 61,
         lookups: 24,
         concurrency: 8,
         churn_window: Duration::from_secs(10),

@@ -157,24 +157,40 @@ pub fn build_memory_swarm(
     config: &Config,
     key: Keypair,
 ) -> Result<Swarm<Behaviour>, TransportError> {
-    build_swarm_over(config, key, MemoryTransport::default())
+    build_swarm_over(config, key, boxed_bytes(MemoryTransport::default()))
+}
+
+/// A connection of a caller's byte transport, behind a pointer.
+pub trait ByteStream: futures::AsyncRead + futures::AsyncWrite + Send + Unpin {}
+
+impl<T: futures::AsyncRead + futures::AsyncWrite + Send + Unpin> ByteStream for T {}
+
+/// `raw` with its connections boxed, as [`build_swarm_over`] takes it.
+pub fn boxed_bytes<T>(raw: T) -> Boxed<Box<dyn ByteStream>>
+where
+    T: Transport + Send + Unpin + 'static,
+    T::Output: ByteStream + 'static,
+    T::Error: Send + Sync + 'static,
+    T::Dial: Send + 'static,
+    T::ListenerUpgrade: Send + 'static,
+{
+    raw.map(|conn, _| Box::new(conn) as Box<dyn ByteStream>)
+        .boxed()
 }
 
 /// Builds a swarm whose connections run Noise and Yamux over `raw`, a byte transport
 /// of the caller's (the memory transport, or a simulated network that adds latency
 /// and cuts links), with the relay-client transport beside it.
-pub fn build_swarm_over<T>(
+///
+/// `raw`'s connections are boxed ([`boxed_bytes`]) so that Noise and Yamux over them
+/// are compiled here, with this crate's optimization level, and not again (unoptimized)
+/// in every crate that brings a transport: a simulation of many nodes spends most of
+/// its time in that code.
+pub fn build_swarm_over(
     config: &Config,
     key: Keypair,
-    raw: T,
-) -> Result<Swarm<Behaviour>, TransportError>
-where
-    T: Transport + Send + Unpin + 'static,
-    T::Output: futures::AsyncRead + futures::AsyncWrite + Unpin + Send + 'static,
-    T::Error: Send + Sync + 'static,
-    T::Dial: Send + 'static,
-    T::ListenerUpgrade: Send + 'static,
-{
+    raw: Boxed<Box<dyn ByteStream>>,
+) -> Result<Swarm<Behaviour>, TransportError> {
     let idle = config.network.limits.idle_timeout;
     let swarm = SwarmBuilder::with_existing_identity(key)
         .with_tokio()

@@ -28,7 +28,7 @@ use futures::{StreamExt, stream};
 use jantar_net::{
     config::{Config, Overrides, Role},
     node::{self, NodeClient, NodeHandle},
-    transport::build_swarm_over,
+    transport::{boxed_bytes, build_swarm_over},
 };
 use libp2p::{PeerId, identity::Keypair, kad::KBucketKey};
 use rand::{Rng, SeedableRng, rngs::StdRng, seq::IndexedRandom};
@@ -328,7 +328,7 @@ impl Sim {
     ) -> anyhow::Result<(NodeHandle, NodeClient)> {
         let config = self.config(role, port, dir)?;
         self.net.place(port, region);
-        let swarm = build_swarm_over(&config, key.clone(), self.net.transport(port))?;
+        let swarm = build_swarm_over(&config, key.clone(), boxed_bytes(self.net.transport(port)))?;
         let handle = node::start_with_swarm(config, swarm).await?;
         let client = handle.client();
         Ok((handle, client))
