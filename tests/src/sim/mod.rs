@@ -404,18 +404,22 @@ impl Sim {
                 match lookup {
                     Ok(l) => {
                         let found = truth.iter().filter(|p| l.peers.contains(p)).count();
+                        let success = l.complete && found == truth.len();
+                        let failure = (!success).then(|| this.describe_miss(i, &truth, &l));
                         LookupOutcome {
-                            success: l.complete && found == truth.len(),
+                            success,
                             found_share: found as f64 / truth.len().max(1) as f64,
                             requests: l.requests,
                             latency: took,
+                            failure,
                         }
                     }
-                    Err(_) => LookupOutcome {
+                    Err(e) => LookupOutcome {
                         success: false,
                         found_share: 0.0,
                         requests: 0,
                         latency: took,
+                        failure: Some(format!("node {i}: {e:#}")),
                     },
                 }
             })
@@ -423,6 +427,46 @@ impl Sim {
             .collect()
             .await;
         LookupFigures::from(&results)
+    }
+
+    /// What a failed lookup from node `from` missed: which of the true closest it did
+    /// not return (their rank, node index, region, and whether they are connected to
+    /// the asker), and how the query went.
+    fn describe_miss(&self, from: usize, truth: &[PeerId], l: &node::Lookup) -> String {
+        let index: HashMap<PeerId, usize> = self
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.peer, i))
+            .collect();
+        let missed: Vec<String> = truth
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| !l.peers.contains(p))
+            .take(5)
+            .map(|(rank, p)| match index.get(p) {
+                Some(&j) => format!(
+                    "#{} node {j} ({}{})",
+                    rank + 1,
+                    regions::NAMES[self.nodes[j].region as usize],
+                    if self.net.linked(self.nodes[from].port, self.nodes[j].port) {
+                        ", linked"
+                    } else {
+                        ""
+                    }
+                ),
+                None => format!("#{} {p}", rank + 1),
+            })
+            .collect();
+        format!(
+            "node {from} ({}): complete {}, {} requests ({} answered, {} failed), missed {}",
+            regions::NAMES[self.nodes[from].region as usize],
+            l.complete,
+            l.requests,
+            l.answered,
+            l.failed,
+            missed.join(", ")
+        )
     }
 
     /// Shuts every node down.
@@ -445,6 +489,8 @@ struct LookupOutcome {
     found_share: f64,
     requests: u32,
     latency: Duration,
+    /// What went wrong, for a lookup that did not succeed.
+    failure: Option<String>,
 }
 
 /// What a batch of lookups measured.
@@ -459,6 +505,9 @@ pub struct LookupFigures {
     pub requests_p90: u32,
     pub latency_p50_ms: u64,
     pub latency_p90_ms: u64,
+    /// The first few failed lookups, described (absent when none failed).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub failures: Vec<String>,
 }
 
 impl LookupFigures {
@@ -476,6 +525,7 @@ impl LookupFigures {
             requests_p90: percentile(&mut req, 0.9),
             latency_p50_ms: percentile(&mut lat, 0.5).as_millis() as u64,
             latency_p90_ms: percentile(&mut lat, 0.9).as_millis() as u64,
+            failures: r.iter().filter_map(|o| o.failure.clone()).take(3).collect(),
         }
     }
 }

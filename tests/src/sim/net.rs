@@ -7,8 +7,8 @@
 //! model makes them however loaded the machine is.
 //!
 //! Noise and Yamux run on top as on TCP; a dial costs one round trip (the TCP handshake)
-//! before the first byte, and a dial to a node that is gone, or across a cut, fails after
-//! [`DEAD_DIAL_TIMEOUT`], as an unanswered SYN does. A node that leaves resets its open
+//! before the first byte; a SYN that goes unanswered (the node is gone, or the link is
+//! cut) is sent again as TCP does, and the dial fails after [`DEAD_DIAL_TIMEOUT`]. A node that leaves resets its open
 //! connections (as when its process stops) rather than leaving them silent: libp2p's own
 //! request and ping timeouts run on the wall clock, not the simulated one, so silence
 //! would be timed in the wrong clock.
@@ -42,6 +42,17 @@ use super::regions::{Region, rtt};
 
 /// How long a dial to a node that is gone (or across a cut) waits before it fails.
 pub const DEAD_DIAL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// When a dial sends its SYN, counted from the dial: first at once, then again each
+/// time the last went unanswered for Linux's initial retransmission timeout (1 s,
+/// doubling). A dial that starts during a cut connects once it heals, as over TCP,
+/// rather than failing a lookup that runs after the heal.
+const SYN_SENT_AT: [Duration; 4] = [
+    Duration::ZERO,
+    Duration::from_secs(1),
+    Duration::from_secs(3),
+    Duration::from_secs(7),
+];
 
 const OPEN: u8 = 0;
 const CUT: u8 = 1;
@@ -162,6 +173,15 @@ impl SimNet {
             .filter_map(Weak::upgrade)
             .filter(|l| l.state.load(Ordering::SeqCst) == OPEN)
             .count()
+    }
+
+    /// Whether an open link joins the nodes at ports `a` and `b`.
+    pub fn linked(&self, a: u64, b: u64) -> bool {
+        let inner = self.inner.lock().expect("sim net lock");
+        inner.links.iter().filter_map(Weak::upgrade).any(|l| {
+            let [(x, _), (y, _)] = l.ends;
+            l.state.load(Ordering::SeqCst) == OPEN && ((x, y) == (a, b) || (x, y) == (b, a))
+        })
     }
 
     fn region(&self, port: u64) -> Option<Region> {
@@ -285,15 +305,17 @@ impl Transport for SimTransport {
             return Err(TransportError::Other(SimError::NoHost(addr)));
         };
         Ok(Box::pin(async move {
-            // SYN and SYN-ACK.
-            tokio::time::sleep(rtt(a, b)).await;
-            match net.connect(from, to) {
-                Some(conn) => Ok(conn),
-                None => {
-                    tokio::time::sleep(DEAD_DIAL_TIMEOUT.saturating_sub(rtt(a, b))).await;
-                    Err(SimError::TimedOut(to))
+            let started = Instant::now();
+            for syn in SYN_SENT_AT {
+                tokio::time::sleep_until(started + syn).await;
+                // SYN and SYN-ACK.
+                tokio::time::sleep(rtt(a, b)).await;
+                if let Some(conn) = net.connect(from, to) {
+                    return Ok(conn);
                 }
             }
+            tokio::time::sleep_until(started + DEAD_DIAL_TIMEOUT).await;
+            Err(SimError::TimedOut(to))
         }))
     }
 

@@ -422,6 +422,13 @@ pub async fn failover(sim: &mut Sim) -> anyhow::Result<Figures> {
         "no_bootstrap_rejoined",
         json!(peers.len() - failed.len()),
     );
+    if !failed.is_empty() {
+        let mut seen = vec![];
+        for &i in failed.iter().take(3) {
+            seen.push(connections_of(sim, i).await);
+        }
+        figure(&mut out, s, "not_rejoined", json!(seen));
+    }
     let mut took: Vec<Duration> = peers
         .iter()
         .filter_map(|&i| sim.nodes[i].joined_in)
@@ -444,6 +451,27 @@ pub async fn failover(sim: &mut Sim) -> anyhow::Result<Figures> {
         sim.restart(i).await?;
     }
     Ok(out)
+}
+
+/// What a node that is not ready is connected to: its connections by direction.
+async fn connections_of(sim: &Sim, i: usize) -> String {
+    match sim.nodes[i].client.status().await {
+        Ok(st) => {
+            let out = st
+                .connections
+                .iter()
+                .filter(|c| c.direction == "outbound")
+                .count();
+            format!(
+                "node {i}: {} peers, {out} outbound and {} inbound connections, dht {}, {} known peers",
+                st.connected_peers,
+                st.connections.len() - out,
+                st.dht_mode.as_deref().unwrap_or("off"),
+                st.peer_management.known_peers
+            )
+        }
+        Err(e) => format!("node {i}: no status: {e}"),
+    }
 }
 
 /// Half the peers replaced over `churn_window` of simulated time (half of new DHT
