@@ -1,6 +1,7 @@
 //! Connection management against real nodes: trimming to the low watermark, eviction
 //! that resists a crowd from a few networks, rejoining through the peer store with
-//! every bootstrap node down, and GeoIP diversity.
+//! every bootstrap node down (also when the known peers come back after the node), and
+//! GeoIP diversity.
 //!
 //! The peers that connect to the node under test are libp2p identities in this process
 //! ([`Sybil`]), each dialing from a loopback address the test chooses, so that they fall
@@ -12,7 +13,8 @@ use anyhow::{Context, Result, ensure};
 use jantar_tests::{
     geoip::{GeoEntry, write_database},
     harness::{
-        LOOPBACK_FAST, LoopbackNet, Node, Role, metric_sum, random_file, start_loopback_bootstrap,
+        LOOPBACK_FAST, LoopbackNet, Node, Role, diagnose_all, metric_sum, random_file,
+        start_loopback_bootstrap,
     },
     sybil::{Sybil, Tally},
 };
@@ -336,6 +338,94 @@ async fn a_restart_with_every_bootstrap_node_down_rejoins_through_known_peers() 
         "the fetched file differs"
     );
     eprintln!("rejoined in {rejoined:?} with the bootstrap node down");
+    Ok(())
+}
+
+/// A site restarts while its only bootstrap node is down, and the peer that comes back
+/// first finds the others still down: its first dials fail. When they are back, one of
+/// them dials it, but a connection from another does not count as joined (or strangers
+/// could fake it): the peer must dial the peers its store knew at start again itself,
+/// and so becomes ready.
+#[tokio::test]
+async fn a_peer_back_before_the_others_rejoins_once_they_are_up() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let root = dir.path();
+    let mut net = LoopbackNet::start(root, "", READY).await?;
+    let mut a = net.peer("a", "").await?;
+    let mut b = net.peer("b", "").await?;
+    let mut c = net.peer("c", "").await?;
+    c.wait_until(
+        Duration::from_secs(30),
+        "c connected to a and b",
+        async |n: &Node| {
+            let st = n.status().await?;
+            Ok(st["connected_peers"].as_u64().unwrap_or(0) >= 3)
+        },
+    )
+    .await?;
+    // Each comes back where it was, so that the addresses the others know stay right.
+    // a and b declare their address, as servers on public addresses do: they serve the
+    // DHT from the start, with no bootstrap node to confirm them.
+    for n in [&a, &b, &c] {
+        let cfg = root.join(&n.name).join("node.cfg");
+        let text = std::fs::read_to_string(&cfg)?;
+        let listen = &n.listen[0];
+        let pinned = if n.name == "c" {
+            format!("listen_addresses: [\"{listen}\"]")
+        } else {
+            format!("listen_addresses: [\"{listen}\"]\n  external_addresses: [\"{listen}\"]")
+        };
+        let fixed = text.replace("listen_addresses: [\"/ip4/127.0.0.1/tcp/0\"]", &pinned);
+        ensure!(
+            fixed != text,
+            "no listen address to pin in {}",
+            cfg.display()
+        );
+        std::fs::write(&cfg, fixed)?;
+    }
+    for n in [&mut c, &mut a, &mut b] {
+        n.terminate(Duration::from_secs(15)).await?;
+    }
+    let store = std::fs::read_to_string(root.join("c").join("peers.json"))
+        .context("c's peer store was not written on shutdown")?;
+    let file: Value = serde_json::from_str(&store)?;
+    for n in [&a, &b] {
+        let known = file["peers"].as_array().is_some_and(|p| {
+            p.iter().any(|p| {
+                p["peer_id"] == n.peer_id.as_str()
+                    && p["dht_server"] == true
+                    && p["addresses"].as_array().is_some_and(|a| !a.is_empty())
+            })
+        });
+        ensure!(
+            known,
+            "c's store has no dialable DHT server record of {}:\n{store}",
+            n.name
+        );
+    }
+    net.boot.terminate(Duration::from_secs(15)).await?;
+
+    let mut c = Node::restart(root, "c", Role::Peer).await?;
+    // Its dials to a and b are refused: nothing listens there yet.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (code, _) = c.get("/readyz").await?;
+    ensure!(
+        code != 200,
+        "c is ready with every peer it knows down:\n{}",
+        c.diagnose().await
+    );
+    let started = std::time::Instant::now();
+    let a = Node::restart(root, "a", Role::Peer).await?;
+    let b = Node::restart(root, "b", Role::Peer).await?;
+    // a dials c: c is connected to a DHT server, but not through a dial of its own.
+    let (code, body) = a.post_json("/connect", &[("addr", &c.addr())]).await?;
+    ensure!(code == 200, "a could not connect to c: {code} {body}");
+    let rejoined = c.wait_ready(Duration::from_secs(45)).await;
+    if let Err(e) = rejoined {
+        eprintln!("{}", diagnose_all(&[&c, &a, &b]).await);
+        return Err(e.context("c did not rejoin once a and b were back"));
+    }
+    eprintln!("c rejoined {:?} after a and b restarted", started.elapsed());
     Ok(())
 }
 

@@ -147,12 +147,18 @@ impl Dht {
         self.dial_bootstrap_nodes(swarm);
     }
 
+    /// Whether this node dialed its connection to `peer` itself.
+    pub(super) fn dialed_itself(&self, peer: &PeerId) -> bool {
+        self.dialed.contains(peer)
+    }
+
     /// Every second: expired provider records go, the routing table's subnet counts
     /// follow what Kademlia holds, and while out of touch the bootstrap nodes are
-    /// dialed again with backoff.
-    pub(super) fn housekeeping(&mut self, swarm: &mut Swarm<Behaviour>) {
+    /// dialed again with backoff. Returns whether it dialed them this time (the node is
+    /// out of touch and should try what else it knows).
+    pub(super) fn housekeeping(&mut self, swarm: &mut Swarm<Behaviour>) -> bool {
         let Some(kad) = swarm.behaviour_mut().kad.as_mut() else {
-            return;
+            return false;
         };
         {
             use kad::store::RecordStore;
@@ -166,16 +172,20 @@ impl Dht {
             .collect();
         self.admission.retain(&in_table);
         if !self.has_bootstrap_nodes() {
-            return;
+            return false;
         }
         if self.joined() {
             self.retry.reset();
+            false
         } else if self.retry.due(Instant::now()) {
             info!(
                 next_retry = ?self.retry.current_delay(),
                 "not connected to the network; dialing the bootstrap nodes"
             );
             self.dial_bootstrap_nodes(swarm);
+            true
+        } else {
+            false
         }
     }
 

@@ -282,10 +282,15 @@ impl EventLoop {
         self.manage_reservations();
     }
 
-    /// Every second: bootstrap retries, relayed connections a hole punch replaced, relay
-    /// reservations, fetches and the upload budget.
+    /// Every second: bootstrap retries (with DHT servers known from before while out of
+    /// touch), relayed connections a hole punch replaced, relay reservations, fetches
+    /// and the upload budget.
     fn housekeeping(&mut self) {
-        self.dht.housekeeping(&mut self.swarm);
+        if self.dht.housekeeping(&mut self.swarm) {
+            let dht = &self.dht;
+            self.peering
+                .rejoin(&mut self.swarm, |p| dht.dialed_itself(p));
+        }
         self.reachability.close_replaced(&mut self.swarm);
         self.manage_reservations();
         if let Some((files, mut net)) = self.files() {

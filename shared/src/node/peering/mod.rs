@@ -18,7 +18,9 @@
 //! - At start the store's best peers are dialed with the bootstrap nodes, so a node
 //!   whose bootstrap nodes are all down rejoins through the peers it knew (those serving
 //!   the DHT enter the routing table through the DHT's usual admission); relays known
-//!   before are offered to the relay client before it asks the DHT.
+//!   before are offered to the relay client before it asks the DHT. While out of touch
+//!   the DHT servers the store knew at start are dialed again with each bootstrap retry
+//!   ([`Peering::rejoin`]).
 //!
 //! [`trim`] holds the trimming; [`report`] what the connection manager shows: `/status`,
 //! `GET /peers`, gauges.
@@ -64,8 +66,11 @@ const SAVE_INTERVAL: Duration = Duration::from_secs(60);
 const FILL_INTERVAL: Duration = Duration::from_secs(10);
 /// Dials started per fill round.
 const FILL_BATCH: usize = 8;
-/// Stored peers dialed at start, besides the bootstrap nodes.
+/// Stored peers dialed at start, besides the bootstrap nodes, and again on each
+/// bootstrap retry while out of touch.
 const REJOIN_DIALS: usize = 8;
+/// DHT servers known at start that a node out of touch may dial again.
+const REJOIN_CANDIDATES: usize = 64;
 /// Share of fill dials that go to peers never tried.
 const UNTRIED_SHARE: f64 = 0.25;
 /// Trimming runs at most this often, so that a burst of connections is judged once
@@ -101,6 +106,9 @@ pub(super) struct Peering {
     last_trim: Instant,
     max_peers: u32,
     trimmed: u64,
+    /// DHT servers the store knew at start, best first: whom a node out of touch dials
+    /// again ([`Peering::rejoin`]).
+    rejoin_through: Vec<PeerId>,
 }
 
 impl Peering {
@@ -154,6 +162,7 @@ impl Peering {
             last_trim: Instant::now(),
             max_peers: net.limits.max_peers,
             trimmed: 0,
+            rejoin_through: Vec::new(),
         })
     }
 
@@ -172,11 +181,16 @@ impl Peering {
     /// Those that serve the DHT enter the routing table as any peer does, through
     /// identify and the DHT's admission rules (subnet caps, address scopes).
     pub(super) fn join(&mut self, swarm: &mut Swarm<Behaviour>) {
+        let known = self.store.best();
+        self.rejoin_through = known
+            .iter()
+            .filter(|(p, r)| !self.infrastructure.contains(p) && r.dht_server)
+            .map(|(p, _)| *p)
+            .take(REJOIN_CANDIDATES)
+            .collect();
         // A bootstrap node or relay rejoins through DHT servers only: the peers it knew
         // are mostly clients, often behind NAT.
-        let best: Vec<(PeerId, Vec<Multiaddr>)> = self
-            .store
-            .best()
+        let best: Vec<(PeerId, Vec<Multiaddr>)> = known
             .into_iter()
             .filter(|(p, r)| !self.infrastructure.contains(p) && (self.dials_out || r.dht_server))
             .map(|(p, r)| (p, r.addresses.clone()))
@@ -192,6 +206,56 @@ impl Peering {
             }
         }
         info!(dialed, "dialing peers known from before");
+    }
+
+    /// Out of touch with the network (no DHT server it dialed itself is connected)
+    /// while its bootstrap nodes do not answer: dials a few of the DHT servers the store
+    /// knew at start, on each bootstrap retry. Without this, a node whose first dials
+    /// found those peers down stays out of touch for good once they are back, even
+    /// while they dial it: connections from others do not count as joined.
+    ///
+    /// Only peers known before this run are chosen, so strangers that dialed in since
+    /// cannot make the node count itself joined. A known server that is connected
+    /// inbound only is dialed too, for a connection of the node's own; one whose last
+    /// dial failed waits out its backoff. `dialed_itself` tells the connections this
+    /// node dialed.
+    pub(super) fn rejoin(
+        &mut self,
+        swarm: &mut Swarm<Behaviour>,
+        dialed_itself: impl Fn(&PeerId) -> bool,
+    ) {
+        let now = unix_now();
+        let mut dialed = 0;
+        for peer in &self.rejoin_through {
+            if dialed == REJOIN_DIALS {
+                break;
+            }
+            let Some(r) = self.store.get(peer) else {
+                continue;
+            };
+            let connected = swarm.is_connected(peer);
+            if dialed_itself(peer) || (!connected && !r.dialable_at(now)) {
+                continue;
+            }
+            let addrs = direct(&r.addresses);
+            if addrs.is_empty() {
+                continue;
+            }
+            let condition = if connected {
+                PeerCondition::NotDialing
+            } else {
+                PeerCondition::DisconnectedAndNotDialing
+            };
+            if dial_with(swarm, *peer, addrs, condition) {
+                dialed += 1;
+            }
+        }
+        if dialed > 0 {
+            info!(
+                dialed,
+                "out of touch; dialing DHT servers known from before"
+            );
+        }
     }
 
     pub(super) fn connected(&mut self, c: &ConnInfo) {
@@ -420,11 +484,18 @@ fn direct(addrs: &[Multiaddr]) -> Vec<Multiaddr> {
 }
 
 fn dial(swarm: &mut Swarm<Behaviour>, peer: PeerId, addrs: Vec<Multiaddr>) -> bool {
-    if swarm.is_connected(&peer) {
-        return false;
-    }
+    !swarm.is_connected(&peer)
+        && dial_with(swarm, peer, addrs, PeerCondition::DisconnectedAndNotDialing)
+}
+
+fn dial_with(
+    swarm: &mut Swarm<Behaviour>,
+    peer: PeerId,
+    addrs: Vec<Multiaddr>,
+    condition: PeerCondition,
+) -> bool {
     let opts = DialOpts::peer_id(peer)
-        .condition(PeerCondition::DisconnectedAndNotDialing)
+        .condition(condition)
         .addresses(addrs)
         .build();
     match swarm.dial(opts) {
