@@ -59,6 +59,14 @@ struct Args {
 
 fn main() -> anyhow::Result<()> {
     let a = Args::parse();
+    // Every node logs into this one process: only what `RUST_LOG` asks for, on stderr
+    // (`RUST_LOG=libp2p_kad=debug` shows why requests of a lookup failed).
+    if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_default_env() {
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let opts = Options {
         nodes: a.nodes,
         bootstrap_nodes: a.bootstrap_nodes,
