@@ -19,11 +19,11 @@
 //!   whose bootstrap nodes are all down rejoins through the peers it knew (those serving
 //!   the DHT enter the routing table through the DHT's usual admission); relays known
 //!   before are offered to the relay client before it asks the DHT. While out of touch
-//!   the DHT servers the store knew at start are dialed again with each bootstrap retry
-//!   ([`Peering::rejoin`]).
+//!   DHT servers known from before (never strangers that only dialed in) are dialed
+//!   again with each bootstrap retry ([`rejoin`]).
 //!
-//! [`trim`] holds the trimming; [`report`] what the connection manager shows: `/status`,
-//! `GET /peers`, gauges.
+//! [`trim`] holds the trimming; [`rejoin`] the dials of a node out of touch; [`report`]
+//! what the connection manager shows: `/status`, `GET /peers`, gauges.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -40,6 +40,7 @@ use libp2p::{
 };
 use tracing::{debug, info, warn};
 
+mod rejoin;
 mod report;
 mod trim;
 
@@ -67,7 +68,7 @@ const FILL_INTERVAL: Duration = Duration::from_secs(10);
 /// Dials started per fill round.
 const FILL_BATCH: usize = 8;
 /// Stored peers dialed at start, besides the bootstrap nodes, and again on each
-/// bootstrap retry while out of touch.
+/// bootstrap retry while out of touch ([`rejoin`]).
 const REJOIN_DIALS: usize = 8;
 /// DHT servers known at start that a node out of touch may dial again.
 const REJOIN_CANDIDATES: usize = 64;
@@ -107,7 +108,7 @@ pub(super) struct Peering {
     max_peers: u32,
     trimmed: u64,
     /// DHT servers the store knew at start, best first: whom a node out of touch dials
-    /// again ([`Peering::rejoin`]).
+    /// first ([`rejoin`]).
     rejoin_through: Vec<PeerId>,
 }
 
@@ -206,56 +207,6 @@ impl Peering {
             }
         }
         info!(dialed, "dialing peers known from before");
-    }
-
-    /// Out of touch with the network (no DHT server it dialed itself is connected)
-    /// while its bootstrap nodes do not answer: dials a few of the DHT servers the store
-    /// knew at start, on each bootstrap retry. Without this, a node whose first dials
-    /// found those peers down stays out of touch for good once they are back, even
-    /// while they dial it: connections from others do not count as joined.
-    ///
-    /// Only peers known before this run are chosen, so strangers that dialed in since
-    /// cannot make the node count itself joined. A known server that is connected
-    /// inbound only is dialed too, for a connection of the node's own; one whose last
-    /// dial failed waits out its backoff. `dialed_itself` tells the connections this
-    /// node dialed.
-    pub(super) fn rejoin(
-        &mut self,
-        swarm: &mut Swarm<Behaviour>,
-        dialed_itself: impl Fn(&PeerId) -> bool,
-    ) {
-        let now = unix_now();
-        let mut dialed = 0;
-        for peer in &self.rejoin_through {
-            if dialed == REJOIN_DIALS {
-                break;
-            }
-            let Some(r) = self.store.get(peer) else {
-                continue;
-            };
-            let connected = swarm.is_connected(peer);
-            if dialed_itself(peer) || (!connected && !r.dialable_at(now)) {
-                continue;
-            }
-            let addrs = direct(&r.addresses);
-            if addrs.is_empty() {
-                continue;
-            }
-            let condition = if connected {
-                PeerCondition::NotDialing
-            } else {
-                PeerCondition::DisconnectedAndNotDialing
-            };
-            if dial_with(swarm, *peer, addrs, condition) {
-                dialed += 1;
-            }
-        }
-        if dialed > 0 {
-            info!(
-                dialed,
-                "out of touch; dialing DHT servers known from before"
-            );
-        }
     }
 
     pub(super) fn connected(&mut self, c: &ConnInfo) {
@@ -479,7 +430,7 @@ fn warn_load(e: &LoadError) {
 
 /// Addresses that are not circuits (circuit addresses depend on a reservation that may
 /// be gone).
-fn direct(addrs: &[Multiaddr]) -> Vec<Multiaddr> {
+pub(super) fn direct(addrs: &[Multiaddr]) -> Vec<Multiaddr> {
     addrs.iter().filter(|a| !is_relayed(a)).cloned().collect()
 }
 
@@ -488,7 +439,7 @@ fn dial(swarm: &mut Swarm<Behaviour>, peer: PeerId, addrs: Vec<Multiaddr>) -> bo
         && dial_with(swarm, peer, addrs, PeerCondition::DisconnectedAndNotDialing)
 }
 
-fn dial_with(
+pub(super) fn dial_with(
     swarm: &mut Swarm<Behaviour>,
     peer: PeerId,
     addrs: Vec<Multiaddr>,
