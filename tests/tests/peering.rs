@@ -407,7 +407,23 @@ async fn a_peer_back_before_the_others_rejoins_once_they_are_up() -> Result<()> 
 
     let mut c = Node::restart(root, "c", Role::Peer).await?;
     // Its dials to a and b are refused: nothing listens there yet.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (a_id, b_id) = (a.peer_id.clone(), b.peer_id.clone());
+    c.wait_until(
+        Duration::from_secs(30),
+        "c's dials to a and b failed",
+        async |n: &Node| {
+            let failed: Vec<String> = n
+                .log_lines()
+                .iter()
+                .filter(|v| v["message"] == "dial failed")
+                .filter_map(|v| v["peer"].as_str().map(str::to_string))
+                .collect();
+            Ok([&a_id, &b_id]
+                .iter()
+                .all(|id| failed.iter().any(|p| p.contains(id.as_str()))))
+        },
+    )
+    .await?;
     let (code, _) = c.get("/readyz").await?;
     ensure!(
         code != 200,
