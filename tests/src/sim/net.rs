@@ -8,10 +8,10 @@
 //!
 //! Noise and Yamux run on top as on TCP; a dial costs one round trip (the TCP handshake)
 //! before the first byte; a SYN that goes unanswered (the node is gone, or the link is
-//! cut) is sent again as TCP does, and the dial fails after [`DEAD_DIAL_TIMEOUT`]. A node that leaves resets its open
-//! connections (as when its process stops) rather than leaving them silent: libp2p's own
-//! request and ping timeouts run on the wall clock, not the simulated one, so silence
-//! would be timed in the wrong clock.
+//! cut) is sent again as TCP does, and the dial fails after [`DEAD_DIAL_TIMEOUT`]. A node
+//! that leaves resets its open connections (as when its process stops) rather than
+//! leaving them silent: libp2p's own request and ping timeouts run on the wall clock,
+//! not the simulated one, so silence would be timed in the wrong clock.
 
 use std::{
     collections::{HashMap, HashSet, VecDeque},

@@ -70,8 +70,6 @@ const FILL_BATCH: usize = 8;
 /// Stored peers dialed at start, besides the bootstrap nodes, and again on each
 /// bootstrap retry while out of touch ([`rejoin`]).
 const REJOIN_DIALS: usize = 8;
-/// DHT servers known at start that a node out of touch may dial again.
-const REJOIN_CANDIDATES: usize = 64;
 /// Share of fill dials that go to peers never tried.
 const UNTRIED_SHARE: f64 = 0.25;
 /// Trimming runs at most this often, so that a burst of connections is judged once
@@ -183,12 +181,7 @@ impl Peering {
     /// identify and the DHT's admission rules (subnet caps, address scopes).
     pub(super) fn join(&mut self, swarm: &mut Swarm<Behaviour>) {
         let known = self.store.best();
-        self.rejoin_through = known
-            .iter()
-            .filter(|(p, r)| !self.infrastructure.contains(p) && r.dht_server)
-            .map(|(p, _)| *p)
-            .take(REJOIN_CANDIDATES)
-            .collect();
+        self.rejoin_through = rejoin::known_at_start(&known, &self.infrastructure);
         // A bootstrap node or relay rejoins through DHT servers only: the peers it knew
         // are mostly clients, often behind NAT.
         let best: Vec<(PeerId, Vec<Multiaddr>)> = known

@@ -14,8 +14,11 @@ use tracing::info;
 use super::{Peering, REJOIN_DIALS, dial_with, direct};
 use crate::{
     behaviour::Behaviour,
-    peering::store::{PeerStore, unix_now},
+    peering::store::{PeerRecord, PeerStore, unix_now},
 };
+
+/// DHT servers known at start that a node out of touch may dial again.
+const AT_START: usize = 64;
 
 impl Peering {
     /// Dials up to [`REJOIN_DIALS`] of [`candidates`]. A candidate connected inbound
@@ -62,6 +65,25 @@ impl Peering {
     }
 }
 
+/// The DHT servers among `known` (the store's records, best first), at most
+/// [`AT_START`]: taken at start, before strangers can connect.
+pub(super) fn known_at_start(
+    known: &[(PeerId, &PeerRecord)],
+    infrastructure: &HashSet<PeerId>,
+) -> Vec<PeerId> {
+    known
+        .iter()
+        .filter(|(p, r)| serves_dht(p, r, infrastructure))
+        .map(|(p, _)| *p)
+        .take(AT_START)
+        .collect()
+}
+
+/// A DHT server that is not configured infrastructure (dialed as a bootstrap node).
+fn serves_dht(peer: &PeerId, r: &PeerRecord, infrastructure: &HashSet<PeerId>) -> bool {
+    r.dht_server && !infrastructure.contains(peer)
+}
+
 /// Whom a node out of touch may dial, in order: the DHT servers the store knew at start
 /// (`at_start`), then those it has dialed successfully itself (in this run or before),
 /// best first; never configured infrastructure (dialed as bootstrap nodes), and never
@@ -75,7 +97,7 @@ fn candidates(
     let own_dials = store
         .best()
         .into_iter()
-        .filter(|(p, r)| r.dht_server && r.dials_ok > 0 && !infrastructure.contains(p))
+        .filter(|(p, r)| serves_dht(p, r, infrastructure) && r.dials_ok > 0)
         .map(|(p, _)| p);
     let mut seen = HashSet::new();
     at_start
