@@ -220,6 +220,55 @@ async fn get_during_replication_gives_the_user_their_file() -> Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiting_progress_request_answers_when_the_fetch_ends() -> Result<()> {
+    // p0 uploads slowly, so the fetch runs for a few seconds.
+    let mut net = Net::start(&["upload_rate_limit: 4MiB\n", "min_file_size: 1TiB\n"]).await?;
+    let r = async {
+        wait_peers(&mut net.peers[1], 2).await?;
+        let src = net.root.join("slow.bin");
+        random_file(&src, 12 * 1024 * 1024, 0)?;
+        let id = net.peers[0].share(&src)?;
+        let (code, _, err) = cli(&net.peers[1], &["get", &id, "--no-wait"])?;
+        ensure!(code == 0, "{err}");
+        // A short wait ends with the fetch still running.
+        let v = net.peers[1]
+            .get_json(&format!("/files/{id}?wait_ms=100"))
+            .await?;
+        ensure!(v["state"] == "fetching", "after 100 ms: {v}");
+        // Long ones end when the fetch does, not when the wait runs out; beyond the
+        // bound of 64 waiting requests, the rest are answered at once.
+        let asked = Instant::now();
+        let path = format!("/files/{id}?wait_ms=30000");
+        let answers = futures::future::join_all((0..70).map(|_| async {
+            let v = net.peers[1].get_json(&path).await;
+            (v, asked.elapsed())
+        }))
+        .await;
+        let mut states = std::collections::BTreeMap::<String, Vec<Duration>>::new();
+        for (v, took) in answers {
+            let state = v?["state"].as_str().unwrap_or("?").to_string();
+            states.entry(state).or_default().push(took);
+        }
+        let count = |s: &str| states.get(s).map_or(0, Vec::len);
+        ensure!(
+            count("complete") == 64 && count("fetching") == 6,
+            "64 answered at the end, 6 at once: {states:?}"
+        );
+        let latest = states.values().flatten().max().copied().unwrap_or_default();
+        ensure!(
+            latest < Duration::from_secs(20),
+            "answered after {latest:?}, not when the fetch ended: {states:?}"
+        );
+        Ok(())
+    }
+    .await;
+    if let Err(e) = &r {
+        eprintln!("{e:#}\n{}", net.diagnose().await);
+    }
+    r
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fetch_resumes_from_another_provider() -> Result<()> {
     // p0 uploads slowly; p1 stores nothing on its own.
     let mut net = Net::start(&["upload_rate_limit: 2MiB\n", "min_file_size: 1TiB\n"]).await?;

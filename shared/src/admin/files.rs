@@ -1,6 +1,6 @@
 //! The file and message API of peers: what the `jantar-peer` client commands call.
 
-use std::path::PathBuf;
+use std::{path::PathBuf, time::Duration};
 
 use axum::{
     Json,
@@ -116,12 +116,55 @@ pub(super) async fn list(State(s): State<AppState>) -> Response {
     }
 }
 
-pub(super) async fn progress(State(s): State<AppState>, Path(id): Path<String>) -> Response {
+#[derive(Deserialize)]
+pub(super) struct ProgressQuery {
+    /// Milliseconds to wait for a running fetch to finish before answering.
+    #[serde(default)]
+    wait_ms: u64,
+}
+
+/// The longest `GET /files/{id}?wait_ms=` waits: below the client's own timeout.
+pub(super) const MAX_PROGRESS_WAIT: Duration = Duration::from_secs(30);
+
+/// `GET /files/{id}[?wait_ms=N]`: where the fetch of `id` stands. With `wait_ms`, a
+/// running fetch answers as soon as it finishes, or after `N` ms (at most
+/// [`MAX_PROGRESS_WAIT`]) with its progress: `get` learns of the end at once instead
+/// of at its next poll.
+pub(super) async fn progress(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<ProgressQuery>,
+) -> Response {
     let id = match parse_id(&id) {
         Ok(id) => id,
         Err(r) => return r.into_response(),
     };
-    match ask(&s, |reply| FileCommand::Progress { id, reply }).await {
+    let wait = Duration::from_millis(q.wait_ms).min(MAX_PROGRESS_WAIT);
+    let waited = if wait.is_zero() {
+        None
+    } else {
+        let parked = s.node.files(|reply| FileCommand::Progress {
+            id,
+            wait: true,
+            reply,
+        });
+        tokio::time::timeout(wait, parked)
+            .await
+            .ok()
+            .and_then(Result::ok)
+    };
+    let answer = match waited {
+        Some(p) => Ok(p),
+        None => {
+            ask(&s, |reply| FileCommand::Progress {
+                id,
+                wait: false,
+                reply,
+            })
+            .await
+        }
+    };
+    match answer {
         Ok(Some(p)) => Json(p).into_response(),
         Ok(None) => error(
             StatusCode::NOT_FOUND,
@@ -136,7 +179,7 @@ pub(super) struct GetQuery {
     out: Option<PathBuf>,
 }
 
-/// `POST /files/{id}/get[?out=PATH]`: start fetching; poll `GET /files/{id}`.
+/// `POST /files/{id}/get[?out=PATH]`: start fetching; poll `GET /files/{id}[?wait_ms=N]`.
 pub(super) async fn get(
     State(s): State<AppState>,
     Path(id): Path<String>,

@@ -230,10 +230,22 @@ impl Client {
             if tty && !self.json {
                 eprint!("\r{}   ", progress_line(&p));
             }
-            tokio::time::sleep(Duration::from_millis(250)).await;
+            // The daemon answers as soon as the fetch ends, or with its progress
+            // after the wait: the line on a terminal is redrawn four times a second.
+            // A daemon that answers sooner while the fetch runs (one that cannot
+            // park the request) is asked again only after the wait.
+            let wait = Duration::from_millis(if tty { 250 } else { 5_000 });
+            let asked = std::time::Instant::now();
             p = self
-                .call(Method::GET, &format!("/files/{id}"), None)
+                .call(
+                    Method::GET,
+                    &format!("/files/{id}?wait_ms={}", wait.as_millis()),
+                    None,
+                )
                 .await?;
+            if p.state == FetchState::Fetching {
+                tokio::time::sleep(wait.saturating_sub(asked.elapsed())).await;
+            }
         }
         if tty && !self.json {
             eprintln!();

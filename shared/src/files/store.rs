@@ -398,21 +398,15 @@ impl Store {
         if index >= manifest.chunks() {
             return Err(StoreError::Unknown(*id));
         }
-        let len = manifest.chunk_len(index) as usize;
         let path = entry.path.clone();
-        let mut buf = vec![0u8; len];
-        let read = (|| {
-            let mut f = fs::File::open(&path)?;
-            f.seek(SeekFrom::Start(
-                u64::from(index) * u64::from(manifest.chunk_size),
-            ))?;
-            f.read_exact(&mut buf)
-        })();
-        if read.is_err() || !manifest.verify_chunk(index, &buf) {
-            self.remove(id)?;
-            return Err(StoreError::Changed { path });
+        let offset = u64::from(index) * u64::from(manifest.chunk_size);
+        match read_at(&path, offset, manifest.chunk_len(index)) {
+            Some(buf) if manifest.verify_chunk(index, &buf) => Ok(buf),
+            _ => {
+                self.remove(id)?;
+                Err(StoreError::Changed { path })
+            }
         }
-        Ok(buf)
     }
 }
 
@@ -429,12 +423,19 @@ impl ChunkSource {
     /// Reads and verifies the chunk (blocking: disk and hashing). `None` when it cannot
     /// be read or no longer matches its hash: the file changed on disk.
     pub fn read(&self) -> Option<Vec<u8>> {
-        let mut buf = vec![0u8; usize::try_from(self.len).ok()?];
-        let mut f = fs::File::open(&self.path).ok()?;
-        f.seek(SeekFrom::Start(self.offset)).ok()?;
-        f.read_exact(&mut buf).ok()?;
+        let buf = read_at(&self.path, self.offset, self.len)?;
         (blake3::hash(&buf).as_bytes() == &self.leaf).then_some(buf)
     }
+}
+
+/// Reads exactly `len` bytes at `offset`, into a buffer that is not zeroed first (the
+/// read fills it); `None` when the file is shorter or cannot be read.
+fn read_at(path: &Path, offset: u64, len: u64) -> Option<Vec<u8>> {
+    let mut buf = Vec::with_capacity(usize::try_from(len).ok()?);
+    let mut f = fs::File::open(path).ok()?;
+    f.seek(SeekFrom::Start(offset)).ok()?;
+    f.take(len).read_to_end(&mut buf).ok()?;
+    (buf.len() as u64 == len).then_some(buf)
 }
 
 /// Writes `bytes` to `path` atomically, replacing what was there.

@@ -57,8 +57,11 @@ pub enum FileCommand {
         reply: oneshot::Sender<Result<Progress, String>>,
     },
     List(oneshot::Sender<FileList>),
+    /// Where the fetch of `id` stands. With `wait`, a running fetch answers when it
+    /// finishes instead (64 such requests at most; the caller times out).
     Progress {
         id: FileId,
+        wait: bool,
         reply: oneshot::Sender<Option<Progress>>,
     },
     Remove {

@@ -8,6 +8,7 @@ use std::{
     io::{Seek, SeekFrom, Write},
     os::unix::fs::FileExt,
     path::{Path, PathBuf},
+    sync::Arc,
     time::Instant,
 };
 
@@ -45,8 +46,11 @@ pub struct Fetch {
     pub publisher: Option<PeerId>,
     pub started: Instant,
     part: PathBuf,
-    file: Option<File>,
+    file: Option<Arc<File>>,
     done: Vec<bool>,
+    /// Chunks that arrived and are being verified and written off the event loop;
+    /// they count against [`MAX_IN_FLIGHT`] like requests in flight.
+    writing: usize,
     remaining: usize,
     resumed: u32,
     providers: Vec<PeerId>,
@@ -80,6 +84,7 @@ impl Fetch {
             part: partial_dir.join(format!("{id}.part")),
             file: None,
             done: vec![],
+            writing: 0,
             remaining: usize::MAX,
             resumed: 0,
             providers: vec![],
@@ -171,7 +176,9 @@ impl Fetch {
             *per_peer.entry(*p).or_default() += 1;
         }
         let mut tried = 0;
-        while self.in_flight.len() + out.len() < MAX_IN_FLIGHT && tried < self.providers.len() {
+        while self.in_flight.len() + self.writing + out.len() < MAX_IN_FLIGHT
+            && tried < self.providers.len()
+        {
             let Some(&index) = self.queue.front() else {
                 break;
             };
@@ -297,36 +304,76 @@ impl Fetch {
             .filter(|i| !self.done[*i as usize])
             .collect();
         self.remaining = self.queue.len();
-        self.file = Some(f);
+        self.file = Some(Arc::new(f));
         Ok(())
     }
 
-    /// A chunk arrived: verified, then written. Returns true when the file is complete.
+    /// A chunk arrived: verified, then written, here and now. Returns true when the
+    /// file is complete. The node does the same in two steps, [`Fetch::take_chunk`]
+    /// and [`Fetch::written`], with [`ChunkWrite::run`] off its event loop.
     pub fn on_chunk(&mut self, req: &OutboundRequestId, data: &[u8]) -> Result<bool, BadData> {
-        let Some((peer, Some(index))) = self.in_flight.remove(req) else {
-            return Ok(self.is_complete());
-        };
-        let (Some(m), Some(f)) = (self.manifest.as_ref(), self.file.as_ref()) else {
-            return Ok(false);
-        };
-        if !m.verify_chunk(index, data) {
-            self.queue.push_front(index);
-            self.mark_bad(peer);
-            return Err(BadData {
-                peer,
-                what: format!("chunk {index} that does not match the file's hash"),
-            });
-        }
-        if !self.done[index as usize] {
-            let offset = u64::from(index) * u64::from(m.chunk_size);
-            if let Err(e) = f.write_all_at(data, offset) {
-                self.error = Some(format!("cannot write {}: {e}", self.part.display()));
-                return Ok(false);
+        match self.take_chunk(req) {
+            Some(w) => {
+                let r = w.run(data);
+                self.written(&w, r)
             }
-            self.done[index as usize] = true;
-            self.remaining -= 1;
+            None => Ok(self.is_complete()),
         }
-        Ok(self.is_complete())
+    }
+
+    /// A chunk arrived for `req`: what verifying and writing it takes, or `None` for a
+    /// request this fetch no longer waits for. Until [`Fetch::written`] it counts
+    /// against [`MAX_IN_FLIGHT`], and its chunk is asked of no one.
+    pub fn take_chunk(&mut self, req: &OutboundRequestId) -> Option<ChunkWrite> {
+        let Some((peer, Some(index))) = self.in_flight.remove(req) else {
+            return None;
+        };
+        let (m, file) = (self.manifest.as_ref()?, self.file.as_ref()?);
+        let Some(leaf) = m.leaves.get(index as usize) else {
+            self.queue.push_front(index);
+            return None;
+        };
+        self.writing += 1;
+        Some(ChunkWrite {
+            id: self.id,
+            peer,
+            index,
+            offset: u64::from(index) * u64::from(m.chunk_size),
+            len: m.chunk_len(index),
+            leaf: *leaf,
+            file: file.clone(),
+        })
+    }
+
+    /// How the chunk of `w` went. Returns true when the file is complete; a chunk
+    /// that did not verify goes back in the queue and its provider is dropped. The
+    /// result of a write for an earlier fetch of the same file is ignored.
+    pub fn written(&mut self, w: &ChunkWrite, result: Written) -> Result<bool, BadData> {
+        if !self.file.as_ref().is_some_and(|f| Arc::ptr_eq(f, &w.file)) {
+            return Ok(false);
+        }
+        self.writing -= 1;
+        match result {
+            Written::Bad => {
+                self.queue.push_front(w.index);
+                self.mark_bad(w.peer);
+                Err(BadData {
+                    peer: w.peer,
+                    what: format!("chunk {} that does not match the file's hash", w.index),
+                })
+            }
+            Written::Failed(e) => {
+                self.error = Some(format!("cannot write {}: {e}", self.part.display()));
+                Ok(false)
+            }
+            Written::Ok => {
+                if !self.done[w.index as usize] {
+                    self.done[w.index as usize] = true;
+                    self.remaining -= 1;
+                }
+                Ok(self.is_complete())
+            }
+        }
     }
 
     /// Bytes of the chunks verified and written so far.
@@ -368,9 +415,9 @@ impl Fetch {
 
     /// Stops the fetch; the partial file stays for a later attempt to resume from.
     pub fn abandon(&mut self) {
-        if let Some(mut f) = self.file.take() {
-            let _ = f.flush();
-            let _ = f.seek(SeekFrom::Start(0));
+        if let Some(f) = self.file.take() {
+            let _ = (&*f).flush();
+            let _ = (&*f).seek(SeekFrom::Start(0));
         }
     }
 
@@ -393,6 +440,42 @@ impl Fetch {
             bad_providers: self.bad.iter().map(|p| p.to_string()).collect(),
             path: self.dest.display().to_string(),
             error: self.error.clone(),
+        }
+    }
+}
+
+/// A chunk to verify and write into a fetch's partial file: blocking work (hashing and
+/// disk), done off the event loop.
+#[derive(Debug)]
+pub struct ChunkWrite {
+    pub id: FileId,
+    pub peer: PeerId,
+    pub index: u32,
+    offset: u64,
+    len: u64,
+    leaf: [u8; 32],
+    file: Arc<File>,
+}
+
+/// How a [`ChunkWrite`] went.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Written {
+    Ok,
+    /// The data is not the chunk: wrong length or hash. Nothing was written.
+    Bad,
+    /// Writing failed (disk full, I/O error).
+    Failed(String),
+}
+
+impl ChunkWrite {
+    /// Checks `data` against the chunk's hash and writes it in place (blocking).
+    pub fn run(&self, data: &[u8]) -> Written {
+        if data.len() as u64 != self.len || blake3::hash(data).as_bytes() != &self.leaf {
+            return Written::Bad;
+        }
+        match self.file.write_all_at(data, self.offset) {
+            Ok(()) => Written::Ok,
+            Err(e) => Written::Failed(e.to_string()),
         }
     }
 }

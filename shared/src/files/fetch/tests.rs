@@ -237,3 +237,76 @@ fn manifests_are_checked_against_the_announcement_and_the_scheme() {
         let _ = std::fs::remove_file(d.path().join("partial").join(format!("{id}.part")));
     }
 }
+
+#[test]
+fn chunks_being_written_hold_their_slot_and_a_stale_write_is_ignored() {
+    let d = tempfile::tempdir().unwrap();
+    let src = d.path().join("src");
+    // 20 chunks: more than MAX_IN_FLIGHT.
+    let data: Vec<u8> = (0..(20 * 1024 * 1024))
+        .map(|i: u32| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    std::fs::write(&src, &data).unwrap();
+    let m = hash_file(&src).unwrap();
+    let start = |d: &Path| {
+        let mut f = Fetch::new(
+            m.root(),
+            "file".into(),
+            d.join("out/file"),
+            Origin::Fetched,
+            &d.join("partial"),
+        );
+        let p = PeerId::random();
+        f.add_provider(p);
+        let ids = request_ids(1);
+        f.sent(ids[0], p, None);
+        f.on_manifest(&ids[0], m.clone()).unwrap();
+        (f, p)
+    };
+    let chunk = |i: u32| &data[(i as usize) << 20..((i as usize) + 1) << 20];
+    let (mut f, p) = start(d.path());
+    // A second provider, so the per-provider bound is not what stops the requests.
+    f.add_provider(PeerId::random());
+    let reqs = f.next_requests();
+    assert_eq!(reqs.len(), MAX_IN_FLIGHT);
+    let ids = request_ids(MAX_IN_FLIGHT);
+    for (k, (peer, req)) in reqs.iter().enumerate() {
+        let Request::Chunk { index, .. } = req else {
+            panic!("chunk request expected")
+        };
+        f.sent(ids[k], *peer, Some(*index));
+    }
+    // Every answer arrived and is being written: no new request yet.
+    let writes: Vec<ChunkWrite> = ids.iter().filter_map(|r| f.take_chunk(r)).collect();
+    assert_eq!(writes.len(), MAX_IN_FLIGHT);
+    assert!(f.next_requests().is_empty(), "writes hold their slots");
+    // A corrupt one is refused without being written; its provider is dropped.
+    let bad = &writes[0];
+    assert_eq!(bad.run(chunk(bad.index + 1)), Written::Bad);
+    assert!(f.written(bad, Written::Bad).is_err());
+    for w in &writes[1..] {
+        assert!(!f.written(w, w.run(chunk(w.index))).unwrap());
+    }
+    assert_eq!(f.progress().chunks_done, MAX_IN_FLIGHT as u32 - 1);
+    let next = f.next_requests();
+    assert!(!next.is_empty(), "the slots are free again");
+    assert!(next.iter().all(|(peer, _)| *peer != bad.peer));
+    assert!(
+        next.iter()
+            .any(|(_, r)| matches!(r, Request::Chunk { index, .. } if *index == bad.index)),
+        "the refused chunk is asked again first"
+    );
+
+    // A write of an earlier fetch of the same file does not count for a new one.
+    f.abandon();
+    let (mut again, _) = start(d.path());
+    let ids = request_ids(1);
+    let reqs = again.next_requests();
+    let Request::Chunk { index, .. } = reqs[0].1 else {
+        panic!("chunk request expected")
+    };
+    again.sent(ids[0], p, Some(index));
+    let before = again.progress().chunks_done;
+    assert!(!again.written(&writes[1], Written::Ok).unwrap());
+    assert_eq!(again.progress().chunks_done, before);
+}

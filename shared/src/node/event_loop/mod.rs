@@ -136,9 +136,9 @@ impl EventLoop {
                 Some(()) = tick(watchdog.as_mut()) => crate::systemd::watchdog(),
                 event = self.swarm.select_next_some() => self.on_swarm_event(event),
                 Some(cmd) = commands.recv() => self.on_command(cmd),
-                Some(read) = chunk_read(self.files.as_mut()) => {
+                Some(done) = offloaded(self.files.as_mut()) => {
                     if let Some((files, mut net)) = self.files() {
-                        files.on_chunk_read(&mut net, read);
+                        files.on_offloaded(&mut net, done);
                     }
                 }
                 _ = discovery.tick(), if joined => self.discover(),
@@ -388,10 +388,11 @@ impl EventLoop {
     }
 }
 
-/// The next chunk the file part read for a peer; never, on a node without one.
-async fn chunk_read(files: Option<&mut FileService>) -> Option<super::files::ChunkRead> {
+/// The next chunk the file part read or wrote on the blocking pool; never, on a node
+/// without one.
+async fn offloaded(files: Option<&mut FileService>) -> Option<super::files::Offloaded> {
     match files {
-        Some(f) => f.next_chunk_read().await,
+        Some(f) => f.next_offloaded().await,
         None => std::future::pending().await,
     }
 }

@@ -16,7 +16,7 @@ use super::{
 };
 use crate::{
     files::{
-        fetch::{Fetch, MAX_PER_PROVIDER, free_destination},
+        fetch::{BadData, ChunkWrite, Fetch, MAX_PER_PROVIDER, Written, free_destination},
         id::{CHUNK_SIZE, FileId, Manifest},
         protocol::{Request, Response, safe_name},
         store::{Entry, Origin, now_secs},
@@ -291,7 +291,6 @@ impl FileService {
         let Some(fetch) = self.fetches.get_mut(&id) else {
             return;
         };
-        let is_chunk = matches!(response, Response::Chunk(_));
         let is_manifest = matches!(response, Response::Manifest(_));
         let origin = fetch.origin;
         let result = match response {
@@ -323,24 +322,61 @@ impl FileService {
                     self.finish_failed(id);
                     return;
                 }
-                match self.fetches.get_mut(&id) {
-                    Some(fetch) => fetch.on_chunk(&req, &data),
-                    None => return,
+                let Some(fetch) = self.fetches.get_mut(&id) else {
+                    return;
+                };
+                // Hashing and writing a chunk takes about a millisecond: on the
+                // blocking pool, so the event loop asks for the next one meanwhile.
+                if let Some(write) = fetch.take_chunk(&req) {
+                    let tx = self.writes_tx.clone();
+                    tokio::task::spawn_blocking(move || {
+                        let r = write.run(&data);
+                        let _ = tx.send((write, r));
+                    });
                 }
+                self.pump(net, id);
+                return;
             }
             Response::NotFound => {
                 fetch.not_found(&req);
                 Ok(false)
             }
         };
-        if is_chunk && result.is_ok() {
-            self.relay_cuts.remove(&peer);
+        let observed = is_manifest.then_some(Observation::Manifest);
+        self.settle(net, id, peer, observed, result);
+    }
+
+    /// A chunk verified and written on the blocking pool, or refused there.
+    pub(in crate::node) fn on_chunk_written(
+        &mut self,
+        net: &mut Net<'_>,
+        write: ChunkWrite,
+        r: Written,
+    ) {
+        let Some(fetch) = self.fetches.get_mut(&write.id) else {
+            return;
+        };
+        let result = fetch.written(&write, r);
+        if result.is_ok() {
+            self.relay_cuts.remove(&write.peer);
         }
-        match &result {
-            Ok(_) if is_chunk => self.observe(peer, Observation::Chunk),
-            Ok(_) if is_manifest => self.observe(peer, Observation::Manifest),
-            Ok(_) => {}
-            Err(bad) => self.observe(bad.peer, Observation::BadData),
+        self.settle(net, write.id, write.peer, Some(Observation::Chunk), result);
+    }
+
+    /// What an answer from `peer` did to the fetch of `id`: scored (`observed` when it
+    /// was good), and the fetch completed, a liar penalized, or the next chunks asked.
+    fn settle(
+        &mut self,
+        net: &mut Net<'_>,
+        id: FileId,
+        peer: PeerId,
+        observed: Option<Observation>,
+        result: Result<bool, BadData>,
+    ) {
+        match (&result, observed) {
+            (Ok(_), Some(o)) => self.observe(peer, o),
+            (Ok(_), None) => {}
+            (Err(bad), _) => self.observe(bad.peer, Observation::BadData),
         }
         match result {
             Ok(true) => self.complete(net, id),
@@ -429,6 +465,9 @@ impl FileService {
     }
 
     pub(super) fn push_finished(&mut self, p: Progress) {
+        for (_, waiter) in self.waiters.extract_if(.., |(w, _)| w.to_string() == p.id) {
+            let _ = waiter.send(Some(p.clone()));
+        }
         self.finished.push_back(p);
         if self.finished.len() > FINISHED {
             self.finished.pop_front();

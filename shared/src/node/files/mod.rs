@@ -20,5 +20,4 @@ mod serving;
 mod uploads;
 
 pub(super) use net::Net;
-pub(super) use service::{FileService, Observation, Policy};
-pub(super) use serving::ChunkRead;
+pub(super) use service::{FileService, Observation, Offloaded, Policy};

@@ -11,6 +11,7 @@ use libp2p::{
     PeerId, gossipsub, kad,
     request_response::{self, OutboundRequestId},
 };
+use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info};
 
 use super::{
@@ -24,7 +25,7 @@ use crate::node::command::FileCommand;
 use crate::{
     config::{Config, Rate, ReplicationConfig, ServingConfig},
     files::{
-        fetch::Fetch,
+        fetch::{ChunkWrite, Fetch, Written},
         id::{FileId, Manifest},
         protocol::{
             Announcement, ChatMessage, FILES_TOPIC, MESSAGES_TOPIC, REQUEST_TIMEOUT, Request,
@@ -72,6 +73,11 @@ pub(in crate::node) struct FileService {
     pub(super) fetches: HashMap<FileId, Fetch>,
     /// Finished fetches whose result stays visible to `get`.
     pub(super) finished: VecDeque<Progress>,
+    /// Chunks verified and written on the blocking pool, back to the event loop.
+    pub(super) writes_tx: mpsc::UnboundedSender<(ChunkWrite, Written)>,
+    writes_rx: mpsc::UnboundedReceiver<(ChunkWrite, Written)>,
+    /// Progress requests answered when their fetch finishes (`get` waiting).
+    pub(super) waiters: Vec<(FileId, oneshot::Sender<Option<Progress>>)>,
     /// Provider lookups running, by the fetch they serve.
     pub(super) provider_queries: HashMap<kad::QueryId, FileId>,
     /// Peers that served bad data, not asked (or served) until the given time.
@@ -97,12 +103,19 @@ pub(in crate::node) enum Observation {
     BadData,
 }
 
+/// Progress requests waiting for their fetch to finish, at most; more are answered
+/// at once. Each is an open request to the admin endpoint, which times it out.
+pub(in crate::node) const MAX_PROGRESS_WAITERS: usize = 64;
+
 /// Observations kept between drains at most.
 const MAX_OBSERVATIONS: usize = 4096;
 
 impl FileService {
     pub(in crate::node) fn new(me: PeerId, store: Store, policy: Policy) -> Self {
+        let (writes_tx, writes_rx) = mpsc::unbounded_channel();
         FileService {
+            writes_tx,
+            writes_rx,
             me,
             store,
             serving: Serving::new(UploadQueue::new(
@@ -114,6 +127,7 @@ impl FileService {
             policy,
             fetches: HashMap::new(),
             finished: VecDeque::new(),
+            waiters: Vec::new(),
             provider_queries: HashMap::new(),
             penalized: HashMap::new(),
             relay_cuts: HashMap::new(),
@@ -197,7 +211,16 @@ impl FileService {
                     fetching: self.fetches.values().map(Fetch::progress).collect(),
                 });
             }
-            FileCommand::Progress { id, reply } => {
+            FileCommand::Progress { id, wait, reply } => {
+                // Callers that went away leave their place to others.
+                self.waiters.retain(|(_, w)| !w.is_closed());
+                if wait
+                    && self.fetches.contains_key(&id)
+                    && self.waiters.len() < MAX_PROGRESS_WAITERS
+                {
+                    self.waiters.push((id, reply));
+                    return;
+                }
                 let p = self.fetches.get(&id).map(Fetch::progress).or_else(|| {
                     self.finished
                         .iter()
@@ -354,8 +377,28 @@ impl FileService {
         self.storage_gauges();
     }
 
-    /// The next chunk read finished on the blocking pool.
-    pub(in crate::node) async fn next_chunk_read(&mut self) -> Option<ChunkRead> {
-        self.serving.reads_rx.recv().await
+    /// The next chunk read or written on the blocking pool.
+    pub(in crate::node) async fn next_offloaded(&mut self) -> Option<Offloaded> {
+        tokio::select! {
+            Some(read) = self.serving.reads_rx.recv() => Some(Offloaded::Read(read)),
+            Some((w, r)) = self.writes_rx.recv() => Some(Offloaded::Written(w, r)),
+        }
     }
+
+    /// Finishes what the blocking pool did.
+    pub(in crate::node) fn on_offloaded(&mut self, net: &mut Net<'_>, done: Offloaded) {
+        match done {
+            Offloaded::Read(read) => self.on_chunk_read(net, read),
+            Offloaded::Written(w, r) => self.on_chunk_written(net, w, r),
+        }
+    }
+}
+
+/// Chunk work done on the blocking pool (disk and hashing), for the event loop to
+/// finish.
+pub(in crate::node) enum Offloaded {
+    /// A chunk read for a peer that asked for it.
+    Read(ChunkRead),
+    /// A chunk that arrived, verified and written (or refused).
+    Written(ChunkWrite, Written),
 }
