@@ -243,6 +243,53 @@ impl Pump {
         Pump::start_at(addr.clone(), sink, Pace::Greedy, timeout).await
     }
 
+    /// Dials `sink` at `addr` directly and writes `chunk` bytes per stream, one fresh
+    /// stream after another, `streams` at once: the shape of a file fetch's chunk
+    /// requests, without their disk, hashing and requests.
+    pub async fn start_chunked(
+        addr: &Multiaddr,
+        sink: PeerId,
+        streams: usize,
+        chunk: usize,
+        timeout: Duration,
+    ) -> Result<Pump> {
+        let mut swarm = swarm()?;
+        let peer_id = *swarm.local_peer_id();
+        let control = swarm.behaviour().stream.new_control();
+        swarm
+            .dial(addr.clone())
+            .with_context(|| format!("dial {addr}"))?;
+        let driver = tokio::spawn(async move {
+            loop {
+                swarm.select_next_some().await;
+            }
+        });
+        let mut probe = control.clone();
+        tokio::time::timeout(timeout, async {
+            while probe.open_stream(sink, PUMP_PROTOCOL).await.is_err() {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+        .await
+        .map_err(|_| anyhow!("no stream to {sink} at {addr} within {timeout:?}"))?;
+        let task = tokio::spawn(async move {
+            let _driver = AbortOnDrop(driver);
+            let data = vec![0x5au8; chunk];
+            let writers = (0..streams.max(1)).map(|_| {
+                let (mut control, data) = (control.clone(), &data);
+                async move {
+                    while let Ok(mut s) = control.open_stream(sink, PUMP_PROTOCOL).await {
+                        if s.write_all(data).await.is_err() || s.close().await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+            futures::future::join_all(writers).await;
+        });
+        Ok(Pump { peer_id, task })
+    }
+
     async fn start_at(
         circuit: Multiaddr,
         sink: PeerId,

@@ -132,6 +132,29 @@ pub async fn throughput(
     Ok(bytes as f64 / (1024.0 * 1024.0) / took.as_secs_f64())
 }
 
+/// MiB/s of one pump writing `chunk` bytes per fresh stream, `streams` at once, to
+/// its own sink over a direct connection, measured over `measure` after `warmup`.
+pub async fn chunked_throughput(
+    streams: usize,
+    chunk: usize,
+    warmup: Duration,
+    measure: Duration,
+) -> Result<f64> {
+    let timeout = Duration::from_secs(30);
+    let (sink, addr) = Sink::listen(timeout).await?;
+    let pump = Pump::start_chunked(&addr, sink.peer_id, streams, chunk, timeout).await?;
+    tokio::time::sleep(warmup).await;
+    let before = sink.received_from(&pump.peer_id);
+    let start = Instant::now();
+    tokio::time::sleep(measure).await;
+    let bytes = sink.received_from(&pump.peer_id) - before;
+    let took = start.elapsed();
+    if bytes == 0 {
+        bail!("nothing arrived in {took:?}");
+    }
+    Ok(bytes as f64 / (1024.0 * 1024.0) / took.as_secs_f64())
+}
+
 /// The relay section of Jantar's config with the same limits raised (1 TiB is
 /// [`CIRCUIT_BYTES`]) and no bandwidth budget.
 pub fn jantar_relay_config(max_circuits: usize) -> String {

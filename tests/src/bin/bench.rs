@@ -33,6 +33,9 @@ enum Bench {
     Transfer {
         #[arg(long, default_value_t = 256)]
         size_mib: usize,
+        /// Peers that share the file (each over its own connection to the fetcher).
+        #[arg(long, default_value_t = 1)]
+        providers: usize,
     },
     /// Time for a shared file to reach every peer by replication.
     Spread {
@@ -119,7 +122,8 @@ fn write_random(path: &Path, size: usize) -> Result<()> {
     Ok(())
 }
 
-/// Copies a file to another file through a loopback TCP connection: the baseline.
+/// Copies a file to another file through a loopback TCP connection, 1 MiB at a time
+/// both ways, and syncs it to disk as `get` does: the baseline.
 fn tcp_copy(src: &Path, dst: &Path) -> Result<Duration> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     let addr = listener.local_addr()?;
@@ -128,7 +132,13 @@ fn tcp_copy(src: &Path, dst: &Path) -> Result<Duration> {
     let receiver = std::thread::spawn(move || -> std::io::Result<()> {
         let (mut s, _) = listener.accept()?;
         let mut out = std::fs::File::create(&dst)?;
-        std::io::copy(&mut s, &mut out)?;
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            match s.read(&mut buf)? {
+                0 => break,
+                n => out.write_all(&buf[..n])?,
+            }
+        }
         out.sync_all()
     });
     let mut s = std::net::TcpStream::connect(addr)?;
@@ -191,22 +201,49 @@ async fn main() -> Result<()> {
     let profile = jantar_tests::harness::bin_dir().display().to_string();
     println!("binaries: {profile}");
     match args.bench {
-        Bench::Transfer { size_mib } => {
+        Bench::Transfer {
+            size_mib,
+            providers,
+        } => {
             let size = size_mib << 20;
             let src = root.join("data.bin");
             write_random(&src, size)?;
             let base = tcp_copy(&src, &root.join("tcp-copy.bin"))?;
             let net = loopback_net(root).await?;
-            let a = net.peer("a", "").await?;
+            let mut sharing = vec![];
+            for i in 0..providers.max(1) {
+                sharing.push(net.peer(&format!("a{i}"), "").await?);
+            }
             let mut b = net
                 .peer("b", "min_file_size: 1TiB\nmax_storage_size: 64GiB\n")
                 .await?;
-            wait_connected(&mut b, 2).await?;
-            let id = a.share(&src)?;
+            wait_connected(&mut b, 1 + sharing.len() as u64).await?;
+            let mut id = String::new();
+            for a in &sharing {
+                id = a.share(&src)?;
+            }
             let start = Instant::now();
             cli(&b, &["get", &id])?;
             let took = start.elapsed();
+            // The ceilings of a libp2p transfer here, over Noise and Yamux on TCP with
+            // no disk, no hashing and no requests: one stream, and one fresh stream
+            // per 1 MiB chunk, eight at once, as a fetch asks.
+            let stream = jantar_tests::relay_bench::throughput(
+                None,
+                1,
+                Duration::from_secs(1),
+                Duration::from_secs(3),
+            )
+            .await?;
+            let chunked = jantar_tests::relay_bench::chunked_throughput(
+                8,
+                1 << 20,
+                Duration::from_secs(1),
+                Duration::from_secs(3),
+            )
+            .await?;
             println!("file size:            {size_mib} MiB");
+            println!("providers:            {}", sharing.len());
             println!(
                 "plain TCP copy:       {:>8.1} MiB/s ({:.2} s)",
                 mib_s(size, base),
@@ -221,6 +258,11 @@ async fn main() -> Result<()> {
                 "ratio jantar/TCP:     {:>8.2}",
                 base.as_secs_f64() / took.as_secs_f64()
             );
+            println!("libp2p stream:        {stream:>8.1} MiB/s (one stream, in memory)");
+            println!(
+                "libp2p chunk streams: {chunked:>8.1} MiB/s (a fresh stream per MiB, 8 at once)"
+            );
+            println!("ratio jantar/stream:  {:>8.2}", mib_s(size, took) / stream);
         }
         Bench::Spread { peers, size_mib } => {
             let size = size_mib << 20;
