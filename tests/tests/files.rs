@@ -269,6 +269,51 @@ async fn a_waiting_progress_request_answers_when_the_fetch_ends() -> Result<()> 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_at_its_bound_answers_busy_and_the_fetch_goes_on() -> Result<()> {
+    // p0 serves one request per peer at a time; p1 asks for eight at once.
+    let mut net = Net::start(&[
+        "serving:\n  max_concurrent_per_peer: 1\n",
+        "min_file_size: 1TiB\n",
+    ])
+    .await?;
+    let r = async {
+        wait_peers(&mut net.peers[1], 2).await?;
+        let src = net.root.join("bounded.bin");
+        random_file(&src, 6 * 1024 * 1024, 0)?;
+        let id = net.peers[0].share(&src)?;
+        let (code, out, err) = cli(&net.peers[1], &["get", &id])?;
+        ensure!(code == 0, "{err}");
+        ensure!(
+            std::fs::read(out.trim())? == std::fs::read(&src)?,
+            "the fetched file differs"
+        );
+        let refused = metric_sum(
+            &net.peers[0].metrics().await?,
+            "jantar_file_uploads_refused_total",
+            &["reason=\"per_peer\""],
+        );
+        ensure!(refused > 0.0, "the bound was never reached");
+        // Each refusal said "busy": the provider was kept and asked again, never
+        // dropped as one without the file.
+        let busy = net.peers[1]
+            .log_lines()
+            .iter()
+            .filter(|l| l["message"] == "provider busy; asking it again shortly")
+            .count();
+        ensure!(
+            busy as f64 >= refused,
+            "{refused} refusals, {busy} busy answers seen"
+        );
+        Ok(())
+    }
+    .await;
+    if let Err(e) = &r {
+        eprintln!("{e:#}\n{}", net.diagnose().await);
+    }
+    r
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fetch_resumes_from_another_provider() -> Result<()> {
     // p0 uploads slowly; p1 stores nothing on its own.
     let mut net = Net::start(&["upload_rate_limit: 2MiB\n", "min_file_size: 1TiB\n"]).await?;

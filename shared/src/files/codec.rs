@@ -34,6 +34,7 @@ const MAX_RESPONSE: u64 = 2 * 1024 * 1024 + 4096;
 const TAG_CHUNK: u8 = 0;
 const TAG_MANIFEST: u8 = 1;
 const TAG_NOT_FOUND: u8 = 2;
+const TAG_BUSY: u8 = 3;
 
 /// Speaks both protocols, by the one negotiated.
 #[derive(Clone, Default)]
@@ -99,6 +100,7 @@ impl request_response::Codec for Codec {
                 Ok(Response::Manifest(manifest))
             }
             TAG_NOT_FOUND => Ok(Response::NotFound),
+            TAG_BUSY => Ok(Response::Busy),
             other => Err(invalid(format!("unknown response tag {other}"))),
         }
     }
@@ -125,6 +127,10 @@ impl request_response::Codec for Codec {
         T: AsyncWrite + Unpin + Send,
     {
         if *p != PROTOCOL {
+            let res = match res {
+                Response::Busy => Response::NotFound,
+                other => other,
+            };
             return self.cbor.write_response(p, io, res).await;
         }
         match res {
@@ -144,6 +150,7 @@ impl request_response::Codec for Codec {
                 io.write_all(&body).await?;
             }
             Response::NotFound => io.write_all(&[TAG_NOT_FOUND]).await?,
+            Response::Busy => io.write_all(&[TAG_BUSY]).await?,
         }
         io.close().await
     }
@@ -198,6 +205,11 @@ mod tests {
                 round_trip(&p, Response::NotFound).unwrap().0,
                 Response::NotFound
             ));
+            // "Busy" is the framed protocol's; the CBOR one says "not found".
+            match (round_trip(&p, Response::Busy).unwrap().0, p == PROTOCOL) {
+                (Response::Busy, true) | (Response::NotFound, false) => {}
+                other => panic!("{p}: {other:?}"),
+            }
         }
     }
 

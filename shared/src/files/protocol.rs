@@ -33,6 +33,9 @@ pub enum Response {
     Manifest(Manifest),
     Chunk(serde_bytes::ByteBuf),
     NotFound,
+    /// The provider has the file but is serving as much as its bounds allow: ask
+    /// again shortly. Sent as "not found" to peers that speak only the CBOR protocol.
+    Busy,
 }
 
 pub type Behaviour = request_response::Behaviour<Codec>;

@@ -9,7 +9,7 @@ use std::{
     os::unix::fs::FileExt,
     path::{Path, PathBuf},
     sync::Arc,
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use libp2p::{PeerId, request_response::OutboundRequestId};
@@ -25,6 +25,9 @@ pub use crate::status::Progress;
 /// Requests in flight per fetch, and per provider.
 pub const MAX_IN_FLIGHT: usize = 16;
 pub const MAX_PER_PROVIDER: usize = 8;
+
+/// How long a provider that answered "busy" is not asked again.
+pub const BUSY_PAUSE: Duration = Duration::from_millis(500);
 
 /// A provider that sent data that does not verify.
 #[derive(Debug)]
@@ -55,6 +58,8 @@ pub struct Fetch {
     resumed: u32,
     providers: Vec<PeerId>,
     bad: HashSet<PeerId>,
+    /// Providers that answered "busy", not asked until the given time.
+    paused: HashMap<PeerId, Instant>,
     in_flight: HashMap<OutboundRequestId, (PeerId, Option<u32>)>,
     queue: VecDeque<u32>,
     pub last_provider_query: Option<Instant>,
@@ -89,6 +94,7 @@ impl Fetch {
             resumed: 0,
             providers: vec![],
             bad: HashSet::new(),
+            paused: HashMap::new(),
             in_flight: HashMap::new(),
             queue: VecDeque::new(),
             last_provider_query: None,
@@ -163,11 +169,18 @@ impl Fetch {
         if self.providers.is_empty() || self.error.is_some() {
             return out;
         }
+        let now = Instant::now();
+        self.paused.retain(|_, until| *until > now);
         if self.manifest.is_none() {
             if self.in_flight.is_empty() {
-                let p = self.providers[self.next_provider % self.providers.len()];
-                self.next_provider += 1;
-                out.push((p, Request::Manifest(self.id)));
+                for _ in 0..self.providers.len() {
+                    let p = self.providers[self.next_provider % self.providers.len()];
+                    self.next_provider += 1;
+                    if !self.paused.contains_key(&p) {
+                        out.push((p, Request::Manifest(self.id)));
+                        break;
+                    }
+                }
             }
             return out;
         }
@@ -185,7 +198,7 @@ impl Fetch {
             let p = self.providers[self.next_provider % self.providers.len()];
             self.next_provider += 1;
             let n = per_peer.entry(p).or_default();
-            if *n >= per_provider(&p).min(MAX_PER_PROVIDER) {
+            if *n >= per_provider(&p).min(MAX_PER_PROVIDER) || self.paused.contains_key(&p) {
                 tried += 1;
                 continue;
             }
@@ -216,6 +229,17 @@ impl Fetch {
     /// The provider has no such file.
     pub fn not_found(&mut self, req: &OutboundRequestId) {
         self.failed(req);
+    }
+
+    /// The provider is serving all it may: the chunk goes back in the queue, and the
+    /// provider stays one but is not asked again for [`BUSY_PAUSE`].
+    pub fn busy(&mut self, req: &OutboundRequestId) {
+        if let Some((peer, chunk)) = self.in_flight.remove(req) {
+            if let Some(i) = chunk {
+                self.queue.push_front(i);
+            }
+            self.paused.insert(peer, Instant::now() + BUSY_PAUSE);
+        }
     }
 
     /// A manifest arrived: check it against the ID, then open the partial file and

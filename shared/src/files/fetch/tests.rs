@@ -310,3 +310,45 @@ fn chunks_being_written_hold_their_slot_and_a_stale_write_is_ignored() {
     assert!(!again.written(&writes[1], Written::Ok).unwrap());
     assert_eq!(again.progress().chunks_done, before);
 }
+
+#[test]
+fn a_busy_provider_is_asked_again_after_a_pause_not_dropped() {
+    let d = tempfile::tempdir().unwrap();
+    let src = d.path().join("src");
+    std::fs::write(&src, vec![3u8; 3 * 1024 * 1024]).unwrap();
+    let m = hash_file(&src).unwrap();
+    let mut f = Fetch::new(
+        m.root(),
+        "file".into(),
+        d.path().join("out/file"),
+        Origin::Fetched,
+        &d.path().join("partial"),
+    );
+    let p = PeerId::random();
+    f.add_provider(p);
+    // Busy before the manifest: the provider is kept, and asked again later.
+    let ids = request_ids(4);
+    assert!(matches!(f.next_requests()[..], [(_, Request::Manifest(_))]));
+    f.sent(ids[0], p, None);
+    f.busy(&ids[0]);
+    assert!(f.has_providers(), "a busy provider stays a provider");
+    assert!(f.next_requests().is_empty(), "not asked during the pause");
+    std::thread::sleep(BUSY_PAUSE);
+    assert!(matches!(f.next_requests()[..], [(_, Request::Manifest(_))]));
+    f.sent(ids[1], p, None);
+    f.on_manifest(&ids[1], m.clone()).unwrap();
+    // Busy for a chunk: it goes back in the queue, first.
+    let reqs = f.next_requests();
+    assert_eq!(reqs.len(), 3);
+    f.sent(ids[2], p, Some(0));
+    f.sent(ids[3], p, Some(1));
+    f.busy(&ids[2]);
+    assert!(f.next_requests().is_empty(), "not asked during the pause");
+    std::thread::sleep(BUSY_PAUSE);
+    let again = f.next_requests();
+    assert!(
+        matches!(again.first(), Some((peer, Request::Chunk { index: 0, .. })) if *peer == p),
+        "{again:?}"
+    );
+    assert!(f.progress().bad_providers.is_empty());
+}

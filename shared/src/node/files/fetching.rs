@@ -341,6 +341,11 @@ impl FileService {
                 fetch.not_found(&req);
                 Ok(false)
             }
+            Response::Busy => {
+                debug!(%id, %peer, "provider busy; asking it again shortly");
+                fetch.busy(&req);
+                Ok(false)
+            }
         };
         let observed = is_manifest.then_some(Observation::Manifest);
         self.settle(net, id, peer, observed, result);

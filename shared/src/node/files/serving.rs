@@ -94,7 +94,7 @@ impl FileService {
                 if let Err(r) = self.serving.queue.admit_now(peer, request_id) {
                     debug!(%peer, %id, reason = r.as_str(), "manifest request refused");
                     refused(r.as_str());
-                    respond(net, channel, Response::NotFound);
+                    respond(net, channel, Response::Busy);
                     return;
                 }
                 if !respond(net, channel, Response::Manifest(manifest)) {
@@ -125,7 +125,7 @@ impl FileService {
                             debug!(%peer, %id, index, "chunk request over the serving bound; refused");
                         }
                         refused(r.as_str());
-                        respond(net, pending.channel, Response::NotFound);
+                        respond(net, pending.channel, Response::Busy);
                     }
                 }
             }
