@@ -253,17 +253,7 @@ impl Pump {
         chunk: usize,
         timeout: Duration,
     ) -> Result<Pump> {
-        let mut swarm = swarm()?;
-        let peer_id = *swarm.local_peer_id();
-        let control = swarm.behaviour().stream.new_control();
-        swarm
-            .dial(addr.clone())
-            .with_context(|| format!("dial {addr}"))?;
-        let driver = tokio::spawn(async move {
-            loop {
-                swarm.select_next_some().await;
-            }
-        });
+        let (peer_id, control, driver) = dialing(addr)?;
         let mut probe = control.clone();
         tokio::time::timeout(timeout, async {
             while probe.open_stream(sink, PUMP_PROTOCOL).await.is_err() {
@@ -297,17 +287,7 @@ impl Pump {
         timeout: Duration,
     ) -> Result<Pump> {
         let relay = circuit.clone();
-        let mut swarm = swarm()?;
-        let peer_id = *swarm.local_peer_id();
-        let mut control = swarm.behaviour().stream.new_control();
-        swarm
-            .dial(circuit.clone())
-            .with_context(|| format!("dial {circuit}"))?;
-        let driver = tokio::spawn(async move {
-            loop {
-                swarm.select_next_some().await;
-            }
-        });
+        let (peer_id, mut control, driver) = dialing(&circuit)?;
         let stream = tokio::time::timeout(timeout, async {
             loop {
                 match control.open_stream(sink, PUMP_PROTOCOL).await {
@@ -342,6 +322,23 @@ impl Pump {
         });
         Ok(Pump { peer_id, task })
     }
+}
+
+/// A pump's swarm, dialing `addr` and driven by a task of its own: its identity, its
+/// stream control, and the task.
+fn dialing(addr: &Multiaddr) -> Result<(PeerId, libp2p_stream::Control, JoinHandle<()>)> {
+    let mut swarm = swarm()?;
+    let peer_id = *swarm.local_peer_id();
+    let control = swarm.behaviour().stream.new_control();
+    swarm
+        .dial(addr.clone())
+        .with_context(|| format!("dial {addr}"))?;
+    let driver = tokio::spawn(async move {
+        loop {
+            swarm.select_next_some().await;
+        }
+    });
+    Ok((peer_id, control, driver))
 }
 
 struct AbortOnDrop(JoinHandle<()>);

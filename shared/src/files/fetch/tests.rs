@@ -10,15 +10,20 @@ fn request_ids(n: usize) -> Vec<OutboundRequestId> {
         .collect()
 }
 
+/// A file of `len` bytes in `dir`, byte `i` being `byte(i)`: its bytes and manifest.
+fn sample(dir: &Path, len: u32, byte: impl Fn(u32) -> u8) -> (Vec<u8>, Manifest) {
+    let src = dir.join("src");
+    let data: Vec<u8> = (0..len).map(byte).collect();
+    std::fs::write(&src, &data).unwrap();
+    (data, hash_file(&src).unwrap())
+}
+
 #[test]
 fn corrupt_chunk_drops_the_provider_and_honest_data_completes() {
     let d = tempfile::tempdir().unwrap();
-    let src = d.path().join("src");
-    let data: Vec<u8> = (0..(2 * 1024 * 1024 + 5))
-        .map(|i: u32| (i.wrapping_mul(2654435761) >> 11) as u8)
-        .collect();
-    std::fs::write(&src, &data).unwrap();
-    let m = hash_file(&src).unwrap();
+    let (data, m) = sample(d.path(), 2 * 1024 * 1024 + 5, |i| {
+        (i.wrapping_mul(2654435761) >> 11) as u8
+    });
     let id = m.root();
     let dest = d.path().join("out/file");
     let mut f = Fetch::new(
@@ -106,12 +111,7 @@ fn giving_up_on_the_only_provider_fails_the_fetch_with_the_reason() {
 #[test]
 fn relayed_providers_get_one_chunk_at_a_time() {
     let d = tempfile::tempdir().unwrap();
-    let src = d.path().join("src");
-    let data: Vec<u8> = (0..(6 * 1024 * 1024))
-        .map(|i: u32| (i % 251) as u8)
-        .collect();
-    std::fs::write(&src, &data).unwrap();
-    let m = hash_file(&src).unwrap();
+    let (_, m) = sample(d.path(), 6 * 1024 * 1024, |i| (i % 251) as u8);
     let mut f = Fetch::new(
         m.root(),
         "file".into(),
@@ -149,12 +149,9 @@ fn relayed_providers_get_one_chunk_at_a_time() {
 #[test]
 fn resumes_verified_chunks_from_a_partial_file() {
     let d = tempfile::tempdir().unwrap();
-    let src = d.path().join("src");
-    let data: Vec<u8> = (0..(3 * 1024 * 1024))
-        .map(|i: u32| (i.wrapping_mul(40503) >> 7) as u8)
-        .collect();
-    std::fs::write(&src, &data).unwrap();
-    let m = hash_file(&src).unwrap();
+    let (data, m) = sample(d.path(), 3 * 1024 * 1024, |i| {
+        (i.wrapping_mul(40503) >> 7) as u8
+    });
     let id = m.root();
     let partial = d.path().join("partial");
     std::fs::create_dir_all(&partial).unwrap();
@@ -241,13 +238,10 @@ fn manifests_are_checked_against_the_announcement_and_the_scheme() {
 #[test]
 fn chunks_being_written_hold_their_slot_and_a_stale_write_is_ignored() {
     let d = tempfile::tempdir().unwrap();
-    let src = d.path().join("src");
     // 20 chunks: more than MAX_IN_FLIGHT.
-    let data: Vec<u8> = (0..(20 * 1024 * 1024))
-        .map(|i: u32| (i.wrapping_mul(2654435761) >> 13) as u8)
-        .collect();
-    std::fs::write(&src, &data).unwrap();
-    let m = hash_file(&src).unwrap();
+    let (data, m) = sample(d.path(), 20 * 1024 * 1024, |i| {
+        (i.wrapping_mul(2654435761) >> 13) as u8
+    });
     let start = |d: &Path| {
         let mut f = Fetch::new(
             m.root(),
@@ -314,9 +308,7 @@ fn chunks_being_written_hold_their_slot_and_a_stale_write_is_ignored() {
 #[test]
 fn a_busy_provider_is_asked_again_after_a_pause_not_dropped() {
     let d = tempfile::tempdir().unwrap();
-    let src = d.path().join("src");
-    std::fs::write(&src, vec![3u8; 3 * 1024 * 1024]).unwrap();
-    let m = hash_file(&src).unwrap();
+    let (_, m) = sample(d.path(), 3 * 1024 * 1024, |_| 3);
     let mut f = Fetch::new(
         m.root(),
         "file".into(),
