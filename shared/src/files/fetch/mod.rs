@@ -468,42 +468,6 @@ impl Fetch {
     }
 }
 
-/// A chunk to verify and write into a fetch's partial file: blocking work (hashing and
-/// disk), done off the event loop.
-#[derive(Debug)]
-pub struct ChunkWrite {
-    pub id: FileId,
-    pub peer: PeerId,
-    pub index: u32,
-    offset: u64,
-    len: u64,
-    leaf: [u8; 32],
-    file: Arc<File>,
-}
-
-/// How a [`ChunkWrite`] went.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Written {
-    Ok,
-    /// The data is not the chunk: wrong length or hash. Nothing was written.
-    Bad,
-    /// Writing failed (disk full, I/O error).
-    Failed(String),
-}
-
-impl ChunkWrite {
-    /// Checks `data` against the chunk's hash and writes it in place (blocking).
-    pub fn run(&self, data: &[u8]) -> Written {
-        if data.len() as u64 != self.len || blake3::hash(data).as_bytes() != &self.leaf {
-            return Written::Bad;
-        }
-        match self.file.write_all_at(data, self.offset) {
-            Ok(()) => Written::Ok,
-            Err(e) => Written::Failed(e.to_string()),
-        }
-    }
-}
-
 /// `dir/name`, or `dir/name.<id prefix>` when that exists already.
 pub fn free_destination(dir: &Path, name: &str, id: &FileId) -> PathBuf {
     let first = dir.join(name);
@@ -512,6 +476,10 @@ pub fn free_destination(dir: &Path, name: &str, id: &FileId) -> PathBuf {
     }
     dir.join(format!("{name}.{}", &id.to_string()[..12]))
 }
+
+mod write;
+
+pub use write::{ChunkWrite, Written};
 
 #[cfg(test)]
 mod tests;

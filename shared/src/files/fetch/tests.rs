@@ -18,6 +18,18 @@ fn sample(dir: &Path, len: u32, byte: impl Fn(u32) -> u8) -> (Vec<u8>, Manifest)
     (data, hash_file(&src).unwrap())
 }
 
+/// A fetch the user asked for, into `dir/out/file`, with its partial file in
+/// `dir/partial`.
+fn user_fetch(dir: &Path, id: FileId) -> Fetch {
+    Fetch::new(
+        id,
+        "file".into(),
+        dir.join("out/file"),
+        Origin::Fetched,
+        &dir.join("partial"),
+    )
+}
+
 #[test]
 fn corrupt_chunk_drops_the_provider_and_honest_data_completes() {
     let d = tempfile::tempdir().unwrap();
@@ -91,13 +103,7 @@ fn corrupt_chunk_drops_the_provider_and_honest_data_completes() {
 #[test]
 fn giving_up_on_the_only_provider_fails_the_fetch_with_the_reason() {
     let d = tempfile::tempdir().unwrap();
-    let mut f = Fetch::new(
-        FileId([7; 32]),
-        "file".into(),
-        d.path().join("out/file"),
-        Origin::Fetched,
-        &d.path().join("partial"),
-    );
+    let mut f = user_fetch(d.path(), FileId([7; 32]));
     let (a, b) = (PeerId::random(), PeerId::random());
     f.add_provider(a);
     f.add_provider(b);
@@ -112,13 +118,7 @@ fn giving_up_on_the_only_provider_fails_the_fetch_with_the_reason() {
 fn relayed_providers_get_one_chunk_at_a_time() {
     let d = tempfile::tempdir().unwrap();
     let (_, m) = sample(d.path(), 6 * 1024 * 1024, |i| (i % 251) as u8);
-    let mut f = Fetch::new(
-        m.root(),
-        "file".into(),
-        d.path().join("out/file"),
-        Origin::Fetched,
-        &d.path().join("partial"),
-    );
+    let mut f = user_fetch(d.path(), m.root());
     let (direct, relayed) = (PeerId::random(), PeerId::random());
     f.add_provider(direct);
     f.add_provider(relayed);
@@ -243,13 +243,7 @@ fn chunks_being_written_hold_their_slot_and_a_stale_write_is_ignored() {
         (i.wrapping_mul(2654435761) >> 13) as u8
     });
     let start = |d: &Path| {
-        let mut f = Fetch::new(
-            m.root(),
-            "file".into(),
-            d.join("out/file"),
-            Origin::Fetched,
-            &d.join("partial"),
-        );
+        let mut f = user_fetch(d, m.root());
         let p = PeerId::random();
         f.add_provider(p);
         let ids = request_ids(1);
@@ -309,13 +303,7 @@ fn chunks_being_written_hold_their_slot_and_a_stale_write_is_ignored() {
 fn a_busy_provider_is_asked_again_after_a_pause_not_dropped() {
     let d = tempfile::tempdir().unwrap();
     let (_, m) = sample(d.path(), 3 * 1024 * 1024, |_| 3);
-    let mut f = Fetch::new(
-        m.root(),
-        "file".into(),
-        d.path().join("out/file"),
-        Origin::Fetched,
-        &d.path().join("partial"),
-    );
+    let mut f = user_fetch(d.path(), m.root());
     let p = PeerId::random();
     f.add_provider(p);
     // Busy before the manifest: the provider is kept, and asked again later.
