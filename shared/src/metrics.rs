@@ -32,6 +32,7 @@ pub(crate) const RELAY_CLIENT_RESERVATIONS: &str = "jantar_relay_client_reservat
 pub(crate) const NAT_STATUS: &str = "jantar_nat_status";
 pub(crate) const AUTONAT_PROBES_SERVED: &str = "jantar_autonat_probes_served_total";
 pub(crate) const HOLEPUNCH: &str = "jantar_holepunch_total";
+pub(crate) const GOSSIP_RECONNECTS: &str = "jantar_gossip_reconnects_total";
 pub(crate) const DISCOVERED_PEERS: &str = "jantar_discovered_peers_total";
 pub(crate) const PEER_STORE_PEERS: &str = "jantar_peer_store_peers";
 pub(crate) const PEERS_TRIMMED: &str = "jantar_peers_trimmed_total";
@@ -172,6 +173,10 @@ fn describe() {
         "AutoNAT dial-back requests served, by result."
     );
     describe_counter!(HOLEPUNCH, "DCUtR hole-punch attempts, by result.");
+    describe_counter!(
+        GOSSIP_RECONNECTS,
+        "Peers reconnected because their gossip subscriptions never arrived."
+    );
     describe_counter!(DISCOVERED_PEERS, "Peers discovered, by source (dht, mdns).");
     describe_gauge!(
         PEER_STORE_PEERS,

@@ -311,3 +311,88 @@ async fn an_unreachable_relay_is_given_up_and_retried_later() -> Result<()> {
     peer.terminate(Duration::from_secs(12)).await?;
     Ok(())
 }
+
+/// Gossipsub tells a peer its subscriptions only on the first connection to it. A peer
+/// that went silent (stopped) and comes back under the same identity before the other
+/// side has seen its old connection close is, for that side, a second connection: it
+/// never hears that side's subscriptions, and cannot send it a message. The node notices
+/// the missing subscriptions and reconnects, after which messages flow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_back_under_the_same_identity_hears_the_others_topics() -> Result<()> {
+    use jantar_tests::harness::LoopbackNet;
+    use nix::{sys::signal, unistd::Pid};
+
+    let root = tempfile::tempdir()?;
+    let root = root.path();
+    let net = LoopbackNet::start(root, "", Duration::from_secs(30)).await?;
+    let mut a = net.peer("a", "").await?;
+    let mut b = net.peer("b", "").await?;
+    for (n, what) in [
+        (&mut a, "b among a's message peers"),
+        (&mut b, "a among b's"),
+    ] {
+        n.wait_until(WAIT, what, async |n: &Node| {
+            Ok(n.cli(&["send", "hello"])?.0.success())
+        })
+        .await?;
+    }
+
+    // b goes silent; its connection to a stays open.
+    let pid = Pid::from_raw(b.pid().context("b runs")? as i32);
+    signal::kill(pid, signal::Signal::SIGSTOP)?;
+    // It comes back as b2, under the same identity.
+    std::fs::create_dir_all(root.join("b2"))?;
+    std::fs::copy(root.join("b/identity.key"), root.join("b2/identity.key"))?;
+    let mut b2 = net.peer("b2", "").await?;
+    ensure!(b2.peer_id == b.peer_id, "b2 runs under b's identity");
+    let a_id = a.peer_id.clone();
+    b2.wait_until(WAIT, "b2 connected to a", async |n: &Node| {
+        let st = n.status().await?;
+        Ok(st["connections"]
+            .as_array()
+            .is_some_and(|c| c.iter().any(|c| c["peer_id"] == a_id.as_str())))
+    })
+    .await?;
+    // The old process ends: a's old connection to b closes, b2's stays.
+    signal::kill(pid, signal::Signal::SIGKILL)?;
+    b.wait_exit(Duration::from_secs(10)).await?;
+
+    let text = "b is back";
+    let sent = b2
+        .wait_until(
+            Duration::from_secs(90),
+            "b2 able to send a message",
+            async |n: &Node| Ok(n.cli(&["send", text])?.0.success()),
+        )
+        .await;
+    if let Err(e) = sent {
+        anyhow::bail!("{e:#}\n{}", diagnose_all(&[&a, &net.boot]).await);
+    }
+    let reconnected = b2.log_lines().into_iter().any(|v| {
+        v["message"] == "gossip subscriptions of a connected peer never arrived; reconnecting to it"
+            && v["peer"] == a_id.as_str()
+    });
+    ensure!(
+        reconnected,
+        "b2 sent without reconnecting to a:\n{}",
+        b2.log_tail(40)
+    );
+    a.wait_until(WAIT, "b2's message at a", async |n: &Node| {
+        Ok(n.cli(&["messages"])?.1.contains(text))
+    })
+    .await?;
+    let metrics = b2.metrics().await?;
+    ensure!(
+        has_metric(&metrics, "jantar_gossip_reconnects_total", "", 1.0),
+        "b2's reconnect is not counted:\n{}",
+        metrics
+            .lines()
+            .filter(|l| l.contains("gossip"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    for n in [&mut b2, &mut a] {
+        n.terminate(Duration::from_secs(15)).await?;
+    }
+    Ok(())
+}

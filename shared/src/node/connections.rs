@@ -35,6 +35,8 @@ pub(super) struct ConnInfo {
     pub(super) outbound: bool,
     pub(super) kind: ConnectionKind,
     since: Instant,
+    /// The peer answered identify on this connection: its swarm has the connection.
+    identified: bool,
 }
 
 impl ConnInfo {
@@ -152,6 +154,7 @@ impl Connections {
             outbound,
             kind,
             since: Instant::now(),
+            identified: false,
         };
         let dir = info.direction();
         debug!(peer = %peer, remote = %info.addr, kind = kind.as_str(), direction = dir, "connection established");
@@ -161,6 +164,20 @@ impl Connections {
             let _ = reply.send(Ok(info.status(info.since)));
         }
         self.table.entry(id).insert_entry(info).into_mut()
+    }
+
+    /// The peer answered identify on connection `id`. An answer comes from the peer's
+    /// handler for the connection, which its swarm creates as it reports the connection
+    /// to its behaviours: the peer has the connection from then on.
+    pub(super) fn identified(&mut self, id: ConnectionId) {
+        if let Some(c) = self.table.get_mut(&id) {
+            c.identified = true;
+        }
+    }
+
+    /// The peer has answered identify on connection `id` (false once it closed).
+    pub(super) fn is_identified(&self, id: ConnectionId) -> bool {
+        self.table.get(&id).is_some_and(|c| c.identified)
     }
 
     /// Forgets a closed connection; returns what it was.

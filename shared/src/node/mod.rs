@@ -32,6 +32,7 @@ mod reachability;
 mod relay_client;
 mod relay_server;
 mod reservations;
+mod subscriptions;
 mod updates;
 
 use std::{sync::Arc, time::Duration};

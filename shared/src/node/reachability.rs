@@ -20,17 +20,34 @@ pub(super) struct Reachability {
     follow_with_dht_mode: bool,
     /// Configured bootstrap nodes and relays: the AutoNAT servers known from the start.
     infrastructure: Vec<PeerAddr>,
-    /// Relayed connections a hole punch replaced: to whom, and when to close them at
-    /// the latest.
-    replaced: Vec<(ConnectionId, PeerId, Instant)>,
+    /// Relayed connections a hole punch replaced.
+    replaced: Vec<Replaced>,
 }
 
-/// The longest a relayed connection stays after a hole punch replaced it, waiting for
-/// the peer's gossipsub subscriptions. Gossipsub sends its subscriptions only on a
-/// peer's first connection, the relayed one: closing it the moment the direct one is
-/// up could lose them in flight, leaving the two peers deaf to each other's topics. It
-/// closes as soon as they have arrived (usually at once), since requests meanwhile
-/// share out over both connections and would cross the relay.
+/// A relayed connection a hole punch replaced, waiting to close.
+struct Replaced {
+    relayed: ConnectionId,
+    direct: ConnectionId,
+    peer: PeerId,
+    /// When it closes at the latest.
+    deadline: Instant,
+}
+
+/// The longest a relayed connection stays after a hole punch replaced it.
+///
+/// Gossipsub tells a peer its subscriptions once, when the first connection to it
+/// opens, and forgets the peer's when the last one closes. Two things must hold before
+/// the relayed connection closes, or the two peers go deaf to each other's topics:
+/// - the peer's subscriptions have arrived (they come on the relayed connection, the
+///   first; closing it could lose them in flight);
+/// - the peer has answered identify on the direct connection. Until its swarm has the
+///   direct connection, the relayed one closing is its last: it forgets this node's
+///   subscriptions, and takes the direct connection for a first one on which this node,
+///   for which it is a second, sends nothing.
+///
+/// Both usually hold within a round trip; the relayed connection closes then, since
+/// requests meanwhile share out over both connections and would cross the relay. What
+/// slips past the grace is healed by [`super::subscriptions`].
 const REPLACED_RELAYED_GRACE: Duration = Duration::from_secs(2);
 
 impl Reachability {
@@ -118,8 +135,8 @@ impl Reachability {
     }
 
     /// A hole punch ended. On success the direct connection replaces the relayed ones,
-    /// which close once gossipsub has the peer's subscriptions, or after
-    /// [`REPLACED_RELAYED_GRACE`] ([`Self::close_replaced`]).
+    /// which close once gossipsub has the peer's subscriptions and the peer has the
+    /// direct connection, or after [`REPLACED_RELAYED_GRACE`] ([`Self::close_replaced`]).
     pub(super) fn on_dcutr(
         &mut self,
         swarm: &mut Swarm<Behaviour>,
@@ -131,14 +148,20 @@ impl Reachability {
             Ok(direct) => {
                 metrics::counter!(m::HOLEPUNCH, "result" => "success").increment(1);
                 info!(%peer, "hole punch succeeded; direct connection");
-                let at = Instant::now() + REPLACED_RELAYED_GRACE;
-                self.replaced.extend(
-                    connections
-                        .relayed_to(&peer, direct)
-                        .into_iter()
-                        .map(|id| (id, peer, at)),
-                );
-                self.close_replaced(swarm);
+                let deadline = Instant::now() + REPLACED_RELAYED_GRACE;
+                self.replaced
+                    .extend(
+                        connections
+                            .relayed_to(&peer, direct)
+                            .into_iter()
+                            .map(|relayed| Replaced {
+                                relayed,
+                                direct,
+                                peer,
+                                deadline,
+                            }),
+                    );
+                self.close_replaced(swarm, connections);
             }
             Err(err) => {
                 metrics::counter!(m::HOLEPUNCH, "result" => "failure").increment(1);
@@ -148,9 +171,15 @@ impl Reachability {
     }
 
     /// Closes the relayed connections a hole punch replaced whose peer's gossipsub
-    /// subscriptions have arrived, or whose grace is over. Called on a hole punch, on
-    /// each subscription heard, and every second.
-    pub(super) fn close_replaced(&mut self, swarm: &mut Swarm<Behaviour>) {
+    /// subscriptions have arrived and whose direct connection the peer has answered
+    /// identify on, or whose grace is over; forgets those whose direct connection closed
+    /// (the relayed one is all there is again). Called on a hole punch, on each
+    /// subscription and identify heard, and every second.
+    pub(super) fn close_replaced(
+        &mut self,
+        swarm: &mut Swarm<Behaviour>,
+        connections: &Connections,
+    ) {
         if self.replaced.is_empty() {
             return;
         }
@@ -162,17 +191,24 @@ impl Reachability {
             .map(|g| {
                 g.all_peers()
                     .filter(|(p, topics)| {
-                        !topics.is_empty() && self.replaced.iter().any(|(_, r, _)| r == *p)
+                        !topics.is_empty() && self.replaced.iter().any(|r| r.peer == **p)
                     })
                     .map(|(p, _)| *p)
                     .collect()
             })
             .unwrap_or_default();
-        self.replaced.retain(|&(id, peer, at)| {
-            if at > now && !heard.contains(&peer) {
+        self.replaced.retain(|r| {
+            if connections.get(r.direct).is_none() {
+                return false;
+            }
+            let settled = heard.contains(&r.peer) && connections.is_identified(r.direct);
+            if r.deadline > now && !settled {
                 return true;
             }
-            swarm.close_connection(id);
+            if !settled {
+                debug!(peer = %r.peer, "closing a replaced relayed connection before the peer settled on the direct one");
+            }
+            swarm.close_connection(r.relayed);
             false
         });
     }

@@ -128,6 +128,14 @@ impl EventLoop {
         let still_connected = self.swarm.is_connected(&peer);
         if !still_connected {
             self.dht.disconnected(&peer);
+            if self
+                .subscriptions
+                .as_mut()
+                .is_some_and(|s| s.disconnected(&peer))
+                && !self.peering.redial(&mut self.swarm, peer)
+            {
+                info!(%peer, "cannot dial the peer again: no address known; it may dial in");
+            }
         }
         self.peering.disconnected(peer, still_connected);
         if closed.is_some_and(|c| c.kind == ConnectionKind::Relayed)
@@ -177,7 +185,8 @@ impl EventLoop {
             BehaviourEvent::Gossipsub(e) => {
                 use libp2p::gossipsub::Event;
                 if matches!(e, Event::Subscribed { .. }) {
-                    self.reachability.close_replaced(&mut self.swarm);
+                    self.reachability
+                        .close_replaced(&mut self.swarm, &self.connections);
                 }
                 if let Some((u, files, mut net)) = self.updates() {
                     match &e {
@@ -276,6 +285,17 @@ impl EventLoop {
         if !self.connections.via_loopback(&peer_id) {
             info.listen_addrs.retain(|a| !is_loopback(a));
         }
+        self.connections.identified(connection_id);
+        if let Some(s) = self.subscriptions.as_mut() {
+            s.identified(
+                peer_id,
+                &info.agent_version,
+                &info.protocols,
+                std::time::Instant::now(),
+            );
+        }
+        self.reachability
+            .close_replaced(&mut self.swarm, &self.connections);
         if let Some(source) = self.connections.get(connection_id).map(|c| c.addr.clone()) {
             self.peering
                 .identified(peer_id, &source, &info.protocols, &info.listen_addrs);

@@ -23,6 +23,7 @@ use super::{
     reachability::Reachability,
     relay_client::{RELAYS_KEY, RelayClient},
     relay_server::RelayServer,
+    subscriptions::Subscriptions,
     updates::Updates,
 };
 use crate::{
@@ -55,6 +56,8 @@ pub(super) struct EventLoop {
     files: Option<FileService>,
     /// Peers that trust release keys only.
     updates: Option<Updates>,
+    /// Peers only (they gossip).
+    pub(super) subscriptions: Option<Subscriptions>,
 }
 
 impl EventLoop {
@@ -104,6 +107,11 @@ impl EventLoop {
             files,
             updates,
             peering,
+            subscriptions: swarm
+                .behaviour()
+                .gossipsub
+                .is_enabled()
+                .then(Subscriptions::default),
             swarm,
         }
     }
@@ -283,15 +291,16 @@ impl EventLoop {
     }
 
     /// Every second: bootstrap retries (with DHT servers known from before while out of
-    /// touch), relayed connections a hole punch replaced, relay reservations, fetches
-    /// and the upload budget.
+    /// touch), relayed connections a hole punch replaced, relay reservations, fetches,
+    /// the upload budget, and peers whose gossip subscriptions never arrived.
     fn housekeeping(&mut self) {
         if self.dht.housekeeping(&mut self.swarm) {
             let dht = &self.dht;
             self.peering
                 .rejoin(&mut self.swarm, |p| dht.dialed_itself(p));
         }
-        self.reachability.close_replaced(&mut self.swarm);
+        self.reachability
+            .close_replaced(&mut self.swarm, &self.connections);
         self.manage_reservations();
         if let Some((files, mut net)) = self.files() {
             files.housekeeping(&mut net);
@@ -300,6 +309,9 @@ impl EventLoop {
             u.housekeeping(files, &mut net);
         }
         let busy = self.busy_peers();
+        if let Some(s) = self.subscriptions.as_mut() {
+            s.housekeeping(&mut self.swarm, &busy);
+        }
         let joined = self.dht.joined() || !self.dht.has_bootstrap_nodes();
         self.peering.housekeeping(&mut self.swarm, &busy, joined);
     }

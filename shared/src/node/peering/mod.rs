@@ -406,6 +406,17 @@ impl Peering {
         }
     }
 
+    /// Dials `peer` again at the addresses the store has for it (circuits included);
+    /// false if it has none or the dial could not start.
+    pub(super) fn redial(&self, swarm: &mut Swarm<Behaviour>, peer: PeerId) -> bool {
+        let addrs = self
+            .store
+            .get(&peer)
+            .map(|r| r.addresses.clone())
+            .unwrap_or_default();
+        !addrs.is_empty() && dial(swarm, peer, addrs)
+    }
+
     pub(super) fn save(&mut self) {
         if let Err(e) = self.store.save() {
             warn!(error = %e, "cannot write the peer store");
