@@ -4,7 +4,7 @@
 
 use std::{
     process::{Command, Stdio},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use anyhow::{Context, Result, ensure};
@@ -12,7 +12,7 @@ use anyhow::{Context, Result, ensure};
 #[test]
 fn local_network_shows_files_and_messages_and_stops_cleanly() -> Result<()> {
     let d = tempfile::tempdir()?;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_local-network"))
+    let child = Command::new(env!("CARGO_BIN_EXE_local-network"))
         .args(["--exit-after", "1", "--dir"])
         .arg(d.path())
         .stdin(Stdio::null())
@@ -20,15 +20,18 @@ fn local_network_shows_files_and_messages_and_stops_cleanly() -> Result<()> {
         .stderr(Stdio::piped())
         .spawn()
         .context("start local-network")?;
-    let deadline = Instant::now() + Duration::from_secs(300);
-    while child.try_wait()?.is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            break;
+    // Its output is read while it runs: a failure's diagnosis (every node's log tail)
+    // is more than a pipe holds, and a writer blocked on a full pipe never exits.
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(child.wait_with_output()));
+    let out = match rx.recv_timeout(Duration::from_secs(300)) {
+        Ok(out) => out?,
+        Err(_) => {
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+            rx.recv()??
         }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    let out = child.wait_with_output()?;
+    };
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     ensure!(
