@@ -170,20 +170,30 @@ mod tests {
         ));
     }
 
+    /// `p` identified at `t` as a Jantar peer that speaks gossipsub.
+    fn jantar_peer(s: &mut Subscriptions, p: PeerId, t: Instant) {
+        s.identified(p, "jantar-peer/0.1.0", &meshsub(), t);
+    }
+
+    /// One Jantar peer awaited since now.
+    fn one_awaited() -> (Subscriptions, PeerId, Instant) {
+        let mut s = Subscriptions::default();
+        let (p, t0) = (PeerId::random(), Instant::now());
+        jantar_peer(&mut s, p, t0);
+        (s, p, t0)
+    }
+
     #[test]
     fn a_peer_without_subscriptions_is_reconnected_after_the_grace_and_twice_more() {
-        let mut s = Subscriptions::default();
-        let (quiet, heard) = (PeerId::random(), PeerId::random());
-        let t0 = Instant::now();
-        for p in [quiet, heard] {
-            s.identified(p, "jantar-peer/0.1.0", &meshsub(), t0);
-        }
+        let (mut s, quiet, t0) = one_awaited();
+        let heard = PeerId::random();
+        jantar_peer(&mut s, heard, t0);
         let none = HashSet::new();
         let knows = |p: &PeerId| *p == heard;
         // Within the grace nothing happens, even for the peer not heard from.
         assert!(s.overdue(t0 + GRACE / 2, knows, &none).is_empty());
         // A later identify keeps the first time.
-        s.identified(quiet, "jantar-peer/0.1.0", &meshsub(), t0 + GRACE / 2);
+        jantar_peer(&mut s, quiet, t0 + GRACE / 2);
         assert_eq!(s.overdue(t0 + GRACE, knows, &none), vec![quiet]);
         assert!(s.awaited.is_empty(), "the heard peer is no longer awaited");
         // Its last connection closes: dial it again, once.
@@ -193,27 +203,24 @@ mod tests {
         // the grace; then left be.
         let mut t = t0 + GRACE;
         for wait in [GRACE * 2, GRACE * 4] {
-            s.identified(quiet, "jantar-peer/0.1.0", &meshsub(), t);
+            jantar_peer(&mut s, quiet, t);
             assert!(s.overdue(t + wait - GRACE / 10, knows, &none).is_empty());
             assert_eq!(s.overdue(t + wait, knows, &none), vec![quiet]);
             assert!(s.disconnected(&quiet));
             t += wait;
         }
-        s.identified(quiet, "jantar-peer/0.1.0", &meshsub(), t);
+        jantar_peer(&mut s, quiet, t);
         assert!(s.overdue(t + GRACE * 10, knows, &none).is_empty());
         assert!(s.awaited.is_empty());
         // Long after the last reconnect, it may be reconnected again.
         let later = t + BACKOFF + GRACE * 100;
-        s.identified(quiet, "jantar-peer/0.1.0", &meshsub(), later);
+        jantar_peer(&mut s, quiet, later);
         assert_eq!(s.overdue(later + GRACE, knows, &none), vec![quiet]);
     }
 
     #[test]
     fn a_peer_in_a_transfer_is_reconnected_after_it() {
-        let mut s = Subscriptions::default();
-        let p = PeerId::random();
-        let t0 = Instant::now();
-        s.identified(p, "jantar-peer/0.1.0", &meshsub(), t0);
+        let (mut s, p, t0) = one_awaited();
         let busy: HashSet<PeerId> = [p].into();
         assert!(s.overdue(t0 + GRACE, |_| false, &busy).is_empty());
         assert_eq!(
@@ -224,10 +231,7 @@ mod tests {
 
     #[test]
     fn a_peer_that_left_is_no_longer_awaited() {
-        let mut s = Subscriptions::default();
-        let p = PeerId::random();
-        let t0 = Instant::now();
-        s.identified(p, "jantar-peer/0.1.0", &meshsub(), t0);
+        let (mut s, p, t0) = one_awaited();
         assert!(!s.disconnected(&p), "not closed by this node: no dial");
         assert!(s.overdue(t0 + GRACE, |_| false, &HashSet::new()).is_empty());
     }
