@@ -15,6 +15,7 @@
 //! | [`relay_server`] | what a relay carries: reservations, circuits, refusals |
 //! | [`files`] | (peers) sharing, fetching, serving, gossip and replication |
 //! | [`peering`] | the peer store and scores, trimming above the high watermark, dialing known peers below the low one |
+//! | [`subscriptions`] | (peers) Jantar peers whose gossip subscriptions have not arrived, and reconnecting those overdue |
 //! | [`updates`] | (peers that trust release keys) release manifests verified before they are forwarded, the newest kept, its artifact fetched and staged |
 //!
 //! [`command`] holds the requests the admin endpoint sends; the event loop's `report`
