@@ -132,7 +132,7 @@ impl EventLoop {
                 .subscriptions
                 .as_mut()
                 .is_some_and(|s| s.disconnected(&peer))
-                && !self.peering.redial(&mut self.swarm, peer)
+                && !self.peering.dial_stored(&mut self.swarm, peer)
             {
                 info!(%peer, "cannot dial the peer again: no address known; it may dial in");
             }

@@ -397,18 +397,13 @@ impl Peering {
             );
         }
         for peer in chosen {
-            let addrs = self
-                .store
-                .get(&peer)
-                .map(|r| r.addresses.clone())
-                .unwrap_or_default();
-            dial(swarm, peer, addrs);
+            self.dial_stored(swarm, peer);
         }
     }
 
-    /// Dials `peer` again at the addresses the store has for it (circuits included);
-    /// false if it has none or the dial could not start.
-    pub(super) fn redial(&self, swarm: &mut Swarm<Behaviour>, peer: PeerId) -> bool {
+    /// Dials `peer`, unless connected, at the addresses the store has for it (circuits
+    /// included); false if it has none or the dial could not start.
+    pub(super) fn dial_stored(&self, swarm: &mut Swarm<Behaviour>, peer: PeerId) -> bool {
         let addrs = self
             .store
             .get(&peer)
