@@ -90,7 +90,7 @@ impl Subscriptions {
     pub(super) fn overdue(
         &mut self,
         now: Instant,
-        subscribed: impl Fn(&PeerId) -> bool,
+        mut subscribed: impl FnMut(&PeerId) -> bool,
         busy: &HashSet<PeerId>,
     ) -> Vec<PeerId> {
         self.reconnected
@@ -126,18 +126,23 @@ impl Subscriptions {
     /// overdue ([`Self::overdue`]); they are dialed again once closed
     /// ([`Self::disconnected`]).
     pub(super) fn housekeeping(&mut self, swarm: &mut Swarm<Behaviour>, busy: &HashSet<PeerId>) {
-        if self.awaited.is_empty() {
+        let Some(gossip) = swarm.behaviour().gossipsub.as_ref() else {
             return;
-        }
-        let subscribed: HashSet<PeerId> = match swarm.behaviour().gossipsub.as_ref() {
-            Some(g) => g
-                .all_peers()
-                .filter(|(_, topics)| !topics.is_empty())
-                .map(|(p, _)| *p)
-                .collect(),
-            None => return,
         };
-        for peer in self.overdue(Instant::now(), |p| subscribed.contains(p), busy) {
+        // Who gossipsub knows a topic of, gathered only once a peer is due.
+        let mut heard: Option<HashSet<PeerId>> = None;
+        let subscribed = |p: &PeerId| {
+            heard
+                .get_or_insert_with(|| {
+                    gossip
+                        .all_peers()
+                        .filter(|(_, topics)| !topics.is_empty())
+                        .map(|(p, _)| *p)
+                        .collect()
+                })
+                .contains(p)
+        };
+        for peer in self.overdue(Instant::now(), subscribed, busy) {
             info!(%peer, "gossip subscriptions of a connected peer never arrived; reconnecting to it");
             metrics::counter!(m::GOSSIP_RECONNECTS).increment(1);
             if swarm.disconnect_peer_id(peer).is_err() {
