@@ -129,10 +129,15 @@ impl Manifest {
 
     /// True when `data` is chunk `index` of this file.
     pub fn verify_chunk(&self, index: u32, data: &[u8]) -> bool {
-        self.leaves.get(index as usize).is_some_and(|leaf| {
-            data.len() as u64 == self.chunk_len(index) && blake3::hash(data).as_bytes() == leaf
-        })
+        self.leaves
+            .get(index as usize)
+            .is_some_and(|leaf| chunk_matches(data, self.chunk_len(index), leaf))
     }
+}
+
+/// True when `data` is the chunk `len` bytes long whose hash is `leaf`.
+pub fn chunk_matches(data: &[u8], len: u64, leaf: &[u8; 32]) -> bool {
+    data.len() as u64 == len && blake3::hash(data).as_bytes() == leaf
 }
 
 /// Hashes a file in chunks; memory stays at one chunk whatever the file size.

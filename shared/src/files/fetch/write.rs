@@ -4,7 +4,7 @@ use std::{fs::File, os::unix::fs::FileExt, sync::Arc};
 
 use libp2p::PeerId;
 
-use crate::files::id::FileId;
+use crate::files::id::{FileId, chunk_matches};
 
 /// A chunk to verify and write into a fetch's partial file: blocking work (hashing and
 /// disk), done off the event loop.
@@ -32,7 +32,7 @@ pub enum Written {
 impl ChunkWrite {
     /// Checks `data` against the chunk's hash and writes it in place (blocking).
     pub fn run(&self, data: &[u8]) -> Written {
-        if data.len() as u64 != self.len || blake3::hash(data).as_bytes() != &self.leaf {
+        if !chunk_matches(data, self.len, &self.leaf) {
             return Written::Bad;
         }
         match self.file.write_all_at(data, self.offset) {
