@@ -52,6 +52,16 @@ impl Net {
         Ok(net)
     }
 
+    /// Runs `check` on the network; if it fails, prints the error with every node's log
+    /// tail and status.
+    async fn checked(&mut self, check: impl AsyncFnOnce(&mut Net) -> Result<()>) -> Result<()> {
+        let r = check(self).await;
+        if let Err(e) = &r {
+            eprintln!("{e:#}\n{}", self.diagnose().await);
+        }
+        r
+    }
+
     async fn diagnose(&self) -> String {
         let mut all = vec![&self.boot];
         all.extend(self.peers.iter());
@@ -71,7 +81,7 @@ async fn wait_peers(n: &mut Node, count: usize) -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shared_file_reaches_every_peer_identically() -> Result<()> {
     let mut net = Net::start(&["", "", ""]).await?;
-    let r = async {
+    net.checked(async |net: &mut Net| {
         for p in net.peers.iter_mut() {
             wait_peers(p, 3).await?;
         }
@@ -115,12 +125,8 @@ async fn shared_file_reaches_every_peer_identically() -> Result<()> {
         let (code, _, err) = cli(&net.peers[1], &["send", &"x".repeat(5000)])?;
         ensure!(code != 0 && err.contains("4096"), "{err}");
         Ok(())
-    }
-    .await;
-    if let Err(e) = &r {
-        eprintln!("{e:#}\n{}", net.diagnose().await);
-    }
-    r
+    })
+    .await
 }
 
 /// Waits until `p` lists `id` among its files (a replica or a download).
@@ -142,7 +148,7 @@ async fn wait_listed(p: &mut Node, id: &str) -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn peers_that_join_later_learn_of_shared_files() -> Result<()> {
     let mut net = Net::start(&[""]).await?;
-    let r = async {
+    net.checked(async |net: &mut Net| {
         let src = net.root.join("early.bin");
         random_file(&src, 64 * 1024, 1)?;
         // Shared with no peer around: the first announcement reaches no one.
@@ -164,12 +170,8 @@ async fn peers_that_join_later_learn_of_shared_files() -> Result<()> {
             first_join.elapsed().as_secs_f64()
         );
         Ok(())
-    }
-    .await;
-    if let Err(e) = &r {
-        eprintln!("{e:#}\n{}", net.diagnose().await);
-    }
-    r
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -177,7 +179,7 @@ async fn get_during_replication_gives_the_user_their_file() -> Result<()> {
     // p0 uploads slowly, so p1's replication of its file is still running when the user
     // of p1 asks for it.
     let mut net = Net::start(&["upload_rate_limit: 4MiB\n", ""]).await?;
-    let r = async {
+    net.checked(async |net: &mut Net| {
         wait_peers(&mut net.peers[1], 2).await?;
         let src = net.root.join("album.bin");
         random_file(&src, 12 * 1024 * 1024, 0)?;
@@ -211,19 +213,15 @@ async fn get_during_replication_gives_the_user_their_file() -> Result<()> {
         ensure!(held["origin"] == "fetched", "held as {held}");
         ensure!(!net.peers[1].dir.join("files/replicas").join(&id).exists());
         Ok(())
-    }
-    .await;
-    if let Err(e) = &r {
-        eprintln!("{e:#}\n{}", net.diagnose().await);
-    }
-    r
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_waiting_progress_request_answers_when_the_fetch_ends() -> Result<()> {
     // p0 uploads slowly, so the fetch runs for a few seconds.
     let mut net = Net::start(&["upload_rate_limit: 4MiB\n", "min_file_size: 1TiB\n"]).await?;
-    let r = async {
+    net.checked(async |net: &mut Net| {
         wait_peers(&mut net.peers[1], 2).await?;
         let src = net.root.join("slow.bin");
         random_file(&src, 12 * 1024 * 1024, 0)?;
@@ -260,12 +258,8 @@ async fn a_waiting_progress_request_answers_when_the_fetch_ends() -> Result<()> 
             "answered after {latest:?}, not when the fetch ended: {states:?}"
         );
         Ok(())
-    }
-    .await;
-    if let Err(e) = &r {
-        eprintln!("{e:#}\n{}", net.diagnose().await);
-    }
-    r
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -276,7 +270,7 @@ async fn a_provider_at_its_bound_answers_busy_and_the_fetch_goes_on() -> Result<
         "min_file_size: 1TiB\n",
     ])
     .await?;
-    let r = async {
+    net.checked(async |net: &mut Net| {
         wait_peers(&mut net.peers[1], 2).await?;
         let src = net.root.join("bounded.bin");
         random_file(&src, 6 * 1024 * 1024, 0)?;
@@ -305,19 +299,15 @@ async fn a_provider_at_its_bound_answers_busy_and_the_fetch_goes_on() -> Result<
             "{refused} refusals, {busy} busy answers seen"
         );
         Ok(())
-    }
-    .await;
-    if let Err(e) = &r {
-        eprintln!("{e:#}\n{}", net.diagnose().await);
-    }
-    r
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fetch_resumes_from_another_provider() -> Result<()> {
     // p0 uploads slowly; p1 stores nothing on its own.
     let mut net = Net::start(&["upload_rate_limit: 2MiB\n", "min_file_size: 1TiB\n"]).await?;
-    let r = async {
+    net.checked(async |net: &mut Net| {
         wait_peers(&mut net.peers[1], 2).await?;
         let src = net.root.join("video.bin");
         random_file(&src, 24 * 1024 * 1024, 0)?;
@@ -370,18 +360,14 @@ async fn fetch_resumes_from_another_provider() -> Result<()> {
         ensure!(std::fs::read(&got)? == std::fs::read(&src)?);
         net.peers.push(p1);
         Ok(())
-    }
-    .await;
-    if let Err(e) = &r {
-        eprintln!("{e:#}\n{}", net.diagnose().await);
-    }
-    r
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quota_and_bad_ids_give_clear_errors() -> Result<()> {
     let mut net = Net::start(&["", "max_storage_size: 1MiB\nmin_file_size: 1TiB\n"]).await?;
-    let r = async {
+    net.checked(async |net: &mut Net| {
         wait_peers(&mut net.peers[1], 2).await?;
         let src = net.root.join("large.bin");
         random_file(&src, 3 * 1024 * 1024, 0)?;
@@ -410,12 +396,8 @@ async fn quota_and_bad_ids_give_clear_errors() -> Result<()> {
             "{err}"
         );
         Ok(())
-    }
-    .await;
-    if let Err(e) = &r {
-        eprintln!("{e:#}\n{}", net.diagnose().await);
-    }
-    r
+    })
+    .await
 }
 
 /// Names of the entries in `dir` (none when it does not exist).
