@@ -19,6 +19,7 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
+use jantar_tests::capacity::cpu_secs;
 use jantar_tests::harness::{LoopbackNet, Node, Role};
 
 #[derive(Parser)]
@@ -208,7 +209,11 @@ async fn main() -> Result<()> {
             let size = size_mib << 20;
             let src = root.join("data.bin");
             write_random(&src, size)?;
+            // The copy runs on this process's threads while nothing else here does.
+            let own = std::process::id();
+            let cpu_before = cpu_secs(own).context("own CPU time")?;
             let base = tcp_copy(&src, &root.join("tcp-copy.bin"))?;
+            let base_cpu = cpu_secs(own).context("own CPU time")? - cpu_before;
             let net = loopback_net(root).await?;
             let mut sharing = vec![];
             for i in 0..providers.max(1) {
@@ -222,9 +227,22 @@ async fn main() -> Result<()> {
             for a in &sharing {
                 id = a.share(&src)?;
             }
+            let nodes_cpu = || -> Result<(f64, f64)> {
+                let fetcher = cpu_secs(b.pid().context("pid")?).context("fetcher CPU")?;
+                let mut providers = 0.0;
+                for a in &sharing {
+                    providers += cpu_secs(a.pid().context("pid")?).context("provider CPU")?;
+                }
+                Ok((fetcher, providers))
+            };
+            let (fetcher_before, providers_before) = nodes_cpu()?;
             let start = Instant::now();
             cli(&b, &["get", &id])?;
             let took = start.elapsed();
+            let (fetcher_after, providers_after) = nodes_cpu()?;
+            let fetcher_cpu = fetcher_after - fetcher_before;
+            let providers_cpu = providers_after - providers_before;
+            let get_cpu = fetcher_cpu + providers_cpu;
             // The ceilings of a libp2p transfer here, over Noise and Yamux on TCP with
             // no disk, no hashing and no requests: one stream, and one fresh stream
             // per 1 MiB chunk, eight at once, as a fetch asks.
@@ -263,6 +281,25 @@ async fn main() -> Result<()> {
                 "libp2p chunk streams: {chunked:>8.1} MiB/s (a fresh stream per MiB, 8 at once)"
             );
             println!("ratio jantar/stream:  {:>8.2}", mib_s(size, took) / stream);
+            // CPU per GiB moved: what a transfer costs wherever it runs. On a machine
+            // whose cores both ends share, it bounds the rate: cores / CPU per byte.
+            let gib = size as f64 / f64::from(1u32 << 30);
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+            println!(
+                "CPU, TCP copy:        {:>8.2} core-s per GiB",
+                base_cpu / gib
+            );
+            println!(
+                "CPU, jantar get:      {:>8.2} core-s per GiB (fetcher {:.2}, providers {:.2})",
+                get_cpu / gib,
+                fetcher_cpu / gib,
+                providers_cpu / gib
+            );
+            println!("ratio CPU TCP/jantar: {:>8.2}", base_cpu / get_cpu);
+            println!(
+                "jantar get at {cores} cores busy: {:>6.1} MiB/s (the rate its CPU per byte allows)",
+                cores * 1024.0 / (get_cpu / gib)
+            );
         }
         Bench::Spread { peers, size_mib } => {
             let size = size_mib << 20;
@@ -429,7 +466,7 @@ async fn capacity(
 ) -> Result<()> {
     use std::sync::{Arc, atomic::Ordering};
 
-    use jantar_tests::capacity::{Client, Shared, cpu_secs, percentile, rss_kib, source};
+    use jantar_tests::capacity::{Client, Shared, percentile, rss_kib, source};
 
     let config = format!(
         "network:\n  listen_addresses: [\"/ip4/127.0.0.1/tcp/0\"]\n  connection_limits: {{max_peers: {}, high_water: {}, low_water: {}, max_pending_connections: 1024}}\n",
