@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use clap::Parser;
-use jantar_tests::sim::{Options, Sim};
+use jantar_tests::sim::{Options, Sim, clock};
 
 #[derive(Parser, Debug)]
 #[command(about = "Runs N Jantar nodes on a simulated internet and measures a scenario")]
@@ -52,6 +52,11 @@ struct Args {
     settle: Duration,
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Runs with the process's clocks at this share of the real pace (needs libfaketime),
+    /// so that a simulation larger than one thread keeps up with stays right, taking
+    /// longer: see `docs/scale.md`.
+    #[arg(long, default_value_t = 1.0, value_parser = clock::parse_speed)]
+    clock_speed: f64,
     /// Writes every node's metrics, summed, to this file (Prometheus text) at the end.
     #[arg(long)]
     metrics: Option<std::path::PathBuf>,
@@ -59,6 +64,9 @@ struct Args {
 
 fn main() -> anyhow::Result<()> {
     let a = Args::parse();
+    if a.clock_speed < 1.0 && clock::speed_in_effect().is_none() {
+        return clock::run_slowed(a.clock_speed);
+    }
     // Every node logs into this one process: only what `RUST_LOG` asks for, on stderr
     // (`RUST_LOG=libp2p_kad=debug` shows why requests of a lookup failed).
     if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_default_env() {

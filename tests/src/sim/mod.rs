@@ -8,10 +8,12 @@
 //! routing-table refresh, ping, idle timeouts, gossipsub's heartbeat) run on the wall
 //! clock, so [`pace`] keeps simulated time from running ahead of it: while the machine
 //! keeps up the two clocks agree, and when it falls behind, simulated time falls behind
-//! with it (`sim_s` below `wall_s` in the report says by how much).
+//! with it (`sim_s` below `wall_s` in the report says by how much). For a simulation
+//! larger than the thread keeps up with, [`clock`] slows the process's clocks instead.
 //!
 //! [`scenarios`] holds what `sim --scenario NAME` runs.
 
+pub mod clock;
 pub mod net;
 pub mod regions;
 pub mod scenarios;
