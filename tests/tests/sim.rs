@@ -140,3 +140,15 @@ async fn an_unknown_scenario_is_named_before_anything_starts() {
     assert!(e.contains("lookups"), "{e}");
     assert!(sim.nodes.is_empty(), "nodes started for nothing");
 }
+
+#[test]
+fn a_slowed_run_that_fails_says_so() {
+    let out = Command::new(env!("CARGO_BIN_EXE_sim"))
+        .args(["--scenario", "lookup", "--clock-speed", CLOCK_SPEED])
+        .output()
+        .expect("running sim");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a failed child must fail the run");
+    assert!(stderr.contains("unknown scenario \"lookup\""), "{stderr}");
+    assert!(stderr.contains("the simulation failed"), "{stderr}");
+}

@@ -18,7 +18,7 @@
 use std::{
     ffi::OsString,
     io::{BufRead, BufReader},
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::{Command, Stdio},
     time::Instant,
 };
@@ -62,22 +62,26 @@ pub fn speed_in_effect() -> Option<f64> {
 
 /// The library to preload: `$JANTAR_LIBFAKETIME`, or the first of the usual places.
 pub fn libfaketime() -> Result<PathBuf> {
-    if let Some(p) = std::env::var_os(LIB_ENV) {
-        let p = PathBuf::from(p);
+    find_library(std::env::var_os(LIB_ENV).map(PathBuf::from), LIBFAKETIME)
+}
+
+/// `given` if it is a file, else the first of `places` that is one.
+fn find_library(given: Option<PathBuf>, places: &[&str]) -> Result<PathBuf> {
+    if let Some(p) = given {
         if !p.is_file() {
             bail!("{LIB_ENV}={}: no such file", p.display());
         }
         return Ok(p);
     }
-    LIBFAKETIME
+    places
         .iter()
         .map(PathBuf::from)
         .find(|p| p.is_file())
         .with_context(|| {
             format!(
-                "--clock-speed needs libfaketime (Debian: `apt install faketime`), or its \
+                "--clock-speed needs libfaketime (Debian: `apt install libfaketime`), or its \
                  path in {LIB_ENV}; looked in {}",
-                LIBFAKETIME.join(", ")
+                places.join(", ")
             )
         })
 }
@@ -113,13 +117,15 @@ pub fn run_slowed(speed: f64) -> Result<()> {
     }
     let status = child.wait().context("waiting for the child")?;
     let real = start.elapsed().as_secs_f64();
+    if !status.success() {
+        if let Some(last) = last {
+            println!("{last}");
+        }
+        bail!("the simulation failed ({status})");
+    }
     let Some(last) = last else {
         bail!("the simulation printed nothing ({status})");
     };
-    if !status.success() {
-        println!("{last}");
-        bail!("the simulation failed ({status})");
-    }
     let Ok(Value::Object(mut report)) = serde_json::from_str::<Value>(&last) else {
         println!("{last}");
         return Ok(());
@@ -134,12 +140,7 @@ pub fn run_slowed(speed: f64) -> Result<()> {
 /// The child's clock must have run near `speed` times the real pace: a child whose
 /// clock was not slowed would report as much wall time as really passed, and its
 /// figures would be those of an unslowed run.
-fn check_slowed(
-    slowed_s: Option<f64>,
-    real_s: f64,
-    speed: f64,
-    lib: &std::path::Path,
-) -> Result<()> {
+fn check_slowed(slowed_s: Option<f64>, real_s: f64, speed: f64, lib: &Path) -> Result<()> {
     let Some(slowed_s) = slowed_s else {
         return Ok(());
     };
@@ -169,8 +170,29 @@ mod tests {
     }
 
     #[test]
+    fn a_missing_library_is_named() {
+        let e = find_library(Some("/nonexistent/libfaketimeMT.so.1".into()), LIBFAKETIME)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(LIB_ENV) && e.contains("/nonexistent/libfaketimeMT.so.1"),
+            "{e}"
+        );
+        let e = find_library(None, &["/nonexistent/a.so", "/nonexistent/b.so"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("needs libfaketime") && e.contains("/nonexistent/b.so"),
+            "{e}"
+        );
+        let here = std::env::current_exe().unwrap();
+        let found = find_library(None, &["/nonexistent/a.so", here.to_str().unwrap()]).unwrap();
+        assert_eq!(found, here);
+    }
+
+    #[test]
     fn a_clock_that_ran_at_the_real_pace_is_caught() {
-        let lib = std::path::Path::new("/lib/x.so");
+        let lib = Path::new("/lib/x.so");
         // 100 s at a tenth of the pace read 10 s: slowed.
         assert!(check_slowed(Some(10.0), 100.0, 0.1, lib).is_ok());
         // It read 100 s: not slowed.
