@@ -5,7 +5,7 @@
 use std::{
     fmt::Write as _,
     path::{Path, PathBuf},
-    process::{Child, Command, ExitStatus, Stdio},
+    process::{Child, Command, ExitStatus, Output, Stdio},
     sync::OnceLock,
     time::{Duration, Instant},
 };
@@ -108,6 +108,32 @@ pub fn run_to_end(role: Role, args: &[&str]) -> Result<(ExitStatus, String, Stri
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     ))
+}
+
+/// Runs `cmd` in a process group of its own until it ends or `limit` passes, then kills
+/// the group (its children with it). Returns its output either way, read while it runs
+/// (a child that writes more than a pipe holds never blocks), and whether the limit cut
+/// it short.
+pub fn output_within(mut cmd: Command, limit: Duration) -> Result<(Output, bool)> {
+    use std::os::unix::process::CommandExt;
+
+    let child = cmd
+        .process_group(0)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("start {:?}", cmd.get_program()))?;
+    let group = nix::unistd::Pid::from_raw(-i32::try_from(child.id()).context("pid")?);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(child.wait_with_output()));
+    match rx.recv_timeout(limit) {
+        Ok(out) => Ok((out?, false)),
+        Err(_) => {
+            let _ = nix::sys::signal::kill(group, nix::sys::signal::Signal::SIGKILL);
+            Ok((rx.recv()??, true))
+        }
+    }
 }
 
 /// Creates the node's data dir, writes its identity key (via `id`) and returns its peer id.

@@ -2,36 +2,19 @@
 //! peers, shares a file on one peer and fetches it on the other, sends a message, prints
 //! the commands to try by hand, and stops every node cleanly.
 
-use std::{
-    process::{Command, Stdio},
-    time::Duration,
-};
+use std::{process::Command, time::Duration};
 
-use anyhow::{Context, Result, ensure};
+use anyhow::{Result, ensure};
+use jantar_tests::harness::output_within;
 
 #[test]
 fn local_network_shows_files_and_messages_and_stops_cleanly() -> Result<()> {
     let d = tempfile::tempdir()?;
-    let child = Command::new(env!("CARGO_BIN_EXE_local-network"))
-        .args(["--exit-after", "1", "--dir"])
-        .arg(d.path())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .context("start local-network")?;
-    // Its output is read while it runs: a failure's diagnosis (every node's log tail)
-    // is more than a pipe holds, and a writer blocked on a full pipe never exits.
-    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || tx.send(child.wait_with_output()));
-    let out = match rx.recv_timeout(Duration::from_secs(300)) {
-        Ok(out) => out?,
-        Err(_) => {
-            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
-            rx.recv()??
-        }
-    };
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_local-network"));
+    cmd.args(["--exit-after", "1", "--dir"]).arg(d.path());
+    // A failure's diagnosis (every node's log tail) is more than a pipe holds: the
+    // output is read while it runs.
+    let (out, _) = output_within(cmd, Duration::from_secs(300))?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     ensure!(

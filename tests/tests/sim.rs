@@ -3,18 +3,11 @@
 //! gets the message and the file, peers rejoin without bootstrap nodes, the network
 //! heals after a partition). Timing is printed, never asserted.
 
-use std::{
-    io::{BufRead, BufReader},
-    os::unix::process::CommandExt,
-    process::{Command, Stdio},
-    sync::mpsc::{self, RecvTimeoutError},
-    time::{Duration, Instant},
-};
+use std::{process::Command, time::Duration};
 
-use jantar_tests::sim::{self, Options, Sim};
-use nix::{
-    sys::signal::{Signal, kill},
-    unistd::Pid,
+use jantar_tests::{
+    harness::output_within,
+    sim::{self, Options, Sim},
 };
 use serde_json::Value;
 
@@ -29,54 +22,31 @@ const CLOCK_SPEED: &str = "0.5";
 const WALL_LIMIT: Duration = Duration::from_secs(25 * 60);
 
 /// Runs `sim --scenario all` on `nodes` nodes with its clocks slowed; its last line of
-/// JSON. On failure, prints every line the simulator wrote.
+/// JSON. On failure, prints everything the simulator wrote.
 fn run_all(nodes: usize) -> Value {
     let n = nodes.to_string();
     let wave = (nodes - 3).to_string();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sim"))
-        .args(["--nodes", &n, "--scenario", "all", "--wave", &wave])
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sim"));
+    cmd.args(["--nodes", &n, "--scenario", "all", "--wave", &wave])
         .args(["--lookups", "24", "--concurrency", "8"])
         .args(["--churn-window", "10s", "--churn-steps", "4"])
         .args(["--partition", "10s", "--settle", "10s"])
-        .args(["--clock-speed", CLOCK_SPEED])
-        // Its own process group: the slowed child it starts goes with it on a timeout.
-        .process_group(0)
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("starting sim");
-    let out = child.stdout.take().expect("sim's output");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(out).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let deadline = Instant::now() + WALL_LIMIT;
-    let mut lines = vec![];
-    loop {
-        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-            Ok(line) => lines.push(line),
-            Err(RecvTimeoutError::Disconnected) => break,
-            Err(RecvTimeoutError::Timeout) => {
-                let group = i32::try_from(child.id()).expect("pid");
-                let _ = kill(Pid::from_raw(-group), Signal::SIGKILL);
-                let _ = child.wait();
-                panic!(
-                    "simulation did not finish within {WALL_LIMIT:?}; its output:\n{}",
-                    lines.join("\n")
-                );
-            }
-        }
-    }
-    let status = child.wait().expect("waiting for sim");
-    let all = lines.join("\n");
+        .args(["--clock-speed", CLOCK_SPEED]);
+    // In a process group of its own: the slowed child it starts goes with it on a
+    // timeout.
+    let (out, timed_out) = output_within(cmd, WALL_LIMIT).expect("running sim");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let all = format!("{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     assert!(
-        status.success(),
-        "simulation failed ({status}); its output:\n{all}"
+        !timed_out,
+        "simulation did not finish within {WALL_LIMIT:?}; its output:\n{all}"
     );
-    let last = lines.last().map(String::as_str).unwrap_or_default();
+    assert!(
+        out.status.success(),
+        "simulation failed ({}); its output:\n{all}",
+        out.status
+    );
+    let last = stdout.lines().last().unwrap_or_default();
     serde_json::from_str(last).unwrap_or_else(|e| panic!("no report ({e}); its output:\n{all}"))
 }
 
@@ -143,11 +113,11 @@ async fn an_unknown_scenario_is_named_before_anything_starts() {
 
 #[test]
 fn a_slowed_run_that_fails_says_so() {
-    let out = Command::new(env!("CARGO_BIN_EXE_sim"))
-        .args(["--scenario", "lookup", "--clock-speed", CLOCK_SPEED])
-        .output()
-        .expect("running sim");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sim"));
+    cmd.args(["--scenario", "lookup", "--clock-speed", CLOCK_SPEED]);
+    let (out, timed_out) = output_within(cmd, Duration::from_secs(60)).expect("running sim");
     let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!timed_out, "sim did not stop within 60 s: {stderr}");
     assert!(!out.status.success(), "a failed child must fail the run");
     assert!(stderr.contains("unknown scenario \"lookup\""), "{stderr}");
     assert!(stderr.contains("the simulation failed"), "{stderr}");
