@@ -168,6 +168,40 @@ async fn routing_health(sim: &Sim, s: &str, out: &mut Figures) {
     );
 }
 
+/// What a peer's connections are, per live peer (median): counted against the
+/// watermarks and still in their grace period, counted and past it, and released by
+/// trimming but not yet closed. Peers at `max_peers` refuse newcomers, so this says
+/// which of the connection manager's rules keeps them full.
+async fn connection_breakdown(sim: &Sim, s: &str, out: &mut Figures) {
+    // The default `connection_grace_period`: the simulator does not change it.
+    let grace = 20;
+    let (mut in_grace, mut settled, mut releasing) = (vec![], vec![], vec![]);
+    for i in sim.alive_peers() {
+        let Ok(peers) = sim.nodes[i].client.peers().await else {
+            continue;
+        };
+        let connected = peers.iter().filter(|p| p.connected && !p.protected);
+        let (mut g, mut k, mut r) = (0usize, 0usize, 0usize);
+        for p in connected {
+            match (p.released, p.connected_secs < grace) {
+                (true, _) => r += 1,
+                (false, true) => g += 1,
+                (false, false) => k += 1,
+            }
+        }
+        in_grace.push(g);
+        settled.push(k);
+        releasing.push(r);
+    }
+    for (name, v) in [
+        ("peers_in_grace_p50", &mut in_grace),
+        ("peers_past_grace_p50", &mut settled),
+        ("peers_releasing_p50", &mut releasing),
+    ] {
+        figure(out, s, name, json!(percentile(v, 0.5)));
+    }
+}
+
 /// `lookups` random FIND_NODE lookups from random peers.
 pub async fn lookups(sim: &mut Sim) -> anyhow::Result<Figures> {
     let s = "lookups";
@@ -175,6 +209,7 @@ pub async fn lookups(sim: &mut Sim) -> anyhow::Result<Figures> {
     let from = sim.alive_peers();
     let f = sim.lookups(&from, sim.opts.lookups).await;
     lookup_figures(&mut out, s, "", &f);
+    connection_breakdown(sim, s, &mut out).await;
     let rtt = regions::median_rtt();
     figure(&mut out, s, "median_rtt_ms", json!(rtt.as_millis()));
     figure(
