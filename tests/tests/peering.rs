@@ -1,5 +1,5 @@
 //! Connection management against real nodes: trimming to the low watermark, eviction
-//! that resists a crowd from a few networks, rejoining through the peer store with
+//! that resists a crowd from a few networks (also one that fills the node), rejoining through the peer store with
 //! every bootstrap node down (also when the known peers come back after the node), and
 //! GeoIP diversity.
 //!
@@ -274,6 +274,90 @@ async fn an_attacker_from_two_networks_cannot_evict_honest_peers() -> Result<()>
         .count();
     eprintln!(
         "all 10 honest peers kept; {attackers_left} of 30 attacker identities left, {} trimmed",
+        st["peer_management"]["trimmed"]
+    );
+    Ok(())
+}
+
+/// A full node makes room at once: a node at `max_peers` refuses every newcomer, so
+/// there its grace period gives way. Six honest peers from six networks are connected
+/// when 30 attacker identities from two addresses fill the node (`max_peers` 16) whose
+/// grace period (120 s) would otherwise hold them all. The node trims back to its low
+/// watermark long before any grace period ends, closing the attacker's identities; the
+/// honest peers stay, and an honest newcomer from a network of its own is let in.
+#[tokio::test]
+async fn a_full_node_trims_within_the_grace_period_and_lets_an_honest_newcomer_in() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let boot = bootstrap(dir.path()).await?;
+    let mut node = peer(
+        dir.path(),
+        &boot,
+        "max_peers: 16, high_water: 10, low_water: 8, connection_grace_period: 120s, max_connections_per_ip: 32",
+        "",
+    )
+    .await?;
+    let tally = Arc::new(Tally::default());
+    let honest: Vec<Sybil> = (11..=16)
+        .map(|i| spawn(&format!("127.{i}.0.1"), &node, &tally))
+        .collect::<Result<_>>()?;
+    wait_connected(&mut node, 7).await?;
+    // The honest peers have been there a while when the crowd arrives.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let attackers: Vec<Sybil> = (0..30)
+        .map(|i| {
+            let source = if i % 2 == 0 {
+                "127.66.0.1"
+            } else {
+                "127.67.0.1"
+            };
+            spawn(source, &node, &tally)
+        })
+        .collect::<Result<_>>()?;
+    // Well within the 120 s grace period: only the full node's rule can trim here.
+    node.wait_until(
+        Duration::from_secs(30),
+        "the node was full, trimmed to its low watermark and let the released peers go",
+        async |n: &Node| {
+            let st = n.status().await?;
+            let pm = &st["peer_management"];
+            let refused = metric_sum(
+                &n.metrics().await?,
+                "jantar_connections_denied_total",
+                &["max_peers"],
+            );
+            Ok(refused > 0.0
+                && pm["trimmed"].as_u64().unwrap_or(0) > 0
+                && pm["counted_peers"].as_u64().unwrap_or(99) <= 8
+                && pm["releasing"].as_u64() == Some(0))
+        },
+    )
+    .await?;
+    let newcomer = spawn("127.21.0.1", &node, &tally)?;
+    let newcomer_id = newcomer.peer_id.to_string();
+    node.wait_until(
+        Duration::from_secs(20),
+        "the honest newcomer connected",
+        async |n: &Node| Ok(connected(&n.status().await?).contains_key(&newcomer_id)),
+    )
+    .await?;
+    let st = node.status().await?;
+    let after = connected(&st);
+    let lost: Vec<String> = honest
+        .iter()
+        .map(|s| s.peer_id.to_string())
+        .filter(|id| !after.contains_key(id))
+        .collect();
+    ensure!(
+        lost.is_empty(),
+        "honest peers were evicted: {lost:?}\n{}",
+        node.diagnose().await
+    );
+    let attackers_left = attackers
+        .iter()
+        .filter(|s| after.contains_key(&s.peer_id.to_string()))
+        .count();
+    eprintln!(
+        "all 6 honest peers kept and the newcomer let in; {attackers_left} of 30 attacker identities left, {} trimmed",
         st["peer_management"]["trimmed"]
     );
     Ok(())

@@ -7,7 +7,9 @@
 //!   `max_peers`), the node closes peers down to `low_water`, never one that is
 //!   protected (configured bootstrap and relay nodes, peers named in `protected_peers`,
 //!   peers with a transfer running, a relay's reservation holders, the relays this peer
-//!   holds reservations on) nor one connected for less than `connection_grace_period`.
+//!   holds reservations on) nor one connected for less than `connection_grace_period`,
+//!   unless the node is at `max_peers`: a full node refuses newcomers, so there the
+//!   grace period gives way.
 //!   Whom to close is chosen to resist takeover ([`crate::peering::eviction`]). A peer
 //!   *releases* them ([`crate::peering::keep_alive`]): their connections close once
 //!   idle, so requests running on them finish. A released peer still connected after

@@ -39,7 +39,7 @@ impl Peering {
         if self.released.is_empty() {
             return;
         }
-        let at_cap = self.counted() + self.released.len() >= self.max_peers as usize;
+        let at_cap = self.at_cap();
         let linger = self.grace * LINGER_GRACES;
         for (peer, since) in &self.released {
             if self.is_protected(peer, busy) {
@@ -52,13 +52,27 @@ impl Peering {
         }
     }
 
+    /// Whether the node holds `max_peers` peers (released ones included), so that it
+    /// refuses strangers' next connections.
+    fn at_cap(&self) -> bool {
+        self.counted() + self.released.len() >= self.max_peers as usize
+    }
+
     /// Above the high watermark: chooses, among every unprotected peer, whom to close
     /// to get down to the low watermark, and closes those past their grace period (the
     /// rest when theirs ends, if still chosen then). Choosing among the new ones too
     /// keeps a burst of fresh connections from pushing out older peers merely because
     /// the newcomers cannot be closed yet.
+    ///
+    /// At `max_peers` the grace period gives way: the chosen are closed at once, new
+    /// or not. A full node refuses every newcomer, and in a network larger than
+    /// `max_peers` each of the others' DHT requests is a newcomer: held for a grace
+    /// period, they would keep the node full and its refusals would fail the others'
+    /// lookups. Whom to close is still the eviction's choice, which keeps the peers
+    /// that proved themselves (see [`crate::peering::eviction`]).
     pub(super) fn trim(&mut self, swarm: &mut Swarm<Behaviour>, busy: &HashSet<PeerId>) {
         let now = Instant::now();
+        let full = self.at_cap();
         self.close_lingering(swarm, busy, now);
         let count = self.counted();
         if count <= self.high_water {
@@ -93,7 +107,7 @@ impl Peering {
         let (closable, waiting): (Vec<PeerId>, Vec<PeerId>) = chosen.into_iter().partition(|p| {
             self.live
                 .get(p)
-                .is_some_and(|l| now.duration_since(l.since) >= self.grace)
+                .is_some_and(|l| full || now.duration_since(l.since) >= self.grace)
         });
         if closable.is_empty() {
             debug!(
@@ -106,6 +120,7 @@ impl Peering {
         }
         info!(
             peers = count,
+            at_max_peers = full,
             releasing = closable.len(),
             in_grace = waiting.len(),
             low_water = self.low_water,
