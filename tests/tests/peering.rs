@@ -1,7 +1,8 @@
 //! Connection management against real nodes: trimming to the low watermark, eviction
-//! that resists a crowd from a few networks (also one that fills the node), rejoining through the peer store with
-//! every bootstrap node down (also when the known peers come back after the node), and
-//! GeoIP diversity.
+//! that resists a crowd from a few networks (also one that fills the node), discovery
+//! that stops at the low watermark, rejoining through the peer store with every
+//! bootstrap node down (also when the known peers come back after the node), and GeoIP
+//! diversity.
 //!
 //! The peers that connect to the node under test are libp2p identities in this process
 //! ([`Sybil`]), each dialing from a loopback address the test chooses, so that they fall
@@ -359,6 +360,62 @@ async fn a_full_node_trims_within_the_grace_period_and_lets_an_honest_newcomer_i
     eprintln!(
         "all 6 honest peers kept and the newcomer let in; {attackers_left} of 30 attacker identities left, {} trimmed",
         st["peer_management"]["trimmed"]
+    );
+    Ok(())
+}
+
+/// A peer looks for more peers in the DHT only while it holds fewer than its low
+/// watermark. `full` (`high_water` 3, `low_water` 2), once connected to two of the four
+/// other peers, starts no more discovery lookups, while `open` (the default watermarks,
+/// low 38) starts one every `discovery_interval` (1 s here). Looking up and dialing
+/// every peer found would, in a network of thousands, connect every peer to every other.
+#[tokio::test]
+async fn a_peer_with_enough_peers_stops_looking_for_more() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let net = LoopbackNet::start(dir.path(), "", READY).await?;
+    let mut others = vec![];
+    for name in ["a", "b", "c", "d"] {
+        others.push(net.peer(name, "").await?);
+    }
+    let mut full = peer(
+        dir.path(),
+        &net.boot,
+        "max_peers: 20, high_water: 3, low_water: 2",
+        "",
+    )
+    .await?;
+    let open = net.peer("open", "").await?;
+    full.wait_until(
+        Duration::from_secs(30),
+        "full holds its low watermark's two peers",
+        async |n: &Node| {
+            let st = n.status().await?;
+            Ok(st["peer_management"]["counted_peers"].as_u64().unwrap_or(0) >= 2)
+        },
+    )
+    .await?;
+    let lookups = async |n: &Node| -> Result<f64> {
+        Ok(metric_sum(
+            &n.metrics().await?,
+            "jantar_dht_queries_started_total",
+            &["get_providers"],
+        ))
+    };
+    let (full_before, open_before) = (lookups(&full).await?, lookups(&open).await?);
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let full_looked = lookups(&full).await? - full_before;
+    let open_looked = lookups(&open).await? - open_before;
+    eprintln!("in 6 s: full started {full_looked} lookups, open {open_looked}");
+    ensure!(
+        open_looked >= 3.0,
+        "open (below its low watermark) started {open_looked} lookups in 6 s with a 1 s \
+         discovery interval\n{}",
+        diagnose_all(&[&open]).await
+    );
+    ensure!(
+        full_looked == 0.0,
+        "full (at its low watermark) still started {full_looked} lookups in 6 s\n{}",
+        diagnose_all(&[&full]).await
     );
     Ok(())
 }

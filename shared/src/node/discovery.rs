@@ -46,14 +46,24 @@ impl Discovery {
         }
     }
 
-    /// Providers of [`PEERS_KEY`]: peers to dial.
-    pub(super) fn found_in_dht(&mut self, swarm: &mut Swarm<Behaviour>, providers: Vec<PeerId>) {
+    /// Providers of [`PEERS_KEY`]: peers to dial, at most `wanted` of those not
+    /// connected (the connection manager's room below its low watermark). Dialing every
+    /// provider would, in a network of thousands, connect every peer to every other.
+    pub(super) fn found_in_dht(
+        &mut self,
+        swarm: &mut Swarm<Behaviour>,
+        providers: Vec<PeerId>,
+        wanted: usize,
+    ) {
+        let mut dials = 0;
         for peer in providers.into_iter().filter(|p| *p != self.me) {
             if self.discovered.insert(peer) {
                 metrics::counter!(m::DISCOVERED_PEERS, "source" => "dht").increment(1);
                 info!(%peer, "peer discovered through the DHT");
             }
-            dial_known(swarm, peer);
+            if dials < wanted && dial_known(swarm, peer) {
+                dials += 1;
+            }
         }
     }
 
@@ -78,15 +88,20 @@ impl Discovery {
     }
 }
 
-/// Dials `peer` with the addresses the behaviours know (DHT queries, routing table).
-pub(super) fn dial_known(swarm: &mut Swarm<Behaviour>, peer: PeerId) {
+/// Dials `peer` with the addresses the behaviours know (DHT queries, routing table);
+/// returns whether a dial started.
+pub(super) fn dial_known(swarm: &mut Swarm<Behaviour>, peer: PeerId) -> bool {
     if swarm.is_connected(&peer) {
-        return;
+        return false;
     }
     let opts = DialOpts::peer_id(peer)
         .condition(PeerCondition::DisconnectedAndNotDialing)
         .build();
-    if let Err(e) = swarm.dial(opts) {
-        debug!(%peer, error = %e, "cannot dial discovered peer");
+    match swarm.dial(opts) {
+        Ok(()) => true,
+        Err(e) => {
+            debug!(%peer, error = %e, "cannot dial discovered peer");
+            false
+        }
     }
 }

@@ -247,7 +247,9 @@ impl EventLoop {
                     return;
                 }
                 if key.as_ref() == PEERS_KEY {
-                    self.discovery.found_in_dht(&mut self.swarm, providers);
+                    let wanted = self.peering.wanted();
+                    self.discovery
+                        .found_in_dht(&mut self.swarm, providers, wanted);
                 } else if key.as_ref() == RELAYS_KEY
                     && let Some(rc) = self.relay_client.as_mut()
                 {

@@ -348,7 +348,7 @@ impl EventLoop {
     }
 
     /// Every `network.dht.discovery_interval`: publish this node's provider records and
-    /// look for peers and relays.
+    /// look for relays, and for peers while below the low watermark.
     fn discover(&mut self) {
         if self.swarm.behaviour().kad.is_enabled() && self.dht.joined() {
             match self.role {
@@ -360,7 +360,10 @@ impl EventLoop {
             }
             self.dht.publish_stale(&mut self.swarm);
             if self.role == Role::Peer {
-                self.discovery.lookup(&mut self.swarm);
+                // A peer with its low watermark's worth of peers has no one to dial.
+                if self.peering.wanted() > 0 {
+                    self.discovery.lookup(&mut self.swarm);
+                }
                 if let Some(rc) = self.relay_client.as_ref() {
                     rc.lookup(&mut self.swarm, self.reachability.nat());
                 }

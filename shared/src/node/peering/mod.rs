@@ -297,6 +297,13 @@ impl Peering {
         }
     }
 
+    /// How many more peers the node wants: those it lacks to reach its low watermark.
+    /// Discovery dials no more than this, so that in a network larger than the
+    /// watermarks a node does not dial every peer it hears of.
+    pub(super) fn wanted(&self) -> usize {
+        self.low_water.saturating_sub(self.counted())
+    }
+
     /// Peers that count toward the watermarks (released ones are on their way out).
     fn counted(&self) -> usize {
         self.live
