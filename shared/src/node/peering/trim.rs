@@ -22,9 +22,12 @@ use crate::{
 /// so a node far above its high watermark (thousands of peers) trims over several
 /// seconds instead of stalling its event loop.
 const MAX_TRIM_PER_ROUND: usize = 64;
-/// Grace periods a released peer may stay connected (kept busy) before it is
-/// disconnected.
-const LINGER_GRACES: u32 = 3;
+/// Grace periods a released peer may stay connected before it is disconnected. Its
+/// connections do not go idle on their own: gossipsub keeps a stream open on every
+/// connection between two peers, in the mesh or not (rust-libp2p issue 5190), so this
+/// is in practice when a released peer goes. One grace period outlasts a DHT request
+/// (10 s at most); transfers and reservations are protected anyway.
+const LINGER_GRACES: u32 = 1;
 
 impl Peering {
     /// Disconnects released peers that stayed connected past [`LINGER_GRACES`], or all
