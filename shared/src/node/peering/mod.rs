@@ -13,7 +13,7 @@
 //!   Whom to close is chosen to resist takeover ([`crate::peering::eviction`]). A peer
 //!   *releases* them ([`crate::peering::keep_alive`]): their connections close once
 //!   idle, so requests running on them finish. A released peer still connected after
-//!   a grace period, or while the node is at `max_peers`, is
+//!   three grace periods, or while the node is at `max_peers`, is
 //!   disconnected (unless it became protected meanwhile).
 //! - A peer below `low_water` dials known peers, mostly its best-scored ones and about a
 //!   quarter never tried ([`crate::peering::dials`]).

@@ -25,9 +25,9 @@ const MAX_TRIM_PER_ROUND: usize = 64;
 /// Grace periods a released peer may stay connected before it is disconnected. Its
 /// connections do not go idle on their own: gossipsub keeps a stream open on every
 /// connection between two peers, in the mesh or not (rust-libp2p issue 5190), so this
-/// is in practice when a released peer goes. One grace period outlasts a DHT request
-/// (10 s at most); transfers and reservations are protected anyway.
-const LINGER_GRACES: u32 = 1;
+/// is in practice when a released peer goes. One grace period was tried and cut
+/// lookups that were still using released peers (see `docs/scale.md`).
+const LINGER_GRACES: u32 = 3;
 
 impl Peering {
     /// Disconnects released peers that stayed connected past [`LINGER_GRACES`], or all
