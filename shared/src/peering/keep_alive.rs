@@ -14,7 +14,9 @@
 //! connections stop being held and close once every protocol is done with them and the
 //! idle timeout has passed. A DHT request or transfer running on a trimmed connection
 //! therefore finishes; cutting connections mid-request made lookups across a busy
-//! network miss peers (see `docs/scale.md`).
+//! network miss peers (see `docs/scale.md`). Between two peers gossipsub keeps a stream
+//! open on every connection (rust-libp2p issue 5190), so such a connection never goes
+//! idle: the connection manager disconnects released peers after a linger instead.
 
 use std::{
     collections::{HashMap, HashSet, VecDeque},

@@ -11,10 +11,11 @@
 //!   unless the node is at `max_peers`: a full node refuses newcomers, so there the
 //!   grace period gives way.
 //!   Whom to close is chosen to resist takeover ([`crate::peering::eviction`]). A peer
-//!   *releases* them ([`crate::peering::keep_alive`]): their connections close once
-//!   idle, so requests running on them finish. A released peer still connected after
-//!   three grace periods, or while the node is at `max_peers`, is
-//!   disconnected (unless it became protected meanwhile).
+//!   *releases* them ([`crate::peering::keep_alive`]): their connections are no longer
+//!   held, so requests running on them finish. A released peer still connected after
+//!   three grace periods, or while the node is at `max_peers`, is disconnected (unless
+//!   it became protected meanwhile); between two peers that is when it goes, since
+//!   gossipsub's open stream keeps the connection from going idle.
 //! - A peer below `low_water` dials known peers, mostly its best-scored ones and about a
 //!   quarter never tried ([`crate::peering::dials`]).
 //! - At start the store's best peers are dialed with the bootstrap nodes, so a node
