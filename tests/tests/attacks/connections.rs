@@ -21,7 +21,7 @@ use jantar_tests::{
     harness::{LOOPBACK_FAST, Node, Role, diagnose_all, metric_sum},
     sybil::{Sybil, Tally},
 };
-use libp2p::Multiaddr;
+use libp2p::{Multiaddr, identity::Keypair};
 use tokio::{io::AsyncReadExt, net::TcpSocket, sync::watch, task::JoinSet};
 
 use crate::{READY, memory_bounded};
@@ -325,24 +325,20 @@ const KEEP_IDLE: &str = "connection_grace_period: 5m";
 /// bootstrap node is down, its own dials go up to its reserve (4) beyond it and no
 /// further, and its configured bootstrap node, which never counts, still connects when
 /// it comes up; its memory stays bounded.
+///
+/// The Sybils' identities and the friends' are named in `protected_peers`: a node at
+/// `max_peers` trims newcomers at once (`peering.rs` tests that), and this test is
+/// about the cap and the reserve, so nothing here may be trimmed. Named peers count
+/// against `max_peers` like any other.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_peers_full_still_reaches_infrastructure() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let root = dir.path();
     let (boot_listen, boot_addr) = reserve_bootstrap(root).await?;
-    let target = Node::start(
-        root,
-        "target",
-        Role::Peer,
-        &format!(
-            "network:\n  enable_mdns: false\n  enable_upnp: false\n  listen_addresses: [\"/ip4/127.0.0.1/tcp/0\"]\n  bootstrap_nodes: [\"{boot_addr}\"]\n  connection_limits: {{max_peers: 4, {KEEP_IDLE}}}\n{LOOPBACK_FAST}"
-        ),
-    )
-    .await?;
-    let mut others = Vec::new();
-    let result = full_peer(root, target, &boot_listen, &mut others).await;
+    let mut nodes = Vec::new();
+    let result = full_peer(root, &boot_listen, &boot_addr, &mut nodes).await;
     if let Err(e) = result {
-        let nodes: Vec<&Node> = others.iter().collect();
+        let nodes: Vec<&Node> = nodes.iter().collect();
         eprintln!("{}", diagnose_all(&nodes).await);
         return Err(e);
     }
@@ -351,11 +347,44 @@ async fn max_peers_full_still_reaches_infrastructure() -> Result<()> {
 
 async fn full_peer(
     root: &Path,
-    target: Node,
     boot_listen: &str,
+    boot_addr: &str,
     nodes: &mut Vec<Node>,
 ) -> Result<()> {
-    nodes.push(target);
+    // The friends the target will dial itself, started first so it can name them.
+    let mut friends = Vec::new();
+    let mut named = Vec::new();
+    for i in 0..5 {
+        let mut f = Node::start(
+            root,
+            &format!("friend{i}"),
+            Role::Peer,
+            &format!(
+                "network:\n  enable_mdns: false\n  enable_upnp: false\n  enable_dht: false\n  listen_addresses: [\"/ip4/127.0.0.1/tcp/0\"]\n  connection_limits: {{{KEEP_IDLE}}}\n"
+            ),
+        )
+        .await?;
+        f.wait_ready(READY).await?;
+        friends.push(f.addr());
+        named.push(format!("\"{}\"", f.peer_id));
+        nodes.push(f);
+    }
+    let keys: Vec<Keypair> = (0..8).map(|_| Keypair::generate_ed25519()).collect();
+    named.extend(
+        keys.iter()
+            .map(|k| format!("\"{}\"", k.public().to_peer_id())),
+    );
+    let target = Node::start(
+        root,
+        "target",
+        Role::Peer,
+        &format!(
+            "network:\n  enable_mdns: false\n  enable_upnp: false\n  listen_addresses: [\"/ip4/127.0.0.1/tcp/0\"]\n  bootstrap_nodes: [\"{boot_addr}\"]\n  connection_limits: {{max_peers: 4, {KEEP_IDLE}, protected_peers: [{}]}}\n{LOOPBACK_FAST}",
+            named.join(", ")
+        ),
+    )
+    .await?;
+    nodes.insert(0, target);
     let before = nodes[0].memory()?;
     let target_addr: Multiaddr = nodes[0].addr().parse()?;
 
@@ -363,8 +392,9 @@ async fn full_peer(
     let tally = Arc::new(Tally::default());
     let source = IpAddr::V4(Ipv4Addr::new(127, 0, 66, 1));
     let mut sybils = Vec::new();
-    for _ in 0..8 {
-        sybils.push(Sybil::spawn(
+    for key in keys {
+        sybils.push(Sybil::spawn_with_key(
+            key,
             source,
             &[],
             std::slice::from_ref(&target_addr),
@@ -395,21 +425,6 @@ async fn full_peer(
     );
 
     // Its own dials: four friends fit in the reserve, the fifth does not.
-    let mut friends = Vec::new();
-    for i in 0..5 {
-        let mut f = Node::start(
-            root,
-            &format!("friend{i}"),
-            Role::Peer,
-            &format!(
-                "network:\n  enable_mdns: false\n  enable_upnp: false\n  enable_dht: false\n  listen_addresses: [\"/ip4/127.0.0.1/tcp/0\"]\n  connection_limits: {{{KEEP_IDLE}}}\n"
-            ),
-        )
-        .await?;
-        f.wait_ready(READY).await?;
-        friends.push(f.addr());
-        nodes.push(f);
-    }
     for (i, friend) in friends.iter().enumerate() {
         let (code, body) = nodes[0].post_json("/connect", &[("addr", friend)]).await?;
         ensure!(
