@@ -66,6 +66,29 @@ fn connected(status: &Value) -> HashMap<String, Value> {
         .collect()
 }
 
+/// An attacker's 30 identities, half from each of two addresses (two /16s).
+fn crowd(target: &Node, tally: &Arc<Tally>) -> Result<Vec<Sybil>> {
+    (0..30)
+        .map(|i| {
+            let source = if i % 2 == 0 {
+                "127.66.0.1"
+            } else {
+                "127.67.0.1"
+            };
+            spawn(source, target, tally)
+        })
+        .collect()
+}
+
+/// The peer ids of `peers` not among `connected`.
+fn missing(peers: &[Sybil], connected: &HashMap<String, Value>) -> Vec<String> {
+    peers
+        .iter()
+        .map(|s| s.peer_id.to_string())
+        .filter(|id| !connected.contains_key(id))
+        .collect()
+}
+
 async fn wait_connected(node: &mut Node, n: usize) -> Result<()> {
     node.wait_until(
         Duration::from_secs(30),
@@ -223,16 +246,7 @@ async fn an_attacker_from_two_networks_cannot_evict_honest_peers() -> Result<()>
     wait_connected(&mut node, 11).await?;
     // The honest peers have been there a while when the crowd arrives.
     tokio::time::sleep(Duration::from_secs(4)).await;
-    let attackers: Vec<Sybil> = (0..30)
-        .map(|i| {
-            let source = if i % 2 == 0 {
-                "127.66.0.1"
-            } else {
-                "127.67.0.1"
-            };
-            spawn(source, &node, &tally)
-        })
-        .collect::<Result<_>>()?;
+    let attackers = crowd(&node, &tally)?;
     node.wait_until(
         Duration::from_secs(20),
         "the crowd connected",
@@ -259,11 +273,7 @@ async fn an_attacker_from_two_networks_cannot_evict_honest_peers() -> Result<()>
     .await?;
     let st = node.status().await?;
     let after = connected(&st);
-    let lost: Vec<String> = honest
-        .iter()
-        .map(|s| s.peer_id.to_string())
-        .filter(|id| !after.contains_key(id))
-        .collect();
+    let lost = missing(&honest, &after);
     ensure!(
         lost.is_empty(),
         "honest peers were evicted: {lost:?}\n{}",
@@ -304,16 +314,7 @@ async fn a_full_node_trims_within_the_grace_period_and_lets_an_honest_newcomer_i
     wait_connected(&mut node, 7).await?;
     // The honest peers have been there a while when the crowd arrives.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let attackers: Vec<Sybil> = (0..30)
-        .map(|i| {
-            let source = if i % 2 == 0 {
-                "127.66.0.1"
-            } else {
-                "127.67.0.1"
-            };
-            spawn(source, &node, &tally)
-        })
-        .collect::<Result<_>>()?;
+    let attackers = crowd(&node, &tally)?;
     // Well within the 120 s grace period: only the full node's rule can trim here.
     node.wait_until(
         Duration::from_secs(30),
@@ -343,11 +344,7 @@ async fn a_full_node_trims_within_the_grace_period_and_lets_an_honest_newcomer_i
     .await?;
     let st = node.status().await?;
     let after = connected(&st);
-    let lost: Vec<String> = honest
-        .iter()
-        .map(|s| s.peer_id.to_string())
-        .filter(|id| !after.contains_key(id))
-        .collect();
+    let lost = missing(&honest, &after);
     ensure!(
         lost.is_empty(),
         "honest peers were evicted: {lost:?}\n{}",
